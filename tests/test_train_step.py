@@ -1,0 +1,83 @@
+"""The train step: schedule, decay mask, one compile, and data parallelism on 8 CPU devices."""
+
+import chex
+import jax
+import numpy as np
+from absl.testing import absltest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from configs import cpu_debug
+from wavlejepa import losses, train_state, train_step
+
+
+class TrainStepTest(chex.TestCase):
+    def test_schedule_is_linear_warmup_then_cosine(self):
+        config = cpu_debug.get_config()
+        config.total_steps, config.optimizer.warmup_steps = 100, 10
+        config.optimizer.peak_lr, config.optimizer.end_lr_fraction = 1e-3, 0.1
+        lr = train_state.learning_rate_schedule(config)
+        np.testing.assert_allclose(lr(5), 5e-4, rtol=1e-6)
+        np.testing.assert_allclose(lr(10), 1e-3, rtol=1e-6)
+        progress = (55 - 10) / 90
+        want = 1e-4 + (1e-3 - 1e-4) * 0.5 * (1 + np.cos(np.pi * progress))
+        np.testing.assert_allclose(lr(55), want, rtol=1e-5)
+        np.testing.assert_allclose(lr(100), 1e-4, rtol=1e-5)
+
+    def test_weight_decay_only_on_kernels(self):
+        config = cpu_debug.get_config()
+        state = train_state.create(jax.random.PRNGKey(0), config)
+        mask = train_state._decay_mask(state.params)
+        self.assertTrue(mask["context_encoder"]["blocks"]["mlp"]["hidden"]["kernel"])
+        self.assertTrue(mask["waveform_encoder"]["conv_0"]["kernel"])
+        self.assertFalse(mask["context_encoder"]["blocks"]["mlp"]["hidden"]["bias"])
+        self.assertFalse(mask["predictor"]["mask_token"])
+        self.assertFalse(mask["context_encoder"]["final_norm"]["scale"])
+
+    def test_steps_compile_once_and_train(self):
+        config = cpu_debug.get_config()
+        state = train_state.create(jax.random.PRNGKey(0), config)
+
+        @chex.assert_max_traces(n=1)
+        def traced_step(state, batch):
+            return train_step.train_step(state, batch, config=config)
+
+        step = jax.jit(traced_step, donate_argnums=0)
+        batch = {"audio": jax.random.normal(jax.random.PRNGKey(1), (8, 8160))}
+        losses_seen = []
+        for i in range(12):
+            state, metrics = step(state, batch)
+            chex.assert_tree_all_finite(metrics)
+            losses_seen.append(float(metrics["loss"]))
+            self.assertEqual(int(state.step), i + 1)
+        # On one repeated batch the loss must go down.
+        self.assertLess(np.mean(losses_seen[-3:]), losses_seen[0])
+        np.testing.assert_allclose(
+            float(metrics["learning_rate"]),
+            train_state.learning_rate_schedule(config)(11),
+            rtol=1e-6,
+        )
+
+    def test_eight_devices_match_one_device(self):
+        # The same global batch, sharded over 8 devices or on one: same loss, SIGReg (global N,
+        # global means) and gradients.
+        config = cpu_debug.get_config()
+        config.batch_size = 16
+        state = train_state.create(jax.random.PRNGKey(0), config)
+        audio = jax.random.normal(jax.random.PRNGKey(1), (16, 8160))
+        key = jax.random.PRNGKey(2)
+        grad_fn = jax.value_and_grad(lambda p, a: losses.objective(p, a, key, config), has_aux=True)
+        (_, m1), g1 = jax.jit(grad_fn)(state.params, audio)
+
+        mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+        replicated = NamedSharding(mesh, PartitionSpec())
+        sharded_audio = jax.device_put(audio, NamedSharding(mesh, PartitionSpec("data")))
+        self.assertEqual(len(sharded_audio.sharding.device_set), 8)
+        params8 = jax.device_put(state.params, replicated)
+        (_, m8), g8 = jax.jit(grad_fn, out_shardings=replicated)(params8, sharded_audio)
+        for name in ("loss", "invariance", "sigreg"):
+            np.testing.assert_allclose(float(m8[name]), float(m1[name]), rtol=1e-5, err_msg=name)
+        chex.assert_trees_all_close(g8, g1, rtol=1e-4, atol=1e-6)
+
+
+if __name__ == "__main__":
+    absltest.main()

@@ -1,0 +1,49 @@
+"""The one size table of the model: every config and test names a row, never repeats its numbers.
+
+`base` is WavJEPA's published size (~111 M trainable parameters without the projector).
+"""
+
+import ml_collections
+
+# Conv front end of WavJEPA (wav2vec 2.0 style): total stride 160 = 100 frames/s at 16 kHz,
+# receptive field 240 samples (15 ms).
+CONV_KERNELS = (10, 3, 3, 3, 3, 2)
+CONV_STRIDES = (5, 2, 2, 2, 2, 2)
+
+SIZES = {
+    # name: (conv_channels, encoder width/depth/heads/mlp, predictor width/depth/heads/mlp,
+    #        projector hidden dims, projector output dim)
+    "tiny": dict(
+        conv_channels=32,
+        encoder_width=64, encoder_depth=2, encoder_heads=4, encoder_mlp_dim=256,
+        predictor_width=32, predictor_depth=1, predictor_heads=4, predictor_mlp_dim=128,
+        projector_hidden_dims=(128,), projector_dim=64,
+    ),
+    "small": dict(
+        conv_channels=256,
+        encoder_width=256, encoder_depth=4, encoder_heads=4, encoder_mlp_dim=1024,
+        predictor_width=128, predictor_depth=2, predictor_heads=4, predictor_mlp_dim=512,
+        projector_hidden_dims=(1024,), projector_dim=128,
+    ),
+    "base": dict(
+        conv_channels=512,
+        encoder_width=768, encoder_depth=12, encoder_heads=12, encoder_mlp_dim=3072,
+        predictor_width=384, predictor_depth=12, predictor_heads=12, predictor_mlp_dim=1536,
+        projector_hidden_dims=(2048, 2048), projector_dim=256,
+    ),
+}  # fmt: skip
+
+
+def model_config(size: str) -> ml_collections.ConfigDict:
+    """Returns `config.model` for a row of the size table (see configs/default.py for knobs)."""
+    if size not in SIZES:
+        raise ValueError(f"Unknown model size {size!r}; choose one of {sorted(SIZES)}.")
+    cfg = ml_collections.ConfigDict()
+    cfg.size = size  # Row of the size table these numbers came from (informational).
+    cfg.conv_kernels = CONV_KERNELS  # Kernel of each conv layer (samples, then frames).
+    cfg.conv_strides = CONV_STRIDES  # Stride of each conv layer; product 160 -> 100 Hz.
+    for name, value in SIZES[size].items():
+        setattr(cfg, name, value)
+    cfg.dtype = "float32"  # Compute dtype; params stay float32. "bfloat16" on TPU/GPU.
+    cfg.remat = False  # Rematerialise each transformer block in the backward pass (long crops).
+    return cfg

@@ -1,0 +1,130 @@
+"""Pre-LayerNorm transformer blocks (self-attention, optional cross-attention, GELU MLP).
+
+Padding is given as lengths: the valid tokens of each example come first (the masking module
+gathers them that way), which `jax.nn.dot_product_attention` takes as `*_seq_lengths` and the
+cuDNN kernel supports without a dense mask.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from wavlejepa.nets import layers
+
+
+def attention_init(key: jax.Array, query_dim: int, kv_dim: int, width: int) -> dict:
+    k_q, k_k, k_v, k_o = jax.random.split(key, 4)
+    return {
+        "query": layers.dense_init(k_q, query_dim, width),
+        "key": layers.dense_init(k_k, kv_dim, width),
+        "value": layers.dense_init(k_v, kv_dim, width),
+        "out": layers.dense_init(k_o, width, query_dim),
+    }
+
+
+def attention_apply(
+    params: dict,
+    x_BxTxD: jax.Array,
+    kv_BxSxE: jax.Array,
+    *,
+    num_heads: int,
+    query_lengths_B: jax.Array | None = None,
+    kv_lengths_B: jax.Array | None = None,
+) -> jax.Array:
+    """Multi-head attention from `x [batch, queries, dim]` to `kv [batch, keys, kv_dim]`.
+
+    Keys at or past `kv_lengths[b]` are ignored; outputs past `query_lengths[b]` are zero.
+    """
+    batch, num_queries, _ = x_BxTxD.shape
+    num_keys = kv_BxSxE.shape[1]
+    width = params["query"]["kernel"].shape[1]
+    head_dim = width // num_heads
+    q = layers.dense_apply(params["query"], x_BxTxD).reshape(
+        batch, num_queries, num_heads, head_dim
+    )
+    k = layers.dense_apply(params["key"], kv_BxSxE).reshape(batch, num_keys, num_heads, head_dim)
+    v = layers.dense_apply(params["value"], kv_BxSxE).reshape(batch, num_keys, num_heads, head_dim)
+    out_BxTxNxH = jax.nn.dot_product_attention(
+        q, k, v, query_seq_lengths=query_lengths_B, key_value_seq_lengths=kv_lengths_B
+    )
+    return layers.dense_apply(params["out"], out_BxTxNxH.reshape(batch, num_queries, width))
+
+
+def mlp_init(key: jax.Array, dim: int, hidden_dim: int) -> dict:
+    k_in, k_out = jax.random.split(key)
+    return {
+        "hidden": layers.dense_init(k_in, dim, hidden_dim),
+        "out": layers.dense_init(k_out, hidden_dim, dim),
+    }
+
+
+def mlp_apply(params: dict, x: jax.Array) -> jax.Array:
+    return layers.dense_apply(params["out"], jax.nn.gelu(layers.dense_apply(params["hidden"], x)))
+
+
+def block_init(
+    key: jax.Array, width: int, mlp_dim: int, *, cross_attention_dim: int | None = None
+) -> dict:
+    """One block; with `cross_attention_dim` it also attends to a context of that width."""
+    k_self, k_cross, k_mlp = jax.random.split(key, 3)
+    params = {
+        "self_attention_norm": layers.layer_norm_init(width),
+        "self_attention": attention_init(k_self, width, width, width),
+        "mlp_norm": layers.layer_norm_init(width),
+        "mlp": mlp_init(k_mlp, width, mlp_dim),
+    }
+    if cross_attention_dim is not None:
+        params["cross_attention_norm"] = layers.layer_norm_init(width)
+        params["cross_attention"] = attention_init(k_cross, width, cross_attention_dim, width)
+    return params
+
+
+def block_apply(
+    params: dict,
+    x_BxTxD: jax.Array,
+    *,
+    num_heads: int,
+    lengths_B: jax.Array | None = None,
+    context_BxSxD: jax.Array | None = None,
+    context_lengths_B: jax.Array | None = None,
+) -> jax.Array:
+    """`x [batch, tokens, width]` -> same shape; valid tokens of x come first (`lengths`)."""
+    h = layers.layer_norm_apply(params["self_attention_norm"], x_BxTxD)
+    x_BxTxD = x_BxTxD + attention_apply(
+        params["self_attention"],
+        h,
+        h,
+        num_heads=num_heads,
+        query_lengths_B=lengths_B,
+        kv_lengths_B=lengths_B,
+    )
+    if "cross_attention" in params:
+        h = layers.layer_norm_apply(params["cross_attention_norm"], x_BxTxD)
+        x_BxTxD = x_BxTxD + attention_apply(
+            params["cross_attention"],
+            h,
+            context_BxSxD,
+            num_heads=num_heads,
+            query_lengths_B=lengths_B,
+            kv_lengths_B=context_lengths_B,
+        )
+    h = layers.layer_norm_apply(params["mlp_norm"], x_BxTxD)
+    return x_BxTxD + mlp_apply(params["mlp"], h)
+
+
+def stack_init(key: jax.Array, depth: int, **block_kwargs) -> dict:
+    """`depth` blocks with their params stacked on a leading axis (run with `lax.scan`)."""
+    blocks = [block_init(k, **block_kwargs) for k in jax.random.split(key, depth)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
+
+
+def stack_apply(params: dict, x_BxTxD: jax.Array, *, remat: bool = False, **block_kwargs):
+    """Runs the stacked blocks in order with `lax.scan` (one compiled block, any depth)."""
+    step = lambda p, x: block_apply(p, x, **block_kwargs)
+    if remat:
+        step = jax.checkpoint(step)
+
+    def body(x, block_params):
+        return step(block_params, x), None
+
+    x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, params)
+    return x_BxTxD

@@ -1,0 +1,72 @@
+"""WaveformEncoder: raw 16 kHz audio -> frame embeddings at 100 Hz (WavJEPA's conv front end).
+
+Six bias-free 1-D convs (kernels 10,3,3,3,3,2; strides 5,2,2,2,2,2), GELU after each and a
+per-channel GroupNorm after the first only; then LayerNorm -> Linear -> + fixed sin-cos positions.
+"""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from wavlejepa.nets import layers
+
+# Kaiming-normal (fan-in) for the convs, as WavJEPA; kernels are [width, in, out] ("WIO").
+_conv_init = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal", in_axis=(0, 1))
+
+
+def num_frames(num_samples: int, cfg: ml_collections.ConfigDict) -> int:
+    """Frames the conv stack makes from `num_samples` (32,160 samples -> 200 frames)."""
+    length = num_samples
+    for kernel, stride in zip(cfg.conv_kernels, cfg.conv_strides, strict=True):
+        length = (length - kernel) // stride + 1
+    if length < 1:
+        raise ValueError(f"{num_samples} samples are too short for the conv front end.")
+    return length
+
+
+def init(key: jax.Array, cfg: ml_collections.ConfigDict) -> dict:
+    keys = jax.random.split(key, len(cfg.conv_kernels) + 1)
+    params, in_channels = {}, 1
+    for i, kernel in enumerate(cfg.conv_kernels):
+        shape = (kernel, in_channels, cfg.conv_channels)
+        params[f"conv_{i}"] = {"kernel": _conv_init(keys[i], shape, jnp.float32)}
+        in_channels = cfg.conv_channels
+    # One group per channel: a per-channel scale and shift after normalising over time.
+    params["conv_0_group_norm"] = layers.layer_norm_init(cfg.conv_channels)
+    params["layer_norm"] = layers.layer_norm_init(cfg.conv_channels)
+    params["projection"] = layers.dense_init(keys[-1], cfg.conv_channels, cfg.encoder_width)
+    return params
+
+
+def _group_norm_per_channel(params: dict, x_BxTxC: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """GroupNorm with groups == channels: each channel normalised over time, in float32."""
+    x32 = x_BxTxC.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=1, keepdims=True)
+    var = jnp.var(x32, axis=1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + eps) * params["scale"] + params["bias"]
+    return y.astype(x_BxTxC.dtype)
+
+
+def apply(params: dict, audio_BxS: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
+    """`audio [batch, samples]` (normalised crops) -> `[batch, frames, encoder_width]`.
+
+    Positions are added here, so every later stage may gather frames and keep where they were.
+    """
+    dtype = jnp.dtype(cfg.dtype)
+    x = audio_BxS.astype(dtype)[:, :, None]
+    for i, stride in enumerate(cfg.conv_strides):
+        with jax.named_scope(f"conv_{i}"):
+            x = jax.lax.conv_general_dilated(
+                x,
+                params[f"conv_{i}"]["kernel"].astype(dtype),
+                window_strides=(stride,),
+                padding="VALID",
+                dimension_numbers=("NWC", "WIO", "NWC"),
+            )
+            if i == 0:
+                x = _group_norm_per_channel(params["conv_0_group_norm"], x)
+            x = jax.nn.gelu(x, approximate=False)
+    x = layers.layer_norm_apply(params["layer_norm"], x, eps=1e-5)
+    x = layers.dense_apply(params["projection"], x)
+    positions = layers.sincos_positions(x.shape[1], x.shape[2])
+    return x + jnp.asarray(positions, dtype)[None]

@@ -1,0 +1,37 @@
+"""`train_step` and `eval_step`: pure functions of (state, batch), jitted by the caller.
+
+Per-step randomness is `fold_in(state.rng, state.step)`, so a resumed run redraws the same masks
+and SIGReg slices. Under `jit` with the batch sharded over a data mesh every mean in the loss is
+global, so N in SIGReg is the global batch and the result does not depend on the device count.
+"""
+
+import jax
+import ml_collections
+import optax
+
+from wavlejepa import losses, train_state
+
+
+def train_step(
+    state: train_state.TrainState, batch: dict, *, config: ml_collections.ConfigDict
+) -> tuple[train_state.TrainState, dict]:
+    """One AdamW step on `batch["audio"] [batch, samples]`; returns the new state and metrics."""
+    key = jax.random.fold_in(state.rng, state.step)
+    grad_fn = jax.value_and_grad(losses.objective, has_aux=True)
+    (_, metrics), grads = grad_fn(state.params, batch["audio"], key, config)
+    optimizer = train_state.create_optimizer(config)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["learning_rate"] = train_state.learning_rate_schedule(config)(state.step)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, metrics
+
+
+def eval_step(
+    state: train_state.TrainState, batch: dict, *, config: ml_collections.ConfigDict
+) -> dict:
+    """The training losses on a held-out batch, without gradients; masks from a fixed key."""
+    key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
+    _, metrics = losses.objective(state.params, batch["audio"], key, config)
+    return metrics

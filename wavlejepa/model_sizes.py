@@ -46,4 +46,5 @@ def model_config(size: str) -> ml_collections.ConfigDict:
         setattr(cfg, name, value)
     cfg.dtype = "float32"  # Compute dtype; params stay float32. "bfloat16" on TPU/GPU.
     cfg.remat = False  # Rematerialise each transformer block in the backward pass (long crops).
+    cfg.scan_layers = True  # lax.scan over blocks (one compiled block); False unrolls them.
     return cfg

@@ -31,6 +31,7 @@ def apply(
         params["blocks"],
         frames_BxTxD.astype(jnp.dtype(cfg.dtype)),
         remat=cfg.remat,
+        scan=cfg.scan_layers,
         num_heads=cfg.encoder_heads,
         lengths_B=lengths_B,
     )

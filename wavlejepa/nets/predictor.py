@@ -55,6 +55,7 @@ def apply(
         params["blocks"],
         queries,
         remat=cfg.remat,
+        scan=cfg.scan_layers,
         num_heads=cfg.predictor_heads,
         lengths_B=target_lengths_B,
         context_BxSxD=context,

@@ -117,8 +117,14 @@ def stack_init(key: jax.Array, depth: int, **block_kwargs) -> dict:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
 
 
-def stack_apply(params: dict, x_BxTxD: jax.Array, *, remat: bool = False, **block_kwargs):
-    """Runs the stacked blocks in order with `lax.scan` (one compiled block, any depth)."""
+def stack_apply(
+    params: dict, x_BxTxD: jax.Array, *, remat: bool = False, scan: bool = True, **block_kwargs
+):
+    """Runs the stacked blocks in order with `lax.scan` (one compiled block, any depth).
+
+    `scan=False` unrolls the loop: longer compiles, but XLA's cost analysis then counts every
+    block (it counts a loop body once).
+    """
     step = lambda p, x: block_apply(p, x, **block_kwargs)
     if remat:
         step = jax.checkpoint(step)
@@ -126,5 +132,5 @@ def stack_apply(params: dict, x_BxTxD: jax.Array, *, remat: bool = False, **bloc
     def body(x, block_params):
         return step(block_params, x), None
 
-    x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, params)
+    x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, params, unroll=not scan)
     return x_BxTxD

@@ -65,7 +65,7 @@ def apply(params: dict, audio_BxS: jax.Array, cfg: ml_collections.ConfigDict) ->
             )
             if i == 0:
                 x = _group_norm_per_channel(params["conv_0_group_norm"], x)
-            x = jax.nn.gelu(x, approximate=False)
+            x = jax.nn.gelu(x)
     x = layers.layer_norm_apply(params["layer_norm"], x, eps=1e-5)
     x = layers.dense_apply(params["projection"], x)
     positions = layers.sincos_positions(x.shape[1], x.shape[2])

@@ -115,3 +115,24 @@ def train_step_flops(
     if not elementwise:
         counts.pop("elementwise")
     return 3 * sum(counts.values())
+
+
+def attention_score_flops(config: ml_collections.ConfigDict, num_samples: int) -> int:
+    """Forward FLOPs of the quadratic part of attention (scores and weighted values) alone."""
+    m, batch = config.model, config.batch_size
+    frames = waveform.num_frames(num_samples, m)
+    capacity = masking.context_capacity(config.masking, frames)
+    queries = config.masking.spans_per_target_group * config.masking.span_frames
+    quadratic = lambda q, k, width: 4 * q * k * width
+    encoder = m.encoder_depth * (
+        quadratic(frames, frames, m.encoder_width) + quadratic(capacity, capacity, m.encoder_width)
+    )
+    predictor = (
+        config.masking.num_target_groups
+        * m.predictor_depth
+        * (
+            quadratic(queries, queries, m.predictor_width)
+            + quadratic(queries, capacity, m.predictor_width)
+        )
+    )
+    return batch * (encoder + predictor)

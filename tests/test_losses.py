@@ -94,6 +94,16 @@ class ObjectiveTest(chex.TestCase):
         with self.assertRaisesRegex(ValueError, "sigreg_on"):
             losses.objective(params, audio, jax.random.PRNGKey(2), config)
 
+    def test_fallback_masks_give_finite_loss_and_gradients(self):
+        # Dropped target groups (length 0) must not turn attention or the loss into NaN.
+        config, params, audio = _setup()
+        config.masking.min_context_fraction, config.masking.max_context_fraction = 0.7, 0.8
+        config.masking.max_redraws = 2
+        grad_fn = jax.value_and_grad(losses.objective, has_aux=True)
+        (_, metrics), grads = grad_fn(params, audio, jax.random.PRNGKey(2), config)
+        self.assertEqual(float(metrics["context_frames"]), 40.0)  # Fallback: 40 of 50 free.
+        chex.assert_tree_all_finite((metrics, grads))
+
     def test_bfloat16_loss_agrees_with_float32(self):
         # bf16 compute (f32 params, f32 norms/softmax/SIGReg) stays within 2% of the f32 loss.
         config, params, audio = _setup(batch=8)

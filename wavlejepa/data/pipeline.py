@@ -1,0 +1,161 @@
+"""grain input pipeline: clips of a prepared dataset (or synthetic ones) -> batches of crops.
+
+Every element is {"audio": float32 [batch_size, crop_samples]}: `batch_size // crops_per_clip`
+clips, each giving `crops_per_clip` random crops, each crop normalised to zero mean and unit
+variance. Each host reads its own shard (shard_index/shard_count = jax.process_index()/count()).
+
+Build the dataset first (on process 0, then sync hosts) with `ensure_built(config.dataset)`, then:
+
+  loader = pipeline.create_train_loader(config.dataset, batch_size=config.batch_size // n_hosts,
+                                        seed=config.seed, shard_index=jax.process_index(),
+                                        shard_count=jax.process_count())
+  data_iter = iter(loader)  # grain DataLoaderIterator: get_state() / set_state(bytes).
+
+Checkpoint the iterator with the train state in one orbax CheckpointManager (grain registers its
+handler with orbax; each host writes `data_iter/process_{i}-of-{n}.json`):
+
+  mngr.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter)))
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state),
+      data_iter=grain.checkpoint.CheckpointRestore(data_iter)))  # Restores data_iter in place.
+
+The saved state is read when `save` is called, so the loop may go on drawing batches while orbax
+writes. A state restores only into a loader built with the same dataset, split, shard, seed and
+num_workers (grain checks them and raises otherwise).
+"""
+
+import grain
+from absl import flags
+
+from wavlejepa.data import sources, synthetic, transforms
+from wavlejepa.data.sources import ensure_built  # noqa: F401  (part of this module's API)
+from wavlejepa.data.transforms import crop_samples, normalize  # noqa: F401  (ditto)
+
+SHORT_CLIPS = ("pad", "skip")
+EVAL_SEED = 0  # Eval crops are drawn from this fixed seed, whatever config.seed is.
+DUMMY_TRAIN_CLIPS = 1024  # Synthetic clips behind dummy=True (train split).
+DUMMY_EVAL_CLIPS = 128  # Synthetic clips behind dummy=True (eval split).
+
+
+def _check(dataset_config, batch_size: int) -> None:
+    if batch_size <= 0 or batch_size % dataset_config.crops_per_clip:
+        raise ValueError(
+            f"The per-host batch size {batch_size} (config.batch_size / process count) must be a "
+            f"positive multiple of config.dataset.crops_per_clip={dataset_config.crops_per_clip}:"
+            " each clip gives that many crops to one batch."
+        )
+    if dataset_config.short_clips not in SHORT_CLIPS:
+        raise ValueError(
+            f"config.dataset.short_clips={dataset_config.short_clips!r}; choose one of "
+            f"{SHORT_CLIPS}."
+        )
+
+
+def _source(dataset_config, split: str, dummy: bool, num_dummy: int, dummy_seed: int):
+    """(random-access source, key of its waveform)."""
+    if not dummy:
+        return sources.open_source(dataset_config, split), dataset_config.audio_key
+    n = crop_samples(dataset_config)
+    clips = synthetic.SyntheticSource(
+        num_dummy, n // 2, 3 * n, dataset_config.sample_rate, seed=dummy_seed
+    )
+    return clips, "audio"
+
+
+def _worker_count(dataset_config) -> int:
+    if dataset_config.num_workers > 0 and not flags.FLAGS.is_parsed():
+        # grain's worker processes read its absl flags; outside `app.run` (tests, notebooks) take
+        # their defaults, as grain's own notebooks do.
+        flags.FLAGS.mark_as_parsed()
+    return dataset_config.num_workers
+
+
+def _loader(dataset_config, source, audio_key, batch_size, shard, *, shuffle, num_epochs, seed):
+    """grain.DataLoader: source -> float -> (drop short) -> crops -> batches of crops."""
+    n = crop_samples(dataset_config)
+    operations = [transforms.ToFloat(audio_key)]
+    if dataset_config.short_clips == "skip":
+        operations.append(transforms.AtLeast(n))
+    operations += [
+        transforms.RandomCrops(dataset_config.crops_per_clip, n),
+        grain.transforms.Batch(
+            batch_size // dataset_config.crops_per_clip,
+            drop_remainder=True,
+            batch_fn=transforms.concat_crops,
+        ),
+    ]
+    return grain.DataLoader(
+        data_source=source,
+        sampler=grain.samplers.IndexSampler(
+            len(source), shard_options=shard, shuffle=shuffle, num_epochs=num_epochs, seed=seed
+        ),
+        operations=operations,
+        worker_count=_worker_count(dataset_config),
+        shard_options=shard,
+    )
+
+
+def create_train_loader(
+    dataset_config,
+    *,
+    batch_size: int,
+    seed: int,
+    shard_index: int,
+    shard_count: int,
+    dummy: bool = False,
+) -> grain.DataLoader:
+    """Infinite, shuffled batches of config.dataset.split for this host.
+
+    Args:
+      dataset_config: config.dataset.
+      batch_size: crops per batch on this host (global batch / process count).
+      seed: shuffles the clips and draws the crops (a non-negative 32-bit int).
+      shard_index, shard_count: this host's shard of the clips.
+      dummy: synthetic clips instead of a dataset (config.debug_dummy_data).
+    Returns:
+      A grain.DataLoader of {"audio": float32 [batch_size, crop_samples]}.
+    """
+    _check(dataset_config, batch_size)
+    source, key = _source(dataset_config, dataset_config.split, dummy, DUMMY_TRAIN_CLIPS, 0)
+    shard = grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=False)
+    return _loader(
+        dataset_config, source, key, batch_size, shard, shuffle=True, num_epochs=None, seed=seed
+    )
+
+
+def create_eval_loader(
+    dataset_config,
+    *,
+    batch_size: int,
+    shard_index: int,
+    shard_count: int,
+    dummy: bool = False,
+) -> grain.DataLoader:
+    """One pass over config.dataset.eval_split in a fixed order with fixed crops.
+
+    Every host gets the same number of full batches (shards are cut evenly, a partial last batch
+    is dropped), so collective eval steps never wait on a host that ran out; with
+    short_clips="skip" hosts may drop different numbers of clips, so take at most as many batches
+    as the shortest host has.
+
+    Returns:
+      A finite grain.DataLoader of {"audio": float32 [batch_size, crop_samples]}.
+    Raises:
+      ValueError: the split cannot fill one batch on this host.
+    """
+    _check(dataset_config, batch_size)
+    source, key = _source(dataset_config, dataset_config.eval_split, dummy, DUMMY_EVAL_CLIPS, 1)
+    clips_per_batch = batch_size // dataset_config.crops_per_clip
+    per_host = len(source) // shard_count
+    if per_host < clips_per_batch:
+        raise ValueError(
+            f"Split {dataset_config.eval_split!r} of {dataset_config.name!r} has {len(source)} "
+            f"clips: {per_host} per host, fewer than the {clips_per_batch} one eval batch needs. "
+            "Use a smaller batch or more held-out clips (for an audio_folder, a larger "
+            "config.dataset.validation_fraction)."
+        )
+    shard = grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True)
+    return _loader(
+        dataset_config, source, key, batch_size, shard, shuffle=False, num_epochs=1, seed=EVAL_SEED
+    )

@@ -1,0 +1,125 @@
+"""Random-access audio sources for grain: prepared TFDS datasets, built on first use if need be.
+
+`ensure_built` prepares an AudioFolder dataset on first use; `open_source` opens any prepared
+dataset by name (ours or a TFDS catalog one) after checking it matches `config.dataset`.
+"""
+
+import os
+
+import tensorflow_datasets as tfds
+from absl import logging
+
+from wavlejepa.data import audio_folder
+
+
+def _data_dir(dataset_config) -> str | None:
+    return os.path.expanduser(dataset_config.data_dir) if dataset_config.data_dir else None
+
+
+def _how_to_prepare(dataset_config) -> str:
+    name, data_dir = dataset_config.name, dataset_config.data_dir or "~/tensorflow_datasets"
+    return (
+        "Prepare it first. For a folder of audio files: "
+        f"`python -m wavlejepa.prepare_dataset --audio_dir=DIR --data_dir={data_dir} "
+        f"--name={name}` (or set config.dataset.audio_dir to build it on first use). "
+        f"For a TFDS catalog dataset: `tfds build {name} --data_dir={data_dir} "
+        "--file_format=array_record`."
+    )
+
+
+def audio_folder_builder(dataset_config, *, strict: bool = False) -> audio_folder.AudioFolder:
+    """The AudioFolder builder that config.dataset describes (name, audio_dir, build options)."""
+    return audio_folder.builder_class(dataset_config.name)(
+        audio_dir=os.path.expanduser(dataset_config.audio_dir),
+        data_dir=_data_dir(dataset_config),
+        label_from=dataset_config.label_from,
+        label_csv=os.path.expanduser(dataset_config.label_csv),
+        validation_fraction=dataset_config.validation_fraction,
+        test_fraction=dataset_config.test_fraction,
+        min_duration_seconds=dataset_config.min_duration_seconds,
+        sample_rate=dataset_config.sample_rate,
+        strict=strict,
+    )
+
+
+def ensure_built(dataset_config, *, strict: bool = False) -> None:
+    """Builds the AudioFolder dataset config.dataset names when audio_dir is set and it is absent.
+
+    With no audio_dir it only checks that the named dataset's train split opens. Call it on one host
+    (process 0) before the others open the dataset: two hosts building at once would race.
+    strict=True stops the build at the first bad file (decode.BadAudioError names it).
+
+    Raises:
+      ValueError: a catalog name with audio_dir, a prepared dataset built with other options, or
+        no prepared dataset (the message says how to prepare it).
+    """
+    if not dataset_config.audio_dir:
+        open_source(dataset_config, dataset_config.split)
+        return
+    if dataset_config.name in tfds.list_builders(with_community_datasets=False):
+        raise ValueError(
+            f"config.dataset.audio_dir is set but config.dataset.name={dataset_config.name!r} is "
+            "a TFDS catalog dataset; give the folder a name of its own (e.g. 'my_audio')."
+        )
+    builder = audio_folder_builder(dataset_config, strict=strict)
+    if builder.is_prepared():
+        mismatch = audio_folder.options_mismatch(dict(builder.info.metadata), builder.options)
+        if mismatch:
+            raise ValueError(
+                f"Dataset {dataset_config.name!r} in {builder.data_dir} was built with other "
+                f"options (built, wanted): {mismatch}. Delete that folder to rebuild it, or "
+                "choose another config.dataset.name."
+            )
+        return
+    logging.info("Building %s from %s", dataset_config.name, dataset_config.audio_dir)
+    builder.download_and_prepare()
+
+
+def _open_builder(dataset_config) -> tfds.core.DatasetBuilder:
+    """The named dataset's builder (from code or, for ours, from its files)."""
+    try:
+        return tfds.builder(dataset_config.name, data_dir=_data_dir(dataset_config))
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise ValueError(
+            f"No dataset {dataset_config.name!r} in data_dir {dataset_config.data_dir!r}. "
+            + _how_to_prepare(dataset_config)
+        ) from e
+
+
+def open_source(dataset_config, split: str):
+    """A random-access source of the named prepared dataset's split (records are dicts).
+
+    Raises:
+      ValueError: the dataset is missing or unprepared (the message says how to prepare it), has
+        no random-access files or no such split, has no `audio_key` feature, or its sample rate is
+        not config.dataset.sample_rate.
+    """
+    builder = _open_builder(dataset_config)
+    info, name, key = builder.info, dataset_config.name, dataset_config.audio_key
+    if key not in info.features:
+        raise ValueError(
+            f"Dataset {name!r} has no feature {key!r} (config.dataset.audio_key); it has "
+            f"{sorted(info.features)}."
+        )
+    rate = getattr(info.features[key], "sample_rate", None)
+    if rate is None:
+        logging.warning(
+            "%s: feature %r states no sample rate; assuming %d Hz.",
+            name,
+            key,
+            dataset_config.sample_rate,
+        )
+    elif rate != dataset_config.sample_rate:
+        raise ValueError(
+            f"Dataset {name!r} is sampled at {rate} Hz but config.dataset.sample_rate is "
+            f"{dataset_config.sample_rate}: resample it (e.g. rebuild it as an audio_folder, "
+            "which resamples) rather than change the model's rate."
+        )
+    try:
+        return builder.as_data_source(split=split)
+    except (ValueError, KeyError, NotImplementedError, OSError) as e:
+        if not builder.is_prepared():
+            problem = f"is not prepared in {builder.data_dir}. " + _how_to_prepare(dataset_config)
+        else:
+            problem = f"cannot give split {split!r} from {builder.data_dir}: {e}"
+        raise ValueError(f"Dataset {name!r} {problem}") from e

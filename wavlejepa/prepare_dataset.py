@@ -1,0 +1,65 @@
+r"""Builds an AudioFolder TFDS dataset from a directory of audio files, then prints a summary.
+
+  python -m wavlejepa.prepare_dataset --audio_dir=/data/my_audio --data_dir=~/tensorflow_datasets \
+      --name=my_audio
+
+Train on it with `--config.dataset.name=my_audio --config.dataset.data_dir=~/tensorflow_datasets`.
+Re-running on a prepared dataset only prints its summary; an interrupted build leaves nothing that
+looks finished, so re-running also finishes it.
+"""
+
+import os
+import sys
+
+import ml_collections
+from absl import app, flags
+
+from wavlejepa.data import audio_folder, decode, sources
+
+_AUDIO_DIR = flags.DEFINE_string("audio_dir", None, "Folder of audio files (searched recursively).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir the dataset is written to.")
+_NAME = flags.DEFINE_string("name", "audio_folder", "Dataset name (snake_case) in data_dir.")
+_STRICT = flags.DEFINE_bool("strict", False, "Stop at the first bad file instead of skipping it.")
+_MIN_DURATION = flags.DEFINE_float("min_duration", 0.1, "Skip files shorter than this (seconds).")
+_VALIDATION = flags.DEFINE_float("validation_fraction", 0.05, "Share of files in 'validation'.")
+_TEST = flags.DEFINE_float("test_fraction", 0.05, "Share of files in 'test'.")
+_SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16_000, "Rate the audio is resampled to.")
+_LABEL_FROM = flags.DEFINE_enum(
+    "label_from", "none", audio_folder.LABEL_FROM, "Label from the parent folder, a CSV, or none."
+)
+_LABEL_CSV = flags.DEFINE_string("label_csv", "", "label_from=csv: `relative/path,label` rows.")
+flags.mark_flags_as_required(["audio_dir", "data_dir"])
+
+
+def _dataset_config() -> ml_collections.ConfigDict:
+    """The flags as the config.dataset fields that `sources` reads."""
+    return ml_collections.ConfigDict(
+        dict(
+            name=_NAME.value,
+            data_dir=_DATA_DIR.value,
+            audio_dir=_AUDIO_DIR.value,
+            label_from=_LABEL_FROM.value,
+            label_csv=_LABEL_CSV.value,
+            validation_fraction=_VALIDATION.value,
+            test_fraction=_TEST.value,
+            min_duration_seconds=_MIN_DURATION.value,
+            sample_rate=_SAMPLE_RATE.value,
+        )
+    )
+
+
+def main(argv):
+    del argv
+    dataset_config = _dataset_config()
+    try:
+        sources.ensure_built(dataset_config, strict=_STRICT.value)
+    except decode.BadAudioError as e:
+        sys.exit(f"Build stopped by --strict at a bad file: {e}")
+    except ValueError as e:  # Ours say what is wrong and how to fix it: no traceback needed.
+        sys.exit(f"Cannot prepare {dataset_config.name!r}: {e}")
+    builder = sources.audio_folder_builder(dataset_config)
+    print(audio_folder.format_report(builder.info.metadata["report"], os.fspath(builder.data_dir)))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,132 @@
+"""checkpointing.py in process: round trip, unfinished steps, best-model policy, load_params."""
+
+import functools
+import os
+import shutil
+from unittest import mock
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from configs import cpu_debug
+from wavlejepa import checkpointing, train_state
+from wavlejepa.data import pipeline
+
+
+@pytest.fixture(scope="module")
+def config():
+    return cpu_debug.get_config()
+
+
+@pytest.fixture(scope="module")
+def state(config):
+    # One device: these tests are about files, not sharding.
+    return jax.jit(functools.partial(train_state.create, config=config))(jax.random.PRNGKey(3))
+
+
+def _data_iter(config):
+    loader = pipeline.create_train_loader(
+        config.dataset, batch_size=8, seed=0, shard_index=0, shard_count=1, dummy=True
+    )
+    return iter(loader)
+
+
+def _abstract(state):
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
+
+
+def _save(workdir, config, state, step, data_iter):
+    mngr = checkpointing.latest_manager(workdir, config)
+    checkpointing.save_latest(mngr, step, state.replace(step=state.step + step), data_iter, config)
+    mngr.wait_until_finished()
+    mngr.close()
+
+
+def test_round_trip_restores_state_and_data_position_exactly(tmp_path, config, state):
+    data_iter = _data_iter(config)
+    for _ in range(3):
+        next(data_iter)
+    _save(tmp_path, config, state, 3, data_iter)
+    expected_batch = next(data_iter)
+
+    fresh_iter = _data_iter(config)
+    mngr = checkpointing.latest_manager(tmp_path, config)
+    restored = checkpointing.restore_latest(mngr, _abstract(state), fresh_iter)
+    chex.assert_trees_all_equal(restored, state.replace(step=state.step + 3))
+    np.testing.assert_array_equal(next(fresh_iter)["audio"], expected_batch["audio"])
+    assert sorted(os.listdir(tmp_path / "checkpoints/3")) == [
+        "_CHECKPOINT_METADATA", "commit_success.txt", "config", "data_iter", "state"
+    ]  # fmt: skip
+
+
+def test_resuming_with_another_config_logs_each_changed_key(tmp_path, config, state):
+    _save(tmp_path, config, state, 1, _data_iter(config))
+    changed = config.copy_and_resolve_references()
+    changed.optimizer.peak_lr = 1.5e-4
+    mngr = checkpointing.latest_manager(tmp_path, changed)
+    with mock.patch.object(checkpointing.logging, "warning") as warning:
+        checkpointing.restore_latest(mngr, _abstract(state), _data_iter(config), changed)
+    (call,) = warning.call_args_list
+    assert call.args[1:] == ("optimizer.peak_lr", 1.5e-4, config.optimizer.peak_lr)
+
+
+def test_empty_workdir_restores_nothing(tmp_path, config, state):
+    mngr = checkpointing.latest_manager(tmp_path, config)
+    assert checkpointing.restore_latest(mngr, _abstract(state), _data_iter(config)) is None
+
+
+def test_unfinished_checkpoints_are_skipped_and_removed(tmp_path, config, state):
+    _save(tmp_path, config, state, 2, _data_iter(config))
+    ckpts = tmp_path / "checkpoints"
+    # A save cut short after orbax's rename (no commit marker) and one cut short before it.
+    shutil.copytree(ckpts / "2", ckpts / "4")
+    (ckpts / "4/commit_success.txt").unlink()
+    (ckpts / "4/state/commit_success.txt").unlink()
+    (ckpts / "6.orbax-checkpoint-tmp-1234/state").mkdir(parents=True)
+
+    mngr = checkpointing.latest_manager(tmp_path, config)
+    restored = checkpointing.restore_latest(mngr, _abstract(state), _data_iter(config))
+    assert int(restored.step) == int(state.step) + 2
+    assert sorted(os.listdir(ckpts)) == ["2"]
+    # The run can save step 4 again.
+    checkpointing.save_latest(mngr, 4, restored, _data_iter(config), config)
+    mngr.wait_until_finished()
+    assert checkpointing.committed_steps(mngr) == [2, 4]
+
+
+def test_best_manager_keeps_the_lowest_losses_across_restarts(tmp_path, config, state):
+    config = config.copy_and_resolve_references()
+    config.keep_best = 2
+    mngr = checkpointing.best_manager(tmp_path, config)
+    for step, loss in [(10, 5.0), (20, 3.0), (30, 4.0)]:
+        checkpointing.save_best(mngr, step, state.params, config, loss)
+    mngr.wait_until_finished()
+    assert mngr.all_steps() == [20, 30]
+
+    mngr = checkpointing.best_manager(tmp_path, config)  # A resumed run.
+    checkpointing.save_best(mngr, 30, state.params, config, 4.0)  # Reached again: skipped.
+    checkpointing.save_best(mngr, 40, state.params, config, 6.0)  # Worse than both: dropped.
+    checkpointing.save_best(mngr, 50, state.params, config, 1.0)
+    mngr.wait_until_finished()
+    assert mngr.all_steps() == [20, 50]
+
+
+def test_load_params_from_workdir_manager_or_step_directory(tmp_path, config, state):
+    _save(tmp_path, config, state, 5, _data_iter(config))
+    expected_config = config.to_dict()
+    for directory in (tmp_path, tmp_path / "checkpoints", tmp_path / "checkpoints/5"):
+        params, loaded = checkpointing.load_params(str(directory))
+        chex.assert_trees_all_equal(params, state.params)
+        assert loaded.to_dict() == expected_config
+
+    best = checkpointing.best_manager(tmp_path, config)
+    best_params = jax.tree.map(lambda x: x + 1, state.params)
+    checkpointing.save_best(best, 5, best_params, config, 1.0)
+    best.wait_until_finished()
+    params, _ = checkpointing.load_params(str(tmp_path))  # A workdir: its best model first.
+    chex.assert_trees_all_equal(params, best_params)
+    with pytest.raises(FileNotFoundError, match="step 7"):
+        checkpointing.load_params(str(tmp_path / "checkpoints"), step=7)

@@ -1,0 +1,100 @@
+"""Every config file builds a model and train state (shapes only), and bad values fail early."""
+
+import functools
+import glob
+import importlib
+import os
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from configs import cpu_debug
+from wavlejepa import config_validation, train, train_state
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_NAMES = sorted(
+    os.path.splitext(os.path.basename(p))[0]
+    for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
+    if not p.endswith("__init__.py")
+)
+
+
+def test_hardware_configs_exist():
+    assert {"default", "cpu_debug", "tpu_v4", "gpu", "conservative"} <= set(CONFIG_NAMES)
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
+def test_config_validates_and_initialises_without_allocating(name):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    config_validation.validate(config, num_devices=1)
+    create = functools.partial(train_state.create, config=config)
+    state = jax.eval_shape(create, jax.random.PRNGKey(config.seed))
+    assert isinstance(state.step, jax.ShapeDtypeStruct)  # Shapes only: nothing allocated.
+    assert {x.dtype for x in jax.tree.leaves(state.params)} == {jax.numpy.dtype("float32")}
+    assert state.rng.shape == (2,)
+
+
+def _bad(**overrides):
+    config = cpu_debug.get_config()
+    for path, value in overrides.items():
+        *parents, key = path.split("__")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[key] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    "overrides, num_devices, expected",
+    [
+        (dict(optimizer__peak_lr=0.0), 1, "config.optimizer.peak_lr=0.0 must be > 0"),
+        (dict(optimizer__peak_lr=-1e-3), 1, "config.optimizer.peak_lr"),
+        (dict(batch_size=12), 8, "config.batch_size=12 must be a positive multiple of the 8"),
+        (dict(batch_size=6, dataset__crops_per_clip=4), 1, "config.dataset.crops_per_clip=4"),
+        (dict(loss__sigreg_on="frame"), 1, "config.loss.sigreg_on='frame'"),
+        (dict(model__dtype="fp16"), 1, "config.model.dtype='fp16'"),
+        (dict(masking__spans_per_target_group=5), 1, "config.masking"),
+        (dict(dataset__crop_seconds=0.001), 1, "config.dataset.crop_seconds"),
+        (dict(total_steps=0), 1, "config.total_steps=0 must be >= 1"),
+    ],
+)
+def test_bad_values_are_named_with_their_key(overrides, num_devices, expected):
+    with pytest.raises(ValueError, match="Invalid config") as error:
+        config_validation.validate(_bad(**overrides), num_devices=num_devices)
+    assert expected in str(error.value)
+
+
+def test_every_problem_is_reported_at_once():
+    config = _bad(optimizer__peak_lr=0.0, model__dtype="fp16")
+    with pytest.raises(ValueError) as error:
+        config_validation.validate(config, num_devices=1)
+    assert "peak_lr" in str(error.value) and "dtype" in str(error.value)
+
+
+def test_unknown_evaluator_is_named():
+    config = cpu_debug.get_config()
+    config.evals.no_such_probe = {}
+    with pytest.raises(ValueError, match="config.evals.no_such_probe"):
+        config_validation.validate(config, num_devices=1)
+
+
+def test_train_fails_before_any_compute(tmp_path):
+    workdir = tmp_path / "never_created"
+    with pytest.raises(ValueError, match="config.optimizer.peak_lr"):
+        train.train_and_evaluate(_bad(optimizer__peak_lr=0.0), str(workdir))
+    assert not workdir.exists()
+
+
+def test_unknown_key_on_the_command_line_names_it(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "wavlejepa.main", "--config=configs/cpu_debug.py",
+         f"--workdir={tmp_path}", "--config.optimizer.peak_lrr=1e-3"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert 'Did you mean "peak_lr" instead of "peak_lrr"?' in result.stderr
+    assert not any(tmp_path.iterdir())

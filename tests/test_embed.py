@@ -1,0 +1,229 @@
+"""Tests of wavlejepa/embed.py: windows, timestamps, normalisation, recompiles, checkpoints, CLI."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from unittest import mock
+
+import chex
+import jax
+import numpy as np
+import scipy.signal
+import soundfile as sf
+from absl.testing import absltest, parameterized
+
+from configs import cpu_debug
+from wavlejepa import checkpointing, embed, model
+from wavlejepa.nets import encoder, waveform
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config():
+    return cpu_debug.get_config()  # tiny model, 0.51 s crops -> 50-frame windows
+
+
+def _normalised(x):
+    """Independent of the package: float64 zero mean / unit variance, eps 1e-5."""
+    x = np.asarray(x, np.float64)
+    return ((x - x.mean()) / np.sqrt(x.var() + 1e-5)).astype(np.float32)
+
+
+def save_checkpoint(workdir, config, params):
+    """A finished best/ checkpoint, as the trainer writes it."""
+    mngr = checkpointing.best_manager(workdir, config)
+    checkpointing.save_best(mngr, 7, params, config, eval_loss=1.0)
+    mngr.wait_until_finished()
+    mngr.close()
+
+
+class GeometryTest(parameterized.TestCase):
+    def test_receptive_field_and_hop_match_the_conv_stack(self):
+        cfg = _config().model
+        self.assertEqual(embed.hop_samples(cfg), 160)
+        self.assertEqual(embed.receptive_samples(cfg), 240)
+        for frames in (1, 2, 7, 50, 200):
+            n = embed.samples_for_frames(frames, cfg)
+            self.assertEqual(waveform.num_frames(n, cfg), frames)
+            if frames > 1:  # One sample fewer loses exactly one frame.
+                self.assertEqual(waveform.num_frames(n - 1, cfg), frames - 1)
+            else:
+                with self.assertRaises(ValueError):
+                    waveform.num_frames(n - 1, cfg)
+
+    @parameterized.parameters(1, 239, 240, 241, 1000, 8079, 8080, 8240, 8241, 20_000, 40_321)
+    def test_windows_give_every_frame_once_in_order(self, num_samples):
+        cfg = _config().model
+        buckets = [7, 13, 25, 50]
+        windows = embed.plan_windows(num_samples, 50, buckets, cfg)
+        expected = (num_samples - 240) // 160 + 1 if num_samples >= 240 else 1
+        frames = []
+        for w in windows:
+            self.assertIn(w.bucket_frames, buckets)
+            self.assertLessEqual(w.stop, num_samples)
+            self.assertLessEqual(w.stop - w.start, embed.samples_for_frames(w.bucket_frames, cfg))
+            self.assertLessEqual(w.keep_to, w.valid_frames)
+            # Local frame k of the window starts at sample start + 160 k in the clip.
+            self.assertEqual(w.start % 160, 0)
+            frames += [w.start // 160 + k for k in range(w.keep_from, w.keep_to)]
+        self.assertEqual(frames, list(range(expected)))
+
+    def test_frame_times_are_centres_and_never_past_the_end(self):
+        cfg = _config().model
+        t = embed.frame_times(5, 1000, cfg)
+        np.testing.assert_allclose(t, [0.0075, 0.0175, 0.0275, 0.0375, 0.0475])
+        self.assertEqual(embed.frame_times(1, 100, cfg)[0], 50 / 16000)
+
+
+class EmbedderTest(chex.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.config = _config()
+        cls.embedder = embed.Embedder.random_init(cls.config, seed=3, batch_size=4)
+        cls.rng = np.random.default_rng(0)
+
+    def _reference(self, audio):
+        """model.embed of one whole window, normalised independently."""
+        return np.asarray(model.embed(self.embedder.params, _normalised(audio)[None],
+                                      self.config.model))[0]  # fmt: skip
+
+    def test_one_full_window_matches_model_embed(self):
+        audio = self.rng.normal(size=8080)  # Exactly 50 frames: no padding.
+        out = self.embedder.embed_one(audio)
+        chex.assert_shape(out.frames, (50, 64))
+        np.testing.assert_allclose(out.frames, self._reference(audio), atol=2e-5)
+        np.testing.assert_allclose(out.clip, out.frames.mean(0), atol=1e-6)
+
+    def test_long_audio_is_stitched_from_windows(self):
+        audio = self.rng.normal(size=20_000)  # 124 frames: windows at 0, 50 and 74 (end-aligned).
+        out = self.embedder.embed_one(audio)
+        chex.assert_shape(out.frames, (124, 64))
+        np.testing.assert_allclose(out.frames[:50], self._reference(audio[:8080]), atol=2e-5)
+        np.testing.assert_allclose(out.frames[50:100],
+                                   self._reference(audio[8000:16080]), atol=2e-5)  # fmt: skip
+        last = self._reference(audio[74 * 160 : 74 * 160 + 8080])
+        np.testing.assert_allclose(out.frames[100:], last[26:], atol=2e-5)
+        np.testing.assert_allclose(out.timestamps, (160 * np.arange(124) + 120) / 16000)
+        self.assertLessEqual(out.timestamps[-1], 20_000 / 16000)
+
+    def test_short_audio_ignores_padding_in_attention(self):
+        audio = self.rng.normal(size=3000)  # 18 frames, padded to the 25-frame bucket.
+        out = self.embedder.embed_one(audio)
+        chex.assert_shape(out.frames, (18, 64))
+        padded = np.zeros(embed.samples_for_frames(25, self.config.model), np.float32)
+        padded[:3000] = _normalised(audio)
+        params, cfg = self.embedder.params, self.config.model
+        frames = waveform.apply(params["waveform_encoder"], padded[None], cfg)
+        # The transformer over only the 18 real frames: what masking the padding must give.
+        ref = encoder.apply(params["context_encoder"], frames[:, :18], cfg)[0]
+        np.testing.assert_allclose(out.frames, ref, atol=2e-5)
+
+    def test_resamples_to_16k(self):
+        audio8k = self.rng.normal(size=4000)
+        out = self.embedder.embed_one(audio8k, sample_rate=8000)
+        ref = self.embedder.embed_one(scipy.signal.resample_poly(audio8k, 2, 1))
+        chex.assert_shape(out.frames, ((8000 - 240) // 160 + 1, 64))
+        np.testing.assert_allclose(out.frames, ref.frames, atol=1e-6)
+
+    def test_a_clip_does_not_depend_on_its_batch(self):
+        clips = [self.rng.normal(size=n) for n in (700, 3000, 12_345, 3100, 150)]
+        together = self.embedder.embed(clips)
+        for clip, out in zip(clips, together, strict=True):
+            alone = self.embedder.embed_one(clip)
+            np.testing.assert_allclose(out.frames, alone.frames, atol=1e-5)
+            np.testing.assert_array_equal(out.timestamps, alone.timestamps)
+
+    def test_new_lengths_do_not_recompile(self):
+        chex.clear_trace_counter()
+        counted = jax.jit(chex.assert_max_traces(embed.embed_windows, n=4), static_argnames="cfg")
+        fresh = embed.Embedder.random_init(self.config, seed=3, batch_size=2)
+        with mock.patch.object(embed, "_embed_windows_jit", counted):
+            # 14 lengths over all 4 buckets and several windows: at most one trace per bucket.
+            lengths = [100, 900, 1500, 2100, 2500, 3000, 3999, 4100, 6000, 8080, 9000, 17_000,
+                       30_001, 7777]  # fmt: skip
+            for n in lengths:
+                fresh.embed_one(self.rng.normal(size=n))
+
+    def test_replicated_params_are_used_from_one_device(self):
+        mesh = jax.sharding.Mesh(jax.devices(), ("data",))
+        replicated = jax.device_put(
+            self.embedder.params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        )
+        e = embed.Embedder(replicated, self.config.model, window_seconds=0.51)
+        leaf = jax.tree.leaves(e.params)[0]
+        self.assertLen(leaf.sharding.device_set, 1)
+        audio = self.rng.normal(size=5000)
+        np.testing.assert_allclose(
+            e.embed_one(audio).frames, self.embedder.embed_one(audio).frames, atol=1e-6
+        )
+
+
+class CheckpointAndCliTest(absltest.TestCase):
+    def _tempdir(self):
+        path = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, path)
+        return path
+
+    def test_missing_and_corrupt_checkpoints_raise_a_clear_error(self):
+        tmp = self._tempdir()
+        with self.assertRaisesRegex(embed.CheckpointError, "does not exist"):
+            embed.Embedder.from_checkpoint(os.path.join(tmp, "nope"))
+        with self.assertRaisesRegex(embed.CheckpointError, "No finished checkpoint"):
+            embed.Embedder.from_checkpoint(tmp)
+        step = os.path.join(tmp, "best", "3")
+        os.makedirs(os.path.join(step, "params"))
+        open(os.path.join(step, "commit_success.txt"), "w").close()
+        with open(os.path.join(step, "params", "_METADATA"), "w") as f:
+            f.write("not json")
+        with self.assertRaisesRegex(embed.CheckpointError, "Cannot load"):
+            embed.Embedder.from_checkpoint(tmp)
+
+    def test_cli_embeds_a_folder_and_skips_bad_files(self):
+        config = _config()
+        params = model.init(jax.random.key(1), config.model)
+        workdir = self._tempdir()
+        save_checkpoint(workdir, config, params)
+        folder = self._tempdir()
+        rng = np.random.default_rng(5)
+        sf.write(os.path.join(folder, "a.wav"), 0.1 * rng.normal(size=4000), 8000)
+        os.makedirs(os.path.join(folder, "sub"))
+        sf.write(os.path.join(folder, "sub", "b.flac"), 0.1 * rng.normal(size=20_000), 16000)
+        with open(os.path.join(folder, "broken.wav"), "wb") as f:
+            f.write(b"RIFF\x00\x00garbage")
+        with open(os.path.join(folder, "notes.txt"), "w") as f:
+            f.write("hello")
+        output = os.path.join(self._tempdir(), "out.npz")
+        result = subprocess.run(
+            [sys.executable, "-m", "wavlejepa.embed", f"--checkpoint={workdir}",
+             f"--input={folder}", f"--output={output}"],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+        self.assertIn("Skipped 2 files", result.stdout)
+        out = np.load(output)
+        self.assertEqual(
+            [os.path.relpath(p, folder) for p in out["paths"]], ["a.wav", "sub/b.flac"]
+        )
+        self.assertEqual(sorted(out["skipped_reasons"]), ["corrupt", "unknown_extension"])
+        np.testing.assert_array_equal(out["offsets"], [0, 49, 49 + 124])
+        # The checkpoint's params, not fresh ones: compare with an in-process embedding.
+        e = embed.Embedder(params, config.model, window_seconds=config.dataset.crop_seconds)
+        audio, rate = sf.read(os.path.join(folder, "sub", "b.flac"))
+        ref = e.embed_one(audio, rate)
+        np.testing.assert_allclose(out["frames"][49:], ref.frames, atol=1e-3)  # int16 round trip
+        np.testing.assert_allclose(out["clip"][1], ref.clip, atol=1e-3)
+        np.testing.assert_allclose(out["timestamps"][49:], ref.timestamps)
+
+        missing = subprocess.run(
+            [sys.executable, "-m", "wavlejepa.embed", "--checkpoint=/nonexistent/run",
+             f"--input={folder}", f"--output={output}"],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        self.assertNotEqual(missing.returncode, 0)
+        self.assertIn("does not exist", missing.stderr)
+
+
+if __name__ == "__main__":
+    absltest.main()

@@ -1,0 +1,120 @@
+"""The HEAR 2021 API (wavlejepa/hear.py) against the checks of the official hear-validator.
+
+hearvalidator 2021.0.6 (validate.py) checks: load_model returns a tf.Module or torch Module;
+sample_rate in {16000, 22050, 32000, 44100, 48000}; scene/timestamp_embedding_size are ints;
+for 2 sounds of white noise in [-1, 1] of 1.07, 1.98 and 4.0 s: embeddings tf.float32 of 3 dims
+[n, frames, timestamp_embedding_size], timestamps 2-D of shape [n, frames], regular (no
+deviation > 1 ms from the mean interval), none past the audio's end; scene embeddings of 4 sounds
+of 2.74 s: float32 [4, scene_embedding_size]. We add numpy input, lengths that are not a multiple
+of the hop, very short sounds, and batch consistency.
+"""
+
+import os
+from unittest import mock
+
+import jax
+import numpy as np
+import tensorflow as tf
+from absl.testing import absltest, parameterized
+
+from configs import default
+from wavlejepa import embed, hear, model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ACCEPTABLE_SAMPLE_RATES = (16000, 22050, 32000, 44100, 48000)  # The validator's list.
+
+
+class HearApiTest(parameterized.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.model = hear.load_model(os.path.join(REPO, "configs", "cpu_debug.py"))
+
+    def test_model_attributes(self):
+        self.assertIsInstance(self.model, tf.Module)
+        self.assertIn(self.model.sample_rate, ACCEPTABLE_SAMPLE_RATES)
+        self.assertEqual(self.model.sample_rate, 16000)
+        for size in (self.model.scene_embedding_size, self.model.timestamp_embedding_size):
+            self.assertIsInstance(size, int)
+            self.assertEqual(size, 64)  # The tiny row's encoder width.
+
+    def _check_timestamp_embeddings(self, audio, num_samples):
+        embeddings, timestamps = hear.get_timestamp_embeddings(audio, self.model)
+        self.assertIsInstance(embeddings, tf.Tensor)
+        self.assertEqual(embeddings.dtype, tf.float32)
+        embeddings, timestamps = embeddings.numpy(), timestamps.numpy()
+        self.assertEqual(embeddings.ndim, 3)
+        self.assertEqual(timestamps.ndim, 2)
+        self.assertEqual(embeddings.shape[0], audio.shape[0])
+        self.assertEqual(embeddings.shape[:2], timestamps.shape)
+        self.assertEqual(embeddings.shape[2], self.model.timestamp_embedding_size)
+        self.assertTrue(np.all(np.isfinite(embeddings)))
+        length_ms = 1000 * num_samples / 16000
+        self.assertLessEqual(timestamps.max(), length_ms)
+        if timestamps.shape[1] > 1:
+            diff = np.diff(timestamps)
+            self.assertLessEqual(np.abs(diff - diff.mean()).max(), 1.0)
+            self.assertLessEqual(timestamps.min(), diff.mean())  # Starts at the beginning.
+            self.assertGreaterEqual(timestamps.max(), length_ms - 50)  # Reaches the end.
+        return embeddings, timestamps
+
+    @parameterized.named_parameters(
+        ("validator_1_07s", int(1.07 * 16000)),
+        ("validator_1_98s", int(1.98 * 16000)),
+        ("validator_4s", int(4.0 * 16000)),
+        ("not_a_hop_multiple", 16000 + 77),
+        ("shorter_than_a_window", 3000),
+        ("one_frame", 250),
+        ("shorter_than_a_frame", 100),
+    )
+    def test_timestamp_embeddings(self, num_samples):
+        audio = tf.random.uniform((2, num_samples), seed=num_samples) * 2 - 1.0
+        embeddings, timestamps = self._check_timestamp_embeddings(audio, num_samples)
+        frames = max(1, (num_samples - 240) // 160 + 1)
+        self.assertEqual(embeddings.shape, (2, frames, 64))
+        if num_samples >= 240:  # Frame centres: 7.5 ms + 10 ms * i.
+            np.testing.assert_allclose(timestamps[0], 7.5 + 10 * np.arange(frames), rtol=1e-6)
+
+    def test_scene_embeddings(self):
+        audio = tf.random.uniform((4, int(2.74 * 16000)), seed=1) * 2 - 1.0
+        scene = hear.get_scene_embeddings(audio, self.model)
+        self.assertIsInstance(scene, tf.Tensor)
+        self.assertEqual(scene.dtype, tf.float32)
+        self.assertEqual(scene.shape, (4, self.model.scene_embedding_size))
+        frames, _ = hear.get_timestamp_embeddings(audio, self.model)
+        np.testing.assert_allclose(scene.numpy(), frames.numpy().mean(1), atol=1e-6)
+
+    def test_numpy_in_numpy_out_and_batch_consistency(self):
+        audio = np.random.default_rng(0).uniform(-1, 1, size=(3, 20_000)).astype(np.float32)
+        embeddings, timestamps = hear.get_timestamp_embeddings(audio, self.model)
+        self.assertIsInstance(embeddings, np.ndarray)
+        self.assertEqual(embeddings.dtype, np.float32)
+        scene = hear.get_scene_embeddings(audio, self.model)
+        self.assertIsInstance(scene, np.ndarray)
+        self.assertEqual(scene.dtype, np.float32)
+        for i in range(3):
+            alone, alone_ts = hear.get_timestamp_embeddings(audio[i : i + 1], self.model)
+            np.testing.assert_allclose(alone[0], embeddings[i], atol=1e-5)
+            np.testing.assert_array_equal(alone_ts[0], timestamps[i])
+        # Different sounds give different embeddings (the model is not a constant).
+        self.assertGreater(np.abs(scene[0] - scene[1]).max(), 1e-4)
+
+
+class LoadModelTest(absltest.TestCase):
+    def test_default_is_an_untrained_model_of_the_default_config(self):
+        self.assertEqual(hear.DEFAULT_SIZE, default.get_config().model.size)
+        # The base model takes ~30 s to initialise on 2 CPU cores: check the path on tiny.
+        with mock.patch.object(hear, "DEFAULT_SIZE", "tiny"):
+            loaded = hear.load_model()
+        self.assertIsInstance(loaded, tf.Module)
+        init = jax.jit(model.init, static_argnames="cfg")
+        expected = init(jax.random.key(0), cfg=loaded.embedder.cfg)  # A frozen (hashable) config.
+        jax.tree.map(np.testing.assert_allclose, loaded.embedder.params, expected)
+        self.assertEqual(loaded.embedder.window_frames, 200)  # The default 2.01 s crop.
+
+    def test_missing_checkpoint_is_a_clear_error(self):
+        with self.assertRaisesRegex(embed.CheckpointError, "does not exist"):
+            hear.load_model("/nonexistent/wavlejepa_run")
+
+
+if __name__ == "__main__":
+    absltest.main()

@@ -1,0 +1,92 @@
+"""Data parallelism: 8 devices match 1 device, and 2 hosts x 4 devices match 1 host x 8 devices.
+
+Every run trains configs/cpu_debug.py on the launcher's "global_stream" data: host h of H gets
+rows h*B/H..(h+1)*B/H of the same global batches, so the runs differ only in how the batch is
+split. Sums are reordered across devices, so metrics agree to float32 round-off, not bitwise.
+"""
+
+import json
+
+import numpy as np
+import portpicker
+import pytest
+import test_train_runner as runner
+
+ARGS = runner.DEBUG + ["--config.log_every_steps=1", "--data=global_stream"]
+RTOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.getbasetemp() / "jax_cache"  # Shared with test_train.py.
+
+
+def _single_process_run(tmp_path_factory, cache_dir, devices):
+    workdir = tmp_path_factory.mktemp(f"devices_{devices}")
+    env = runner.subprocess_env(cache_dir, devices=devices)
+    runner.run(ARGS + [f"--workdir={workdir}"], env, workdir.parent / f"{workdir.name}.log")
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory, cache_dir):
+    return _single_process_run(tmp_path_factory, cache_dir, 1)
+
+
+@pytest.fixture(scope="module")
+def eight_devices(tmp_path_factory, cache_dir):
+    return _single_process_run(tmp_path_factory, cache_dir, 8)
+
+
+def _assert_same_metrics(actual_dir, expected_dir):
+    actual, expected = runner.records(actual_dir), runner.records(expected_dir)
+    assert [(r["step"], r["split"]) for r in actual] == [(r["step"], r["split"]) for r in expected]
+    assert len(actual) == 22  # 20 train steps and 2 evals.
+    for a, e in zip(actual, expected, strict=True):
+        assert a.keys() == e.keys()
+        for key in a.keys() - {"step", "split"}:
+            np.testing.assert_allclose(a[key], e[key], rtol=RTOL, err_msg=f"{key} {a['step']}")
+
+
+def test_eight_devices_match_one_device(one_device, eight_devices):
+    _assert_same_metrics(eight_devices, one_device)
+
+
+def test_two_hosts_match_one_host_and_read_only_their_shard(tmp_path, cache_dir, eight_devices):
+    workdir = tmp_path / "run"
+    env = runner.subprocess_env(cache_dir, devices=4)
+    port = portpicker.pick_unused_port()
+    procs = [
+        runner.launch(
+            ARGS
+            + [
+                f"--workdir={workdir}",
+                f"--coordinator_address=localhost:{port}",
+                "--num_processes=2",
+                f"--process_id={i}",
+            ],
+            env,
+            tmp_path / f"process_{i}.log",
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    try:
+        codes = [p.wait(timeout=540) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    logs = [(tmp_path / f"process_{i}.log").read_text() for i in range(2)]
+    assert codes == [0, 0], "\n\n".join(log[-3000:] for log in logs)
+    assert "8 devices on 2 hosts; this is host 1." in logs[1]
+
+    _assert_same_metrics(workdir, eight_devices)
+    for i in range(2):  # Each host asked for its own half of the global batch...
+        call = json.loads((workdir / f"loader_train_process_{i}.json").read_text())
+        assert call == {"batch_size": 4, "shard_index": i, "shard_count": 2}
+    # ...and checkpointed its own position in it.
+    data_iter = workdir / "checkpoints/20/data_iter"
+    assert {p.name for p in data_iter.glob("process_*.json")} == {
+        "process_0-of-2.json",
+        "process_1-of-2.json",
+    }

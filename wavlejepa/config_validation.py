@@ -1,0 +1,96 @@
+"""Checks a config before any compute: every problem named by its key, with the fix.
+
+`validate(config, num_devices=..., num_processes=...)` raises one ValueError listing them all, so
+a bad run on a pod slice fails in seconds instead of after compiling (or hours in, at the first
+eval or checkpoint).
+"""
+
+import ml_collections
+
+from wavlejepa import evaluators, masking
+from wavlejepa.data import transforms
+from wavlejepa.nets import waveform
+
+DTYPES = ("float32", "bfloat16")
+SIGREG_ON = ("pooled", "frames")
+
+
+def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes: int):
+    """Yields one message per problem found."""
+    opt = config.optimizer
+    if not opt.peak_lr > 0:
+        yield (
+            f"config.optimizer.peak_lr={opt.peak_lr} must be > 0 "
+            "(WavJEPA uses 4e-4; configs/conservative.py uses 1.5e-4)."
+        )
+    if opt.warmup_steps < 0:
+        yield f"config.optimizer.warmup_steps={opt.warmup_steps} must be >= 0."
+    if not 0.0 <= opt.end_lr_fraction <= 1.0:
+        yield f"config.optimizer.end_lr_fraction={opt.end_lr_fraction} must be in [0, 1]."
+    if opt.weight_decay < 0 or opt.grad_clip < 0:
+        yield "config.optimizer.weight_decay and grad_clip must be >= 0 (grad_clip 0 = off)."
+
+    for key in (
+        "total_steps",
+        "log_every_steps",
+        "eval_every_steps",
+        "checkpoint_every_steps",
+        "keep_checkpoints",
+    ):
+        if config[key] < 1:
+            yield f"config.{key}={config[key]} must be >= 1."
+    if config.keep_best < 0:
+        yield f"config.keep_best={config.keep_best} must be >= 0 (0 keeps no best checkpoint)."
+
+    batch, crops = config.batch_size, config.dataset.crops_per_clip
+    if batch < 1 or batch % num_devices:
+        yield (
+            f"config.batch_size={batch} must be a positive multiple of the {num_devices} devices "
+            f"(each gets an equal share): try {max(1, round(batch / num_devices)) * num_devices}."
+        )
+    elif crops < 1 or (batch // num_processes) % crops:
+        yield (
+            f"config.batch_size / {num_processes} hosts = {batch // num_processes} crops per "
+            f"host must be a multiple of config.dataset.crops_per_clip={crops} (a clip's crops "
+            "go to one batch): change either."
+        )
+
+    if config.model.dtype not in DTYPES:
+        yield f"config.model.dtype={config.model.dtype!r}: choose one of {DTYPES}."
+
+    loss = config.loss
+    if loss.sigreg_on not in SIGREG_ON:
+        yield f"config.loss.sigreg_on={loss.sigreg_on!r}: choose one of {SIGREG_ON}."
+    if not 0.0 <= loss.sigreg_weight <= 1.0:
+        yield f"config.loss.sigreg_weight={loss.sigreg_weight} must be in [0, 1]."
+    if loss.num_slices < 1 or loss.num_knots < 2 or not loss.t_max > 0:
+        yield "config.loss needs num_slices >= 1, num_knots >= 2 and t_max > 0."
+
+    try:
+        num_frames = waveform.num_frames(transforms.crop_samples(config.dataset), config.model)
+        masking.validate(config.masking, num_frames)
+    except ValueError as e:
+        yield f"config.dataset.crop_seconds / config.masking: {e}"
+
+    if config.dataset.eval_batches < 0:
+        yield f"config.dataset.eval_batches={config.dataset.eval_batches} must be >= 0 (0 = off)."
+    if config.health.sigreg_spike <= 0 or config.health.loss_jump_factor <= 1:
+        yield "config.health needs sigreg_spike > 0 and loss_jump_factor > 1."
+    if config.profile.enabled and config.profile.num_steps < 1:
+        yield "config.profile.num_steps must be >= 1 when config.profile.enabled."
+
+    for name in config.evals:
+        if name not in evaluators.names():
+            yield (
+                f"config.evals.{name}: no evaluator of that name; registered: "
+                f"{evaluators.names()} (add a module to wavlejepa/evaluators/ that registers it)."
+            )
+
+
+def validate(
+    config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1
+) -> None:
+    """Raises ValueError naming every bad key of `config` for a run on these devices/hosts."""
+    problems = list(_problems(config, num_devices, num_processes))
+    if problems:
+        raise ValueError("Invalid config:\n  - " + "\n  - ".join(problems))

@@ -1,0 +1,226 @@
+"""Linear probe of frozen clip embeddings on FSDD: spoken digit (10 classes) and speaker (5).
+
+A softmax classifier on standardised clip embeddings (the mean of the frames, or mean and std) is
+fit with full-batch L-BFGS for each weight decay of a small grid on the train split; the decay
+with the best validation accuracy is kept and its test accuracy reported. Turned on per task:
+
+  config.evals.fsdd_digits = ml_collections.ConfigDict(dict(data="auto", pooling="mean"))
+
+(any key of `default_config()` may be set), or standalone with `python -m wavlejepa.evaluate`.
+Clips are read from `{digit}_{speaker}_{take}.wav` (labels from the names): the full FSDD in
+`../shared/data/fsdd/recordings` beside the repo when present, else the sample in the package.
+"""
+
+import functools
+import os
+import re
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from wavlejepa import embed, evaluators
+from wavlejepa.data import audio_folder, decode
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLE_DIR = os.path.join(_PACKAGE, "data", "samples", "fsdd")
+FULL_DIR = os.path.join(_PACKAGE, os.pardir, os.pardir, "shared", "data", "fsdd", "recordings")
+TASKS = {"fsdd_digits": "digit", "fsdd_speakers": "speaker"}  # evaluator name -> label
+SPLITS = ("train", "validation", "test")
+_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)$")
+
+FramesFn = Callable[[list[np.ndarray]], list[np.ndarray]]  # 16 kHz clips -> [frames, dim] each
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Knobs of one probe task (`config.evals.<task>` overrides any of them)."""
+    cfg = ml_collections.ConfigDict()
+    cfg.data = "auto"  # "auto" (full FSDD if present, else the sample), "full", "sample", a dir.
+    cfg.pooling = "mean"  # Clip embedding: "mean" of frames or "mean_std" (both, concatenated).
+    cfg.weight_decays = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # L2 grid, picked on validation.
+    cfg.steps = 200  # Full-batch L-BFGS iterations (the problem is convex and small).
+    cfg.batch_size = 16  # Windows per jitted embedding call.
+    return cfg
+
+
+def fsdd_dir(data: str) -> str:
+    """The folder of recordings that `data` names (see default_config)."""
+    if data == "auto":
+        data = "full" if os.path.isdir(FULL_DIR) else "sample"
+    path = {"full": FULL_DIR, "sample": SAMPLE_DIR}.get(data, data)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"No FSDD recordings at {os.path.abspath(path)} (data={data!r}).")
+    return os.path.normpath(path)
+
+
+def take_split(take: int, max_take: int) -> str:
+    """Split of a recording by its take, the same for every (digit, speaker).
+
+    With FSDD's 50 takes: its convention (0-4 test, 5-49 train) with 5-9 held out of train for
+    validation. With fewer than 10 takes (the bundled sample has 0-5): 0-1 test, 2 validation.
+    """
+    if max_take >= 10:
+        return "test" if take < 5 else "validation" if take < 10 else "train"
+    return "test" if take < 2 else "validation" if take < 3 else "train"
+
+
+@functools.cache
+def load_fsdd(directory: str) -> dict[str, dict]:
+    """{split: {"audio": [float32 16 kHz], "digit": int32 [n], "speaker": int32 [n]}}, in
+    file-name order; speakers are numbered in sorted order (the list is under "speakers")."""
+    parsed = []
+    for path in audio_folder.list_files(directory):
+        match = _NAME.match(os.path.splitext(os.path.basename(path))[0])
+        if match and path.endswith(".wav"):
+            parsed.append((path, int(match[1]), match[2], int(match[3])))
+    if not parsed:
+        raise FileNotFoundError(f"No {{digit}}_{{speaker}}_{{take}}.wav files in {directory}.")
+    speakers = sorted({speaker for _, _, speaker, _ in parsed})
+    max_take = max(take for *_, take in parsed)
+    data = {s: {"audio": [], "digit": [], "speaker": []} for s in SPLITS}
+    for path, digit, speaker, take in parsed:
+        try:
+            clip = decode.decode_file(os.path.join(directory, path), sample_rate=embed.SAMPLE_RATE)
+        except decode.BadAudioError as e:
+            logging.warning("Probe data: skipping %s", e)
+            continue
+        split = data[take_split(take, max_take)]
+        split["audio"].append(decode.int16_to_float(clip.audio))
+        split["digit"].append(digit)
+        split["speaker"].append(speakers.index(speaker))
+    for split in data.values():
+        split["digit"] = np.asarray(split["digit"], np.int32)
+        split["speaker"] = np.asarray(split["speaker"], np.int32)
+    return {**data, "speakers": speakers}
+
+
+def pool(frames_TxD: np.ndarray, pooling: str) -> np.ndarray:
+    """Frames [frames, dim] -> clip embedding [dim] ("mean") or [2 * dim] ("mean_std")."""
+    frames = np.asarray(frames_TxD, np.float64)
+    if pooling == "mean":
+        return frames.mean(axis=0)
+    if pooling == "mean_std":
+        return np.concatenate([frames.mean(axis=0), frames.std(axis=0)])
+    raise ValueError(f"pooling={pooling!r}; choose 'mean' or 'mean_std'.")
+
+
+def softmax_loss(params: dict, x_NxD: jax.Array, y_N: jax.Array, weight_decay) -> jax.Array:
+    """Mean cross-entropy + weight_decay / 2 * ||W||^2 (the bias is not decayed)."""
+    logits_NxC = x_NxD @ params["w"] + params["b"]
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits_NxC, y_N).mean()
+    return ce + 0.5 * weight_decay * jnp.sum(jnp.square(params["w"]))
+
+
+@functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
+def fit_softmax(x_NxD, y_N, weight_decays_W, *, num_classes: int, steps: int) -> dict:
+    """One softmax classifier per weight decay, each by `steps` L-BFGS iterations from zero.
+
+    Returns {"w": [W, dim, classes], "b": [W, classes]}.
+    """
+
+    def fit_one(weight_decay):
+        loss = functools.partial(softmax_loss, x_NxD=x_NxD, y_N=y_N, weight_decay=weight_decay)
+        opt = optax.lbfgs()
+        value_and_grad = optax.value_and_grad_from_state(loss)
+
+        def step(carry, _):
+            params, state = carry
+            value, grad = value_and_grad(params, state=state)
+            updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=loss)
+            return (optax.apply_updates(params, updates), state), None
+
+        params = {
+            "w": jnp.zeros((x_NxD.shape[1], num_classes), jnp.float32),
+            "b": jnp.zeros((num_classes,), jnp.float32),
+        }
+        (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), length=steps)
+        return params
+
+    return jax.vmap(fit_one)(weight_decays_W)
+
+
+def fit_and_score(
+    features: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    num_classes: int,
+    weight_decays,
+    steps: int,
+) -> dict[str, float]:
+    """Standardises with train statistics, fits the grid, picks by validation accuracy.
+
+    Args:
+      features: {split: [n, dim]} for "train", "validation", "test".
+      labels: {split: int [n]}.
+    Returns:
+      test/validation/train accuracy of the chosen classifier and its weight decay.
+    """
+    mean = features["train"].mean(axis=0)
+    std = features["train"].std(axis=0) + 1e-8
+    x = {s: ((np.asarray(features[s], np.float64) - mean) / std).astype(np.float32) for s in SPLITS}
+    decays = sorted(float(d) for d in weight_decays)
+    params = fit_softmax(x["train"], labels["train"], np.asarray(decays, np.float32),
+                         num_classes=num_classes, steps=steps)  # fmt: skip
+    w, b = np.asarray(params["w"]), np.asarray(params["b"])
+    accuracy = {
+        s: np.mean(np.argmax(np.einsum("nd,wdc->wnc", x[s], w) + b[:, None], -1) == labels[s], -1)
+        for s in SPLITS
+    }  # {split: [W]}
+    best = int(np.argmax(accuracy["validation"]))  # The first best: the smallest decay.
+    result = {f"{s}_accuracy": float(accuracy[s][best]) for s in ("test", "validation", "train")}
+    result["weight_decay"] = decays[best]
+    return result
+
+
+def clip_features(frames_fn: FramesFn, data: dict, pooling: str) -> dict[str, np.ndarray]:
+    """{split: [clips, dim]}: every clip of `load_fsdd` data embedded and pooled."""
+    return {s: np.stack([pool(f, pooling) for f in frames_fn(data[s]["audio"])]) for s in SPLITS}
+
+
+def score(features: dict, data: dict, task: str, probe_cfg: ml_collections.ConfigDict) -> dict:
+    """The probe of `task` on `clip_features` of `load_fsdd` data."""
+    label = TASKS[task]
+    labels = {s: data[s][label] for s in SPLITS}
+    num_classes = 10 if label == "digit" else len(data["speakers"])
+    return fit_and_score(features, labels, num_classes, probe_cfg.weight_decays, probe_cfg.steps)
+
+
+def probe(frames_fn: FramesFn, task: str, probe_cfg: ml_collections.ConfigDict) -> dict:
+    """Embeds every FSDD clip with `frames_fn`, pools, and fits/scores the probe of `task`."""
+    data = load_fsdd(fsdd_dir(probe_cfg.data))
+    return score(clip_features(frames_fn, data, probe_cfg.pooling), data, task, probe_cfg)
+
+
+def model_frames(params: dict, config: ml_collections.ConfigDict, batch_size: int) -> FramesFn:
+    """The model's frame embeddings of each clip (windows of the training crop length)."""
+    embedder = embed.Embedder.from_config(params, config, batch_size=batch_size)
+    return lambda clips: [e.frames for e in embedder.embed(clips)]
+
+
+def task_config(config: ml_collections.ConfigDict, task: str) -> ml_collections.ConfigDict:
+    """default_config() updated with config.evals.<task> (when the config has it).
+
+    Raises:
+      KeyError: config.evals.<task> sets a key default_config() does not have (a typo).
+    """
+    probe_cfg = default_config()
+    probe_cfg.lock()  # Unknown keys fail instead of being silently ignored.
+    if "evals" in config and task in config.evals:
+        probe_cfg.update(config.evals[task])
+    return probe_cfg
+
+
+def _evaluator(task: str) -> evaluators.Evaluator:
+    def evaluate(params: dict, config: ml_collections.ConfigDict) -> dict[str, float]:
+        probe_cfg = task_config(config, task)
+        return probe(model_frames(params, config, probe_cfg.batch_size), task, probe_cfg)
+
+    evaluate.__name__ = evaluate.__qualname__ = f"evaluate_{task}"
+    return evaluate
+
+
+for _task in TASKS:
+    evaluators.register(_task)(_evaluator(_task))

@@ -1,0 +1,96 @@
+"""The HEAR 2021 API (hearbenchmark.com/hear-api.html) over `embed.Embedder`; no torch.
+
+  from wavlejepa import hear
+  model = hear.load_model("/tmp/wj/run")  # A workdir/checkpoint; "" = untrained base model.
+  embeddings, timestamps = hear.get_timestamp_embeddings(audio, model)  # audio [n, samples], 16 kHz
+  scene = hear.get_scene_embeddings(audio, model)  # [n, scene_embedding_size]
+
+Frame embeddings are at 100 Hz with timestamps (ms) at frame centres, 7.5 ms + 10 ms * i; the
+scene embedding is their mean. tf.Tensor audio gives tf.float32 tensors, numpy gives numpy.
+"""
+
+import importlib.util
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from wavlejepa import embed, model_sizes
+from wavlejepa import model as model_lib
+
+DEFAULT_SIZE = "base"  # The size of configs/default.py, used when no model file is given.
+
+
+class WavLeJEPAModel(tf.Module):
+    """What the HEAR API calls a model: a tf.Module holding a (JAX) `embed.Embedder`."""
+
+    sample_rate = embed.SAMPLE_RATE
+
+    def __init__(self, embedder: embed.Embedder):
+        super().__init__(name="wavlejepa")
+        self.embedder = embedder
+        self.scene_embedding_size = int(embedder.dim)
+        self.timestamp_embedding_size = int(embedder.dim)
+
+
+def _config_from_file(path: str) -> ml_collections.ConfigDict:
+    """`get_config()` of a config file such as configs/cpu_debug.py."""
+    spec = importlib.util.spec_from_file_location("wavlejepa_hear_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def load_model(model_file_path: str = "") -> WavLeJEPAModel:
+    """Loads a model for the HEAR API.
+
+    Args:
+      model_file_path: "" for an untrained `base` model (a baseline); a workdir or checkpoint
+        directory (see `checkpointing.load_params`); or a config file (`.py`) for an untrained
+        model of that config.
+    Raises:
+      embed.CheckpointError: a directory that holds no loadable checkpoint.
+    """
+    if not model_file_path:
+        cfg = model_sizes.model_config(DEFAULT_SIZE)
+        params = jax.jit(lambda key: model_lib.init(key, cfg))(jax.random.key(0))
+        return WavLeJEPAModel(embed.Embedder(params, cfg))
+    if model_file_path.endswith(".py") and os.path.isfile(model_file_path):
+        return WavLeJEPAModel(embed.Embedder.random_init(_config_from_file(model_file_path)))
+    return WavLeJEPAModel(embed.Embedder.from_checkpoint(model_file_path))
+
+
+def _as_numpy(audio) -> tuple[np.ndarray, bool]:
+    """(float32 [n, samples], whether the input was a tf.Tensor)."""
+    is_tf = isinstance(audio, tf.Tensor)
+    array = np.asarray(audio.numpy() if is_tf else audio, np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"HEAR audio is [n_sounds, samples]; got shape {array.shape}.")
+    return array, is_tf
+
+
+def _frames(audio_NxS: np.ndarray, model: WavLeJEPAModel) -> tuple[np.ndarray, np.ndarray]:
+    """float32 embeddings [n, frames, dim] and timestamps [n, frames] in milliseconds."""
+    results = model.embedder.embed(list(audio_NxS))
+    embeddings = np.stack([r.frames for r in results]).astype(np.float32)
+    timestamps = np.stack([1000.0 * r.timestamps for r in results]).astype(np.float32)
+    return embeddings, timestamps
+
+
+def get_timestamp_embeddings(audio, model: WavLeJEPAModel):
+    """audio [n, samples] at 16 kHz -> (embeddings [n, frames, dim], timestamps [n, frames] ms)."""
+    audio_NxS, is_tf = _as_numpy(audio)
+    embeddings, timestamps = _frames(audio_NxS, model)
+    if is_tf:
+        return tf.constant(embeddings, tf.float32), tf.constant(timestamps, tf.float32)
+    return embeddings, timestamps
+
+
+def get_scene_embeddings(audio, model: WavLeJEPAModel):
+    """audio [n, samples] at 16 kHz -> [n, dim]: the mean of each sound's frame embeddings."""
+    audio_NxS, is_tf = _as_numpy(audio)
+    embeddings, _ = _frames(audio_NxS, model)
+    scene = embeddings.mean(axis=1).astype(np.float32)
+    return tf.constant(scene, tf.float32) if is_tf else scene

@@ -1,0 +1,44 @@
+r"""Command line of WavLeJEPA training: parses flags, then calls `train.train_and_evaluate`.
+
+  python -m wavlejepa.main --config=configs/cpu_debug.py --workdir=/tmp/wj_debug \
+      --config.debug_dummy_data=True
+
+On several hosts (a TPU pod slice, a SLURM job) add `--multihost` on every host; elsewhere give
+the coordinator explicitly (`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`).
+"""
+
+import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from wavlejepa import train
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/cpu_debug.py.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and TensorBoard events.")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Call jax.distributed.initialize() (cluster auto-detection)."
+)
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0; implies --multihost."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --coordinator_address.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --coordinator_address.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _MULTIHOST.value or _COORDINATOR.value:
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
+        )
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,180 @@
+r"""PNG plots of a run: training curves from metrics.jsonl, and a 2-D PCA of clip embeddings.
+
+  python -m wavlejepa.plot --workdir=/tmp/wj/run                  # curves only
+  python -m wavlejepa.plot --workdir=/tmp/wj/run --checkpoint=/tmp/wj/run --data=sample
+
+writes `training_curves.png` (total loss, invariance, SIGReg with its healthy band, learning rate,
+probe accuracy; eval values as dots) and, with a checkpoint, `embeddings_pca.png` (the FSDD clip
+embeddings projected on their first two principal components, coloured by digit and by speaker)
+into --output_dir (default: the workdir). Figures are drawn with matplotlib's Agg canvas, so no
+display is needed and a notebook's backend is left alone.
+"""
+
+import io
+import json
+import os
+import sys
+
+import numpy as np
+from absl import app, flags
+from etils import epath
+from matplotlib.figure import Figure
+
+from wavlejepa import embed
+from wavlejepa.evaluators import linear_probe
+
+METRICS_FILE = "metrics.jsonl"
+# Where a healthy run's SIGReg sits at the default global batch of 512; the statistic scales with
+# the batch (a collapsed batch gives ~0.4 N), so smaller runs want --sigreg_band.
+SIGREG_HEALTHY = (300.0, 600.0)
+PROBE_PREFIXES = ("eval_", "probe_")  # Eval keys holding "accuracy" are probe results.
+
+
+def load_metrics(path: str) -> list[dict]:
+    """The records of a metrics.jsonl (local or gs://), in file order; a line cut short by a
+    kill is skipped."""
+    records = []
+    for line in epath.Path(path).read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "step" in record:
+            records.append(record)
+    return records
+
+
+def series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of every record that has `key`, sorted by step."""
+    pairs = sorted((r["step"], r[key]) for r in records if r.get(key) is not None)
+    steps = np.array([s for s, _ in pairs], np.int64)
+    return steps, np.array([v for _, v in pairs], np.float64)
+
+
+def probe_keys(records: list[dict]) -> list[str]:
+    """Keys of probe accuracies, e.g. eval_fsdd_digits/test_accuracy."""
+    keys = {k for r in records for k in r if k.startswith(PROBE_PREFIXES) and "accuracy" in k}
+    return sorted(keys)
+
+
+def training_curves(records: list[dict], sigreg_band=SIGREG_HEALTHY) -> Figure:
+    """Five panels: loss, invariance, SIGReg, learning rate, probe accuracy."""
+    fig = Figure(figsize=(16, 3.4), layout="constrained")
+    axes = fig.subplots(1, 5)
+    for ax, key, title in zip(axes[:3], ("loss", "invariance", "sigreg"),
+                              ("total loss", "invariance", "SIGReg"), strict=True):  # fmt: skip
+        ax.plot(*series(records, key), label="train")
+        steps, values = series(records, f"eval_{key}")
+        if len(steps):
+            ax.plot(steps, values, "o", label="eval")
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(loc="upper right")
+    axes[2].axhspan(*sigreg_band, color="tab:green", alpha=0.15, label="healthy")
+    axes[2].legend(loc="best")
+    axes[3].plot(*series(records, "learning_rate"))
+    axes[3].set_title("learning rate")
+    axes[3].set_xlabel("step")
+    axes[4].set_title("probe accuracy")
+    axes[4].set_xlabel("step")
+    keys = probe_keys(records)
+    for key in keys:
+        axes[4].plot(*series(records, key), "o-", label=key.split("_", 1)[1])
+    if keys:
+        axes[4].set_ylim(0, 1)
+        axes[4].legend(loc="lower right", fontsize="small")
+    else:
+        axes[4].text(0.5, 0.5, "no probe results", ha="center", va="center",
+                     transform=axes[4].transAxes)  # fmt: skip
+    return fig
+
+
+def pca_2d(x_NxD: np.ndarray) -> np.ndarray:
+    """The rows of x projected on their first two principal components, [n, 2] (numpy SVD)."""
+    centred = np.asarray(x_NxD, np.float64) - np.mean(x_NxD, axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T
+
+
+def embedding_scatter(points_Nx2: np.ndarray, labelings: dict[str, tuple]) -> Figure:
+    """One panel per labelling {title: (int labels [n], class names)}, coloured by class."""
+    fig = Figure(figsize=(6 * len(labelings), 5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(labelings)))
+    for ax, (title, (labels, names)) in zip(axes, labelings.items(), strict=True):
+        for c, name in enumerate(names):
+            mask = labels == c
+            ax.scatter(points_Nx2[mask, 0], points_Nx2[mask, 1], s=9, label=str(name),
+                       color=f"C{c % 10}")  # fmt: skip
+        ax.set_title(title)
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+        ax.legend(fontsize="small", markerscale=2)
+    return fig
+
+
+def fsdd_embedding_figure(embedder: embed.Embedder, data: str = "auto") -> Figure:
+    """PCA of the mean-pooled clip embeddings of every FSDD clip, by digit and by speaker."""
+    fsdd = linear_probe.load_fsdd(linear_probe.fsdd_dir(data))
+    splits = linear_probe.SPLITS
+    audio = [clip for s in splits for clip in fsdd[s]["audio"]]
+    clips = np.stack([e.clip for e in embedder.embed(audio)])
+    digits = np.concatenate([fsdd[s]["digit"] for s in splits])
+    speakers = np.concatenate([fsdd[s]["speaker"] for s in splits])
+    return embedding_scatter(
+        pca_2d(clips),
+        {"clip embeddings by digit": (digits, range(10)),
+         "clip embeddings by speaker": (speakers, fsdd["speakers"])},
+    )  # fmt: skip
+
+
+def save_png(figure: Figure, path: str) -> str:
+    """Writes `figure` as a PNG to a local or gs:// path."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    epath.Path(path).write_bytes(buffer.getvalue())
+    return path
+
+
+def make_plots(
+    workdir: str,
+    output_dir: str = "",
+    checkpoint: str = "",
+    data: str = "auto",
+    sigreg_band: tuple[float, float] = SIGREG_HEALTHY,
+) -> list[str]:
+    """Writes the PNGs of a run; returns their paths."""
+    output_dir = output_dir or workdir
+    epath.Path(output_dir).mkdir(parents=True, exist_ok=True)
+    records = load_metrics(os.path.join(workdir, METRICS_FILE))
+    curves = training_curves(records, sigreg_band)
+    paths = [save_png(curves, os.path.join(output_dir, "training_curves.png"))]
+    if checkpoint:
+        figure = fsdd_embedding_figure(embed.Embedder.from_checkpoint(checkpoint), data)
+        paths.append(save_png(figure, os.path.join(output_dir, "embeddings_pca.png")))
+    return paths
+
+
+def _define_flags() -> None:
+    flags.DEFINE_string("workdir", None, "Run directory holding metrics.jsonl.", required=True)
+    flags.DEFINE_string("output_dir", "", "Where the PNGs go (default: the workdir).")
+    flags.DEFINE_string("checkpoint", "", "Also plot the PCA of this checkpoint's embeddings.")
+    flags.DEFINE_string("data", "auto", "FSDD for the PCA: auto, full, sample or a folder.")
+    flags.DEFINE_list("sigreg_band", ["300", "600"], "Healthy SIGReg range (batch 512's).")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    args = flags.FLAGS
+    try:
+        band = tuple(float(v) for v in args.sigreg_band)
+        paths = make_plots(args.workdir, args.output_dir, args.checkpoint, args.data, band)
+    except (FileNotFoundError, embed.CheckpointError) as e:
+        sys.exit(f"error: {e}")
+    for path in paths:
+        print(f"Wrote {path}")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)

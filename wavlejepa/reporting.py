@@ -1,0 +1,194 @@
+"""Metrics out of the train loop: CLU writers, metrics.jsonl, optional wandb, health checks.
+
+Train metrics are read from the device one step late (after the next step is dispatched), every
+step, so a non-finite loss stops the run before any checkpoint holds its params. A logged step
+is the number of updates done, counting its own: the loss of step s is that of the params after
+s - 1 updates.
+"""
+
+import json
+import logging as pylogging
+import math
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, periodic_actions
+from etils import epath
+
+METRICS_FILE = "metrics.jsonl"
+TIME_KEYS = ("steps_per_sec", "examples_per_sec")  # Wall-clock fields: differ run to run.
+_FIX = "the peak learning rate is likely too high: try configs/conservative.py"
+
+
+def quiet_orbax_logs() -> None:
+    """Hides orbax's INFO lines (dozens per save) so the run's own lines stay readable."""
+    logger = logging.get_absl_logger()
+    if not any(isinstance(f, _OrbaxInfoFilter) for f in logger.filters):
+        logger.addFilter(_OrbaxInfoFilter())
+
+
+class _OrbaxInfoFilter(pylogging.Filter):
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        return (
+            record.levelno >= pylogging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+        )
+
+
+def health_warnings(
+    step: int, scalars: dict, previous_loss: float | None, health: ml_collections.ConfigDict
+) -> list[str]:
+    """Warnings for a SIGReg spike or a loss jump at a logged step, each naming a likely cause."""
+    warnings = []
+    if scalars["sigreg"] > health.sigreg_spike:
+        warnings.append(
+            f"SIGReg {scalars['sigreg']:.4g} at step {step} is above config.health.sigreg_spike="
+            f"{health.sigreg_spike:g}: the embeddings are far from Gaussian (collapse or blow-up); "
+            f"{_FIX} (peak_lr 1.5e-4, warmup 7,500 steps)."
+        )
+    if previous_loss is not None and scalars["loss"] > health.loss_jump_factor * previous_loss:
+        warnings.append(
+            f"Loss jumped from {previous_loss:.4g} to {scalars['loss']:.4g} at step {step} (more "
+            f"than config.health.loss_jump_factor={health.loss_jump_factor:g}x); {_FIX}."
+        )
+    return warnings
+
+
+def check_finite(step: int, scalars: dict) -> None:
+    """Raises FloatingPointError naming the step and every non-finite metric."""
+    bad = {k: v for k, v in scalars.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(
+            f"Non-finite {', '.join(f'{k}={v}' for k, v in sorted(bad.items()))} at step {step}. "
+            "Stopped without saving: the latest checkpoint predates it and is kept. Likely "
+            "causes: a peak learning rate too high (try configs/conservative.py) or a batch of "
+            "bad audio (NaN/inf samples)."
+        )
+
+
+def _rewind(path: epath.Path, last_step: int) -> None:
+    """Keeps the records of steps <= last_step: a resumed run writes the later ones again."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line + "\n")
+        except (json.JSONDecodeError, KeyError):  # A line cut short by a kill.
+            continue
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)
+
+
+class _JsonLines:
+    """metrics.jsonl: one JSON object per line, on disk after every write. Cloud buckets cannot
+    append, so there the (small) file is rewritten instead."""
+
+    def __init__(self, path: epath.Path, start_step: int):
+        _rewind(path, start_step)
+        self._path = path
+        self._remote = "://" in str(path)
+        self._lines = path.read_text().splitlines(keepends=True) if self._remote else []
+        self._file = None if self._remote else path.open("a")
+
+    def write(self, record: dict) -> None:
+        line = json.dumps({k: v if k in ("step", "split") else float(v) for k, v in record.items()})
+        if self._file is not None:
+            self._file.write(line + "\n")
+            self._file.flush()
+        else:
+            self._lines.append(line + "\n")
+            self._path.write_text("".join(self._lines))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _wandb_run(config: ml_collections.ConfigDict, workdir: epath.Path):
+    if not config.wandb.project or jax.process_index() > 0:
+        return None
+    try:
+        import wandb
+    except ImportError:
+        logging.warning("config.wandb.project is set but wandb is not installed; skipping it.")
+        return None
+    return wandb.init(project=config.wandb.project, dir=str(workdir), config=config.to_dict())
+
+
+class Reporter:
+    """Writes train and eval metrics of one run; process 0 writes files, others only log."""
+
+    def __init__(self, workdir: str, config: ml_collections.ConfigDict, *, start_step: int):
+        workdir = epath.Path(workdir)
+        self._primary = jax.process_index() == 0
+        self.writer = metric_writers.create_default_writer(workdir, just_logging=not self._primary)
+        self._jsonl = None
+        if self._primary:
+            self._jsonl = _JsonLines(workdir / METRICS_FILE, start_step)
+        self._wandb = _wandb_run(config, workdir)
+        self._config = config
+        self._pending = None  # (step, device metrics) not read yet.
+        self._last_log = (start_step, time.monotonic())
+        self._previous_loss = None
+        self._log_action = periodic_actions.PeriodicCallback(
+            every_steps=config.log_every_steps,
+            on_steps=[config.total_steps],
+            callback_fn=self._log_train,
+        )
+
+    def train_step(self, step: int, metrics: dict) -> None:
+        """Takes the device metrics of `step` just dispatched; reads those of the step before."""
+        self.flush()
+        self._pending = (step, metrics)
+
+    def flush(self) -> None:
+        """Reads the pending step's metrics now (before a checkpoint or eval of its state)."""
+        if self._pending is None:
+            return
+        step, metrics = self._pending
+        self._pending = None
+        scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        try:
+            check_finite(step, scalars)
+        except FloatingPointError:
+            self.write(step, "train", scalars)  # The bad step is on record, logged or not.
+            raise
+        self._log_action(step, scalars=scalars)
+
+    def _log_train(self, step: int, t: float, scalars: dict) -> None:
+        last_step, last_t = self._last_log
+        steps_per_sec = (step - last_step) / max(t - last_t, 1e-9)
+        self._last_log = (step, t)
+        scalars = dict(
+            scalars,
+            steps_per_sec=steps_per_sec,
+            examples_per_sec=steps_per_sec * self._config.batch_size,
+        )
+        for warning in health_warnings(step, scalars, self._previous_loss, self._config.health):
+            logging.warning(warning)
+        self._previous_loss = scalars["loss"]
+        self.write(step, "train", scalars)
+
+    def write(self, step: int, split: str, scalars: dict) -> None:
+        """To the writers (log, TensorBoard), metrics.jsonl and wandb; eval keys get "eval_"."""
+        if split != "train":
+            scalars = {f"{split}_{k}": v for k, v in scalars.items()}
+        self.writer.write_scalars(step, scalars)
+        if self._jsonl is not None:
+            self._jsonl.write({"step": step, "split": split, **scalars})
+        if self._wandb is not None:
+            self._wandb.log({k: float(np.asarray(v)) for k, v in scalars.items()}, step=step)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._wandb is not None:
+            self._wandb.finish()

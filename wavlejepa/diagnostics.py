@@ -13,13 +13,11 @@ import os
 
 import jax
 import numpy as np
-import scipy.signal
-import soundfile as sf
 from absl import app, flags
 
 import wavlejepa.data
 from wavlejepa import checkpointing, model
-from wavlejepa.data import pipeline
+from wavlejepa.data import decode, pcm, pipeline
 
 
 def variance_shares(embeddings_NxTxD: np.ndarray) -> dict[str, float]:
@@ -37,8 +35,7 @@ def sample_crops(num_clips: int, num_samples: int) -> np.ndarray:
     files = sorted(glob.glob(os.path.join(wavlejepa.data.FSDD_SAMPLE_DIR, "*.wav")))[:num_clips]
     crops = np.zeros((len(files), num_samples), np.float32)
     for i, path in enumerate(files):
-        audio, rate = sf.read(path, dtype="float32")
-        audio = scipy.signal.resample_poly(audio, 16_000, rate)[:num_samples]
+        audio = pcm.int16_to_float(decode.decode_file(path).audio)[:num_samples]
         crops[i, : len(audio)] = audio
     return pipeline.normalize(crops)
 

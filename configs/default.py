@@ -44,7 +44,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict()
     config.loss.sigreg_weight = 0.05  # lambda in (1 - lambda) * invariance + lambda * SIGReg.
     config.loss.num_slices = 1024  # Random 1-D projections per step (LeJEPA paper recipes).
-    config.loss.sigreg_on = "pooled"  # "pooled": one embedding per crop; "frames": every frame.
+    # SIGReg tests the projected frames of the whole batch pooled, each centred by the batch mean
+    # at its position ("position"), so neither a position code nor a clip constant passes for
+    # Gaussian; "none" skips the centring. See wavlejepa/losses.py for the argument.
+    config.loss.sigreg_centre = "position"
     config.loss.t_max = 3.0  # Epps-Pulley integration range [0, t_max] (LeJEPA library).
     config.loss.num_knots = 17  # Trapezoid knots on [0, t_max].
 
@@ -68,7 +71,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.sample_rate = 16_000  # The model's rate; datasets must already be at it.
     config.dataset.crop_seconds = 2.01  # 32,160 samples = 200 frames.
     config.dataset.crops_per_clip = 8  # Random crops from each clip (WavJEPA: 8).
-    config.dataset.short_clips = "pad"  # Clips shorter than a crop: "pad" (zeros) or "skip".
+    # Clips shorter than a crop: "pack" joins them end to end (crops full of audio, no two alike:
+    # what 1 s speech_commands-style clips need), "pad" zero-pads them, "skip" drops them.
+    config.dataset.short_clips = "pack"
     config.dataset.num_workers = 4  # grain worker processes (0 = in the main process).
     config.dataset.eval_batches = 4  # Batches of eval_split per held-out evaluation.
     # Building an audio_folder (python -m wavlejepa.prepare_dataset, or on first use):

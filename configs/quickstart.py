@@ -26,10 +26,6 @@ def get_config():
     config.eval_every_steps = 100
     config.checkpoint_every_steps = 100
     config.loss.num_slices = 256
-    # With only 32 crops a step, SIGReg on pooled embeddings (N=32) let the frame embeddings
-    # collapse (probe accuracy fell below random init); on every context frame (N~400) it
-    # did not. See the README's evaluation section.
-    config.loss.sigreg_on = "frames"
     config.optimizer.peak_lr = 1e-3
     config.optimizer.warmup_steps = 30
 
@@ -41,7 +37,7 @@ def get_config():
     config.dataset.test_fraction = 0.1
     config.dataset.crop_seconds = 0.51  # 8,160 samples = 50 frames; FSDD clips are 0.14-0.87 s.
     config.dataset.crops_per_clip = 2
-    config.dataset.short_clips = "pad"  # Most clips are shorter than a crop.
+    config.dataset.short_clips = "pack"  # Most clips are shorter than a crop: join them.
     config.dataset.num_workers = 0  # On a 2-core machine workers only compete with the step.
     config.dataset.eval_batches = 2
     # 50 frames hold far fewer spans than WavJEPA's 200 (as in cpu_debug.py).

@@ -52,10 +52,28 @@ def _take(loader, n):
     return [next(it)["audio"] for _ in range(n)]
 
 
-def _reference_normalize(x):
+def _assert_batches_equal(a, b):
+    assert a.keys() == b.keys() == {"audio", "lengths", "clip_starts"}
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def _reference_normalize(x, lengths=None):
+    """Row by row in float64: the first `lengths` samples normalised, the rest 0."""
     x = np.asarray(x, np.float64)
-    c = x - x.mean(-1, keepdims=True)
-    return c / np.sqrt((c * c).mean(-1, keepdims=True) + 1e-5)
+    lengths = np.full(x.shape[:-1], x.shape[-1]) if lengths is None else lengths
+    out = np.zeros_like(x)
+    for row in np.ndindex(x.shape[:-1]):
+        if lengths[row] == 0:
+            continue
+        real = x[row][: lengths[row]]
+        c = real - real.mean()
+        out[row][: lengths[row]] = c / np.sqrt((c * c).mean() + 1e-5)
+    return out
+
+
+def _one_clip(audio):
+    return {"audio": audio, "clip_starts": np.zeros(1, np.int64)}
 
 
 def test_crop_samples():
@@ -78,10 +96,13 @@ def test_normalize_against_float64_and_silence():
 
 def test_random_crops_are_normalised_windows():
     clip = np.random.default_rng(1).standard_normal(1000).astype(np.float32)
-    crops = transforms.RandomCrops(num_crops=6, crop_samples=900).random_map(
-        clip, np.random.default_rng(2)
+    out = transforms.RandomCrops(num_crops=6, crop_samples=900).random_map(
+        _one_clip(clip), np.random.default_rng(2)
     )
+    crops = out["audio"]
     assert crops.shape == (6, 900) and crops.dtype == np.float32
+    np.testing.assert_array_equal(out["lengths"], np.full(6, 900, np.int32))
+    np.testing.assert_array_equal(out["clip_starts"], np.tile([0] + [-1] * 7, (6, 1)))
     windows = _reference_normalize(np.stack([clip[s : s + 900] for s in range(101)]))
     for crop in crops:  # Each crop is exactly one window of the clip, normalised.
         err = np.abs(windows - crop).max(axis=1)
@@ -90,23 +111,37 @@ def test_random_crops_are_normalised_windows():
     assert len(starts) > 1  # Random, not all the same window.
 
 
-def test_short_clip_is_zero_padded():
-    clip = np.linspace(-0.5, 0.5, 300, dtype=np.float32)
-    crops = transforms.RandomCrops(num_crops=3, crop_samples=500).random_map(
-        clip, np.random.default_rng(0)
+def test_short_clip_is_zero_padded_and_normalised_over_its_samples():
+    clip = np.linspace(-0.2, 0.5, 300, dtype=np.float32)
+    out = transforms.RandomCrops(num_crops=3, crop_samples=500).random_map(
+        _one_clip(clip), np.random.default_rng(0)
     )
-    padded = np.concatenate([clip, np.zeros(200, np.float32)])
-    np.testing.assert_allclose(crops, np.tile(_reference_normalize(padded), (3, 1)), atol=1e-6)
+    assert out["lengths"].dtype == np.int32 and out["audio"].dtype == np.float32
+    np.testing.assert_array_equal(out["lengths"], [300, 300, 300])
+    real = clip.astype(np.float64) - clip.mean(dtype=np.float64)
+    expected = real / np.sqrt(np.mean(real**2) + 1e-5)  # Padding zeros not in mean or variance.
+    for crop in out["audio"]:
+        np.testing.assert_allclose(crop[:300], expected, atol=1e-6)
+        np.testing.assert_array_equal(crop[300:], 0.0)
+
+
+def test_normalize_with_lengths_against_float64():
+    rng = np.random.default_rng(4)
+    x = 0.3 + rng.standard_normal((2, 3, 50))
+    lengths = np.array([[50, 7, 1], [0, 20, 49]])
+    y = pipeline.normalize(x, lengths)
+    np.testing.assert_allclose(y, _reference_normalize(x, lengths), atol=1e-6)
+    assert np.all(y[0, 2] == 0) and np.all(y[1, 0] == 0)  # One sample, none: zeros, not NaN.
 
 
 def test_silent_clip_gives_zero_crops():
     silent = {"audio": np.zeros(1000, np.int64)}  # Catalog datasets may hold silence.
     clip = transforms.ToFloat().map(silent)
-    crops = transforms.RandomCrops(num_crops=2, crop_samples=400).random_map(
+    out = transforms.RandomCrops(num_crops=2, crop_samples=400).random_map(
         clip, np.random.default_rng(0)
     )
-    assert crops.dtype == np.float32
-    np.testing.assert_array_equal(crops, np.zeros((2, 400)))
+    assert out["audio"].dtype == np.float32
+    np.testing.assert_array_equal(out["audio"], np.zeros((2, 400)))
 
 
 def test_batch_size_must_be_a_multiple_of_crops_per_clip():
@@ -117,37 +152,59 @@ def test_batch_size_must_be_a_multiple_of_crops_per_clip():
         )
 
 
-def test_train_elements(data_dir):
+@pytest.mark.parametrize("short_clips", pipeline.SHORT_CLIPS)
+def test_train_elements(data_dir, short_clips):
     loader = pipeline.create_train_loader(
-        _dataset_config(data_dir), batch_size=8, seed=0, shard_index=0, shard_count=1
+        _dataset_config(data_dir, short_clips=short_clips),
+        batch_size=8,
+        seed=0,
+        shard_index=0,
+        shard_count=1,
     )
-    (batch,) = _take(loader, 1)
-    assert batch.shape == (8, 8_160) and batch.dtype == np.float32
-    np.testing.assert_allclose(batch.mean(-1), 0.0, atol=1e-5)
-    assert np.all(batch.std(-1) > 0.5) and np.all(batch.std(-1) <= 1.0)
-    # Clips come in as consecutive pairs of crops; a clip shorter than a crop gives equal ones.
+    batch = next(iter(loader))
+    assert batch.keys() == {"audio", "lengths", "clip_starts"}
+    audio, lengths, starts = batch["audio"], batch["lengths"], batch["clip_starts"]
+    assert audio.shape == (8, 8_160) and audio.dtype == np.float32
+    assert lengths.shape == (8,) and lengths.dtype == np.int32
+    assert starts.shape == (8, transforms.MAX_CLIPS_PER_CROP) and starts.dtype == np.int32
+    assert np.all(starts[:, 0] == 0) and np.all((lengths > 0) & (lengths <= 8_160))
+    real = np.arange(8_160) < lengths[:, None]
+    np.testing.assert_array_equal(audio[~real], 0.0)
+    for crop, n in zip(audio, lengths, strict=True):  # Normalised over the real samples.
+        assert abs(crop[:n].mean()) < 1e-5 and 0.5 < crop[:n].std() <= 1.0
+    # The split has clips shorter than a crop: only "pad" leaves padding in the crops.
     source = tfds.data_source(NAME, data_dir=data_dir, split="train")
     assert any(len(source[i]["audio"]) < 8_160 for i in range(len(source)))
+    assert np.all(lengths == 8_160) == (short_clips != "pad")
 
 
-def _identify(crops, source, n):
-    """Record index of each crop of a whole clip (crop longer than every clip, so padded)."""
-    expected = np.zeros((len(source), n))
+def _identify(batches, source, n):
+    """Record index of each crop of a whole clip (crop longer than every clip, so padded).
+
+    Checks each crop is its clip normalised over the clip's samples, then exact zeros, and that
+    its length is the clip's.
+    """
+    clips = np.zeros((len(source), n))
+    lengths = np.zeros(len(source), int)
     for i in range(len(source)):
         x = source[i]["audio"].astype(np.float64) / 32768
         assert len(x) < n
-        expected[i, : len(x)] = x
-    expected = _reference_normalize(expected)
+        clips[i, : len(x)], lengths[i] = x, len(x)
+    expected = _reference_normalize(clips, lengths)
     ids = []
-    for crop in crops:
-        err = np.abs(expected - crop).max(axis=1)
-        assert err.min() < 1e-4
-        ids.append(int(err.argmin()))
+    for batch in batches:
+        for crop, length in zip(batch["audio"], batch["lengths"], strict=True):
+            err = np.abs(expected - crop).max(axis=1)
+            assert err.min() < 1e-4
+            ids.append(int(err.argmin()))
+            assert length == lengths[ids[-1]]
+            np.testing.assert_array_equal(crop[length:], 0.0)
     return ids
 
 
 def test_shards_are_disjoint_and_cover_the_split(data_dir):
-    config = _dataset_config(data_dir, crop_seconds=0.9, crops_per_clip=1)  # > every clip.
+    # Crops longer than every clip, zero-padded: each crop names its clip.
+    config = _dataset_config(data_dir, crop_seconds=0.9, crops_per_clip=1, short_clips="pad")
     n = pipeline.crop_samples(config)
     train = tfds.data_source(NAME, data_dir=data_dir, split="train")
     seen = []
@@ -156,7 +213,8 @@ def test_shards_are_disjoint_and_cover_the_split(data_dir):
             config, batch_size=1, seed=3, shard_index=shard, shard_count=2
         )
         epoch = len(train) // 2 + (shard < len(train) % 2)
-        ids = _identify([b[0] for b in _take(loader, epoch)], train, n)
+        data_iter = iter(loader)
+        ids = _identify([next(data_iter) for _ in range(epoch)], train, n)
         assert len(set(ids)) == epoch  # One pass over the shard, no clip twice.
         seen.append(set(ids))
     assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(len(train)))
@@ -165,7 +223,7 @@ def test_shards_are_disjoint_and_cover_the_split(data_dir):
     seen = []
     for shard in range(2):
         loader = pipeline.create_eval_loader(config, batch_size=1, shard_index=shard, shard_count=2)
-        seen.append(_identify([b["audio"][0] for b in loader], validation, n))
+        seen.append(_identify(loader, validation, n))
         assert len(seen[-1]) == len(validation) // 2  # Even shards: hosts step together.
     assert not set(seen[0]) & set(seen[1])
     assert len(set(seen[0]) | set(seen[1])) == 2 * (len(validation) // 2)
@@ -174,11 +232,11 @@ def test_shards_are_disjoint_and_cover_the_split(data_dir):
 def test_eval_loader_is_finite_and_deterministic(data_dir):
     config = _dataset_config(data_dir)
     make = lambda: pipeline.create_eval_loader(config, batch_size=4, shard_index=0, shard_count=1)
-    first, second = [b["audio"] for b in make()], [b["audio"] for b in make()]
+    first, second = list(make()), list(make())
     clips = len(tfds.data_source(NAME, data_dir=data_dir, split="validation"))
     assert len(first) == clips // 2  # 2 clips per batch of 4 crops; partial batch dropped.
     for a, b in zip(first, second, strict=True):
-        np.testing.assert_array_equal(a, b)
+        _assert_batches_equal(a, b)
     with pytest.raises(ValueError, match="fewer than the"):
         pipeline.create_eval_loader(
             config, batch_size=2 * (clips + 1), shard_index=0, shard_count=1
@@ -189,14 +247,16 @@ def test_short_clips_skip_drops_exactly_the_short_ones(data_dir):
     validation = tfds.data_source(NAME, data_dir=data_dir, split="validation")
     long_enough = sum(len(validation[i]["audio"]) >= 8_160 for i in range(len(validation)))
     assert 0 < long_enough < len(validation)
-    for short_clips, expected in (("skip", long_enough), ("pad", len(validation))):
+    every = len(validation)
+    for short_clips, expected in (("skip", long_enough), ("pad", every), ("pack", every)):
         config = _dataset_config(data_dir, crops_per_clip=1, short_clips=short_clips)
         loader = pipeline.create_eval_loader(config, batch_size=1, shard_index=0, shard_count=1)
         assert sum(1 for _ in loader) == expected
 
 
-def test_resume_through_orbax_gives_the_same_next_batches(data_dir, tmp_path):
-    config = _dataset_config(data_dir)
+@pytest.mark.parametrize("short_clips", ["pack", "pad"])
+def test_resume_through_orbax_gives_the_same_next_batches(data_dir, tmp_path, short_clips):
+    config = _dataset_config(data_dir, short_clips=short_clips)
     make = lambda: iter(
         pipeline.create_train_loader(config, batch_size=8, seed=7, shard_index=0, shard_count=1)
     )
@@ -211,7 +271,7 @@ def test_resume_through_orbax_gives_the_same_next_batches(data_dir, tmp_path):
             data_iter=grain.checkpoint.CheckpointSave(data_iter),
         ),
     )
-    expected = [next(data_iter)["audio"] for _ in range(4)]  # Drawn while orbax may still write.
+    expected = [next(data_iter) for _ in range(4)]  # Drawn while orbax may still write.
     mngr.wait_until_finished()
     assert "process_0-of-1.json" in os.listdir(tmp_path / "ckpt" / "3" / "data_iter")
 
@@ -225,9 +285,9 @@ def test_resume_through_orbax_gives_the_same_next_batches(data_dir, tmp_path):
     )
     assert restored["data_iter"] is restored_iter
     for want in expected:
-        np.testing.assert_array_equal(next(restored_iter)["audio"], want)
+        _assert_batches_equal(next(restored_iter), want)
     fresh = make()  # Without the restore the stream starts over: the check above can fail.
-    assert not np.array_equal(next(fresh)["audio"], expected[0])
+    assert not np.array_equal(next(fresh)["audio"], expected[0]["audio"])
 
 
 def test_dummy_data_with_worker_processes_resumes(monkeypatch):
@@ -251,11 +311,11 @@ def test_dummy_data_with_worker_processes_resumes(monkeypatch):
     np.testing.assert_allclose(first[0].mean(-1), 0.0, atol=1e-5)
     np.testing.assert_allclose(first[0].std(-1), 1.0, atol=2e-3)  # Loud synthetic audio.
     state = data_iter.get_state()
-    expected = [next(data_iter)["audio"] for _ in range(2)]
+    expected = [next(data_iter) for _ in range(2)]
     restored = make(0, workers=1)
     restored.set_state(state)
     for want in expected:
-        np.testing.assert_array_equal(next(restored)["audio"], want)
+        _assert_batches_equal(next(restored), want)
     del data_iter, restored  # Stop the worker processes now, not at interpreter exit.
     # Worker processes change where the work runs, not the data; the seed changes the data.
     np.testing.assert_array_equal(next(make(0, workers=0))["audio"], first[0])
@@ -267,9 +327,12 @@ def test_dummy_eval_is_finite():
     loader = pipeline.create_eval_loader(
         config, batch_size=16, shard_index=0, shard_count=1, dummy=True
     )
-    batches = [b["audio"] for b in loader]
+    batches = list(loader)
     assert len(batches) == pipeline.DUMMY_EVAL_CLIPS // 8
-    assert all(b.shape == (16, 8_160) for b in batches)
+    for b in batches:
+        assert b["audio"].shape == (16, 8_160) and b["lengths"].shape == (16,)
+        assert b["clip_starts"].shape == (16, transforms.MAX_CLIPS_PER_CROP)
+        np.testing.assert_array_equal(b["lengths"], 8_160)  # Packed: no padding.
 
 
 def test_catalog_dataset_by_name_with_mock_data(tmp_path):

@@ -1,4 +1,5 @@
-"""The objective: invariance against numpy, no target leak into the context path, weighting."""
+"""The objective: invariance and SIGReg against numpy, no target leak into the context path,
+the shortcut codes priced above what they gain, padding changes nothing."""
 
 import chex
 import jax
@@ -8,6 +9,7 @@ from absl.testing import absltest
 
 from configs import cpu_debug
 from wavlejepa import losses, masking, model, sigreg
+from wavlejepa.nets import waveform
 
 
 def _setup(batch=4, samples=8160, seed=0):
@@ -15,6 +17,17 @@ def _setup(batch=4, samples=8160, seed=0):
     params = model.init(jax.random.PRNGKey(seed), config.model)
     audio = jax.random.normal(jax.random.PRNGKey(seed + 1), (batch, samples))
     return config, params, audio
+
+
+def _epps_pulley_numpy(x_NxM, t_max=3.0, num_knots=17):
+    """The LeJEPA library's statistic, written out in float64 numpy."""
+    t = np.linspace(0.0, t_max, num_knots)
+    w = np.full(num_knots, 2 * t_max / (num_knots - 1))
+    w[[0, -1]] /= 2
+    w *= np.exp(-0.5 * t**2)
+    tx = x_NxM[:, :, None] * t
+    err = (np.cos(tx).mean(0) - np.exp(-0.5 * t**2)) ** 2 + np.sin(tx).mean(0) ** 2
+    return x_NxM.shape[0] * (err @ w)
 
 
 class InvarianceTest(chex.TestCase):
@@ -38,7 +51,7 @@ class ObjectiveTest(chex.TestCase):
         config, params, audio = _setup(batch=2)
         frames = model.waveform.apply(params["waveform_encoder"], audio, config.model)
         masks = masking.sample(jax.random.PRNGKey(5), config.masking, 2, frames.shape[1])
-        weights = jax.random.normal(jax.random.PRNGKey(6), (2, 4, 10, config.model.encoder_width))
+        weights = jax.random.normal(jax.random.PRNGKey(6), (2, 4, 10, config.model.projector_dim))
 
         def projected(f, name):
             out = model.forward_from_frames(params, f, masks, config.model)
@@ -67,31 +80,27 @@ class ObjectiveTest(chex.TestCase):
             float(loss), (1 - lam) * metrics["invariance"] + lam * metrics["sigreg"], rtol=1e-6
         )
 
-    def test_sigreg_term_is_sigreg_of_pooled_projected_context(self):
+    def test_sigreg_term_matches_numpy(self):
+        # SIGReg of the projected frames, centred per position over the batch, pooled: checked
+        # against an independent float64 Epps-Pulley on the model's own projected frames.
         config, params, audio = _setup()
         key = jax.random.PRNGKey(3)
         _, metrics = losses.objective(params, audio, key, config)
         k_masks, k_slices = jax.random.split(key)
         masks = masking.sample(k_masks, config.masking, 4, 50)
         out = model.forward(params, audio, masks, config.model)
-        dirs = sigreg.random_directions(
-            k_slices, config.model.projector_dim, config.loss.num_slices
+        z = np.asarray(out["projected_frames"], np.float64)  # [4, 50, P]
+        z = (z - z.mean(axis=0, keepdims=True)).reshape(-1, z.shape[-1])
+        dirs = np.asarray(
+            sigreg.random_directions(k_slices, config.model.projector_dim, config.loss.num_slices)
         )
-        want = sigreg.sigreg(out["projected_pooled"], dirs)
-        np.testing.assert_allclose(float(metrics["sigreg"]), float(want), rtol=1e-5)
-        # And the pooled embedding is the mean of the valid context frames.
-        n = int(masks.context_lengths[1])
-        pooled = np.asarray(out["context"][1, :n]).mean(0)
-        proj = model.projector.apply(params["projector"], jnp.asarray(pooled)[None], config.model)
-        np.testing.assert_allclose(out["projected_pooled"][1], proj[0], rtol=1e-4, atol=1e-5)
+        want = np.mean(_epps_pulley_numpy(z @ dirs))
+        np.testing.assert_allclose(float(metrics["sigreg"]), want, rtol=2e-4)
 
-    def test_frames_option_and_bad_option(self):
+    def test_bad_centre_option(self):
         config, params, audio = _setup()
-        config.loss.sigreg_on = "frames"
-        _, metrics = losses.objective(params, audio, jax.random.PRNGKey(2), config)
-        chex.assert_tree_all_finite(metrics)
-        config.loss.sigreg_on = "tokens"
-        with self.assertRaisesRegex(ValueError, "sigreg_on"):
+        config.loss.sigreg_centre = "clip"
+        with self.assertRaisesRegex(ValueError, "sigreg_centre"):
             losses.objective(params, audio, jax.random.PRNGKey(2), config)
 
     def test_fallback_masks_give_finite_loss_and_gradients(self):
@@ -113,6 +122,87 @@ class ObjectiveTest(chex.TestCase):
         loss16, m16 = jax.jit(lambda p: losses.objective(p, audio, key, config))(params)
         np.testing.assert_allclose(float(loss16), float(loss32), rtol=0.02)
         np.testing.assert_allclose(float(m16["sigreg"]), float(m32["sigreg"]), rtol=0.05)
+
+
+class ShortcutPriceTest(chex.TestCase):
+    """Every shortcut code scores a SIGReg whose price beats the most invariance it can gain."""
+
+    B, T, P = 32, 50, 16  # The quickstart's crops x frames.
+
+    def _sigreg(self, z_BxTxP, centre="position"):
+        rows, weights = losses.sigreg_samples(
+            jnp.asarray(z_BxTxP), jnp.ones(z_BxTxP.shape[:2], bool), centre
+        )
+        dirs = sigreg.random_directions(jax.random.PRNGKey(0), self.P, 64)
+        return float(sigreg.sigreg(rows, dirs, weights_N=weights))
+
+    def test_shortcuts_cost_more_than_the_invariance_gains(self):
+        rng = np.random.default_rng(0)
+        n = self.B * self.T
+        gaussian = self._sigreg(rng.standard_normal((self.B, self.T, self.P)))
+        position = self._sigreg(
+            np.broadcast_to(rng.standard_normal((1, self.T, self.P)), (self.B, self.T, self.P))
+        )
+        clip = self._sigreg(
+            np.broadcast_to(rng.standard_normal((self.B, 1, self.P)), (self.B, self.T, self.P))
+        )
+        collapsed = self._sigreg(np.ones((self.B, self.T, self.P)))
+        self.assertLess(gaussian, 2.0)  # ~1.05 for Gaussian data, whatever N.
+        # Position code and collapse: centring leaves a constant sample, ~0.40 * N.
+        np.testing.assert_allclose(position, 0.40 * n, rtol=0.02)
+        np.testing.assert_allclose(collapsed, 0.40 * n, rtol=0.02)
+        # A clip constant errs like B samples, not N: ~1.05 * T.
+        self.assertGreater(clip, 0.5 * self.T)
+        self.assertLess(clip, 3.0 * self.T)
+        # Priced with the default lambda, each shortcut costs more than the invariance it can
+        # gain ((1 - lambda) * 1: predicting the mean of unit-variance targets).
+        lam = cpu_debug.get_config().loss.sigreg_weight
+        for shortcut in (position, clip, collapsed):
+            self.assertGreater(lam * (shortcut - gaussian), 1 - lam)
+
+    def test_without_centring_a_position_code_passes_for_spread(self):
+        # Why we centre: uncentred, a position code scores far below collapse.
+        rng = np.random.default_rng(1)
+        z = np.broadcast_to(rng.standard_normal((1, self.T, self.P)), (self.B, self.T, self.P))
+        self.assertLess(self._sigreg(z, centre="none"), 0.1 * 0.40 * self.B * self.T)
+
+
+class PaddingTest(chex.TestCase):
+    def test_padding_changes_no_loss_term(self):
+        # Crops with real audio only at their start: whatever the padding holds, every metric is
+        # the same (the masks, the front end's norm, attention and SIGReg all ignore it).
+        config, params, audio = _setup(batch=4)
+        lengths = jnp.asarray([8160, 6000, 4000, 2500])
+        pad = jnp.arange(8160)[None, :] >= lengths[:, None]
+        noise = jax.random.normal(jax.random.PRNGKey(9), audio.shape)
+        objective = jax.jit(
+            lambda a: losses.objective(params, a, jax.random.PRNGKey(2), config, lengths_B=lengths)
+        )
+        _, with_zeros = objective(jnp.where(pad, 0.0, audio))
+        _, with_noise = objective(jnp.where(pad, 10.0 * noise, audio))
+        chex.assert_trees_all_close(with_zeros, with_noise, rtol=1e-5, atol=1e-6)
+        # And the padded frames are really gone: 50 frames in all, fewer real.
+        want_real = np.mean([waveform.num_frames(int(n), config.model) for n in lengths])
+        np.testing.assert_allclose(float(with_zeros["real_frames"]), want_real)
+
+    def test_restricted_masks_hold_real_frames_only(self):
+        config = cpu_debug.get_config()
+        masks = masking.sample(jax.random.PRNGKey(0), config.masking, 8, 50)
+        valid = jnp.asarray([50, 45, 30, 20, 12, 8, 3, 1])
+        restricted = masking.restrict(masks, valid)
+        for b in range(8):
+            n = int(restricted.context_lengths[b])
+            ctx = np.asarray(restricted.context_indices[b, :n])
+            self.assertTrue(np.all(ctx < int(valid[b])))
+            old = np.asarray(masks.context_indices[b, : int(masks.context_lengths[b])])
+            want = old[old < int(valid[b])]
+            np.testing.assert_array_equal(ctx, want if len(want) else [0])
+            for g in range(masks.target_indices.shape[1]):
+                m = int(restricted.target_lengths[b, g])
+                old = np.asarray(masks.target_indices[b, g, : int(masks.target_lengths[b, g])])
+                np.testing.assert_array_equal(
+                    restricted.target_indices[b, g, :m], old[old < int(valid[b])]
+                )
 
 
 if __name__ == "__main__":

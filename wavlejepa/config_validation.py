@@ -7,12 +7,11 @@ eval or checkpoint).
 
 import ml_collections
 
-from wavlejepa import evaluators, masking
+from wavlejepa import evaluators, losses, masking
 from wavlejepa.data import transforms
 from wavlejepa.nets import waveform
 
 DTYPES = ("float32", "bfloat16")
-SIGREG_ON = ("pooled", "frames")
 
 
 def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes: int):
@@ -59,8 +58,11 @@ def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes
         yield f"config.model.dtype={config.model.dtype!r}: choose one of {DTYPES}."
 
     loss = config.loss
-    if loss.sigreg_on not in SIGREG_ON:
-        yield f"config.loss.sigreg_on={loss.sigreg_on!r}: choose one of {SIGREG_ON}."
+    if loss.sigreg_centre not in losses.SIGREG_CENTRES:
+        yield (
+            f"config.loss.sigreg_centre={loss.sigreg_centre!r}: choose one of "
+            f"{losses.SIGREG_CENTRES}."
+        )
     if not 0.0 <= loss.sigreg_weight <= 1.0:
         yield f"config.loss.sigreg_weight={loss.sigreg_weight} must be in [0, 1]."
     if loss.num_slices < 1 or loss.num_knots < 2 or not loss.t_max > 0:

@@ -31,13 +31,15 @@ def variance_shares(embeddings_NxTxD: np.ndarray) -> dict[str, float]:
 
 
 def sample_crops(num_clips: int, num_samples: int) -> np.ndarray:
-    """The first `num_samples` of bundled FSDD clips at 16 kHz, zero-padded, normalised."""
+    """The first `num_samples` of bundled FSDD clips at 16 kHz, zero-padded, each normalised
+    over its real samples (the padding stays 0)."""
     files = sorted(glob.glob(os.path.join(wavlejepa.data.FSDD_SAMPLE_DIR, "*.wav")))[:num_clips]
     crops = np.zeros((len(files), num_samples), np.float32)
+    lengths = np.zeros((len(files),), np.int64)
     for i, path in enumerate(files):
         audio = pcm.int16_to_float(decode.decode_file(path).audio)[:num_samples]
-        crops[i, : len(audio)] = audio
-    return pipeline.normalize(crops)
+        crops[i, : len(audio)], lengths[i] = audio, len(audio)
+    return pipeline.normalize(crops, lengths)
 
 
 def main(argv):

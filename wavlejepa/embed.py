@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from wavlejepa import checkpointing, model
 from wavlejepa.data import audio_folder, decode, transforms
-from wavlejepa.nets import encoder, waveform
+from wavlejepa.nets import waveform
 
 SAMPLE_RATE = 16_000  # The model's input rate.
 DEFAULT_WINDOW_SECONDS = 2.01  # WavJEPA's training crop (configs/default.py): 200 frames.
@@ -131,15 +131,13 @@ def plan_windows(
 
 
 def embed_windows(
-    params: dict, audio_BxS: jax.Array, valid_frames_B: jax.Array, *, cfg: ml_collections.ConfigDict
+    params: dict, audio_BxS: jax.Array, lengths_B: jax.Array, *, cfg: ml_collections.ConfigDict
 ) -> jax.Array:
-    """`model.embed` where window b has only `valid_frames[b]` real frames (the rest padding).
+    """`model.embed` where window b has only `lengths[b]` real samples (the rest padding).
 
-    Attention ignores the padded frames. Returns `[batch, frames, encoder_width]` float32.
+    The padding is ignored as in training. Returns `[batch, frames, encoder_width]` float32.
     """
-    frames_BxTxD = waveform.apply(params["waveform_encoder"], audio_BxS, cfg)
-    out = encoder.apply(params["context_encoder"], frames_BxTxD, cfg, lengths_B=valid_frames_B)
-    return out.astype(np.float32)
+    return model.embed(params, audio_BxS, cfg, lengths_B=lengths_B).astype(np.float32)
 
 
 def _local_copy(x):
@@ -235,15 +233,17 @@ class Embedder:
             for s in range(0, len(todo), self.batch_size):
                 rows = todo[s : s + self.batch_size]
                 audio_BxS = np.zeros((self.batch_size, samples), np.float32)  # Pad rows: silence.
-                valid_B = np.full((self.batch_size,), bucket, np.int32)
+                lengths_B = np.full((self.batch_size,), samples, np.int32)
                 for row, j in enumerate(rows):
                     i, w = jobs[j]
                     # Each window normalised like a training crop; the padding is silence.
                     audio_BxS[row, : w.stop - w.start] = transforms.normalize(
                         clips16[i][w.start : w.stop]
                     )
-                    valid_B[row] = w.valid_frames
-                out = np.asarray(_embed_windows_jit(self.params, audio_BxS, valid_B, cfg=self.cfg))
+                    lengths_B[row] = w.stop - w.start
+                out = np.asarray(
+                    _embed_windows_jit(self.params, audio_BxS, lengths_B, cfg=self.cfg)
+                )
                 for row, j in enumerate(rows):
                     outputs[j] = out[row]
         return outputs

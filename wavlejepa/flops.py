@@ -87,10 +87,12 @@ def forward_flops(config: ml_collections.ConfigDict, num_samples: int) -> dict[s
     )
 
     dims = (m.encoder_width, *m.projector_hidden_dims, m.projector_dim)
-    rows = 1 if config.loss.sigreg_on == "pooled" else capacity
+    # The projector maps every frame of the full pass and every prediction; SIGReg tests the
+    # frames.
+    rows = frames + groups * queries
     projector = sum(_dense(rows, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
     # SIGReg: the projection onto the slices; the cos/sin terms are transcendentals.
-    sigreg = _dense(rows, m.projector_dim, config.loss.num_slices)
+    sigreg = _dense(frames, m.projector_dim, config.loss.num_slices)
 
     per_crop = {
         "waveform_encoder": conv,

@@ -1,9 +1,34 @@
-"""The WavLeJEPA objective: (1 - lambda) * invariance + lambda * SIGReg.
+"""The WavLeJEPA objective: (1 - lambda) * invariance + lambda * SIGReg, both in projector space.
 
-Invariance is the MSE between predicted and actual target representations (no teacher, no
-stop-gradient); SIGReg pushes the projected context embeddings towards an isotropic Gaussian.
+Both terms see the same tensor, as in LeJEPA: z = projector(encoder(frames)) of every real frame
+of the full crop. The invariance is the squared error between the predictor's (projected) guess
+at each target frame and that frame's z; SIGReg is the Epps-Pulley statistic of z. No teacher,
+no stop-gradient: the targets' gradients flow into the encoder.
+
+What SIGReg sees (`sigreg_samples`): the z of every real frame of every crop in the global batch,
+each centred by the batch mean at its frame position, pooled into ONE statistic of
+N = B * T_real rows (padding rows weigh 0). Why this form, shortcut by shortcut:
+
+- A code of position only (z[b, t] = f(t)): centring by position makes it exactly 0, a
+  collapsed sample: the statistic is about 0.40 * N.
+- A clip constant (z[b, t] = g(b)): the N rows hold only B distinct values, so the empirical
+  characteristic function errs like that of B samples, not N: the statistic is about
+  N / B * E[EP of B Gaussian samples] = 1.05 * T.
+- A collapsed code (z constant): 0.40 * N, like the position code.
+- Frames that vary within and across clips, Gaussian in every direction: about 1 (more by the
+  frames' correlation in time, a few frames for speech).
+
+The scale. Under SIGReg each direction of z has variance ~1, so predicting the batch mean
+already gives invariance ~1: a shortcut can gain at most (1 - lambda) * 1 of invariance. It
+must pay lambda * (its statistic - ~1). With lambda = 0.05 the collapse and position-code price
+is 0.02 * N (32 for the quickstart's 32 crops x 50 frames, 2,048 for 512 x 200) and the
+clip-constant price is ~0.05 * T (2.6 at T = 50, 10 at T = 200): each above the gain of 0.95, so
+no shortcut pays when T >= 20 real frames a crop. The earlier forms failed this test: SIGReg on
+one pooled embedding per crop at N = 32 prices collapse at 0.05 * 0.4 * 32 = 0.64 < 0.95, and
+pooling frames without centring lets a position code count as spread.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -11,53 +36,76 @@ import ml_collections
 from wavlejepa import masking, model, sigreg
 from wavlejepa.nets import waveform
 
+SIGREG_CENTRES = ("position", "none")
+
 
 def invariance(
-    predictions_BxGxQxD: jax.Array, targets_BxGxQxD: jax.Array, valid_BxGxQ: jax.Array
+    predictions_BxGxQxP: jax.Array, targets_BxGxQxP: jax.Array, valid_BxGxQ: jax.Array
 ) -> jax.Array:
     """Squared error averaged over the feature axis, then over all valid target frames."""
-    diff = predictions_BxGxQxD.astype(jnp.float32) - targets_BxGxQxD.astype(jnp.float32)
+    diff = predictions_BxGxQxP.astype(jnp.float32) - targets_BxGxQxP.astype(jnp.float32)
     per_frame = jnp.mean(jnp.square(diff), axis=-1)
     valid = valid_BxGxQ.astype(jnp.float32)
     return jnp.sum(per_frame * valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
 
+def sigreg_samples(
+    z_BxTxP: jax.Array, valid_BxT: jax.Array, centre: str
+) -> tuple[jax.Array, jax.Array]:
+    """The rows SIGReg tests: `([B * T, P] float32, weights [B * T])`.
+
+    centre="position" subtracts, at each frame position, the mean of z over the crops where
+    that frame is real; "none" keeps z as it is.
+    """
+    z = z_BxTxP.astype(jnp.float32)
+    weight_BxT = valid_BxT.astype(jnp.float32)
+    if centre == "position":
+        count_T = jnp.maximum(jnp.sum(weight_BxT, axis=0), 1.0)
+        mean_TxP = jnp.einsum("btp,bt->tp", z, weight_BxT) / count_T[:, None]
+        z = z - mean_TxP[None]
+    elif centre != "none":
+        raise ValueError(f"config.loss.sigreg_centre={centre!r}; choose one of {SIGREG_CENTRES}.")
+    return z.reshape(-1, z.shape[-1]), weight_BxT.reshape(-1)
+
+
 def objective(
-    params: dict, audio_BxS: jax.Array, key: jax.Array, config: ml_collections.ConfigDict
+    params: dict,
+    audio_BxS: jax.Array,
+    key: jax.Array,
+    config: ml_collections.ConfigDict,
+    *,
+    lengths_B: jax.Array | None = None,
 ) -> tuple[jax.Array, dict]:
-    """Loss of one batch of crops and its metrics; `key` draws the masks and SIGReg slices."""
+    """Loss of one batch of crops and its metrics; `key` draws the masks and SIGReg slices.
+
+    Args:
+      audio_BxS: normalised crops [batch, samples].
+      lengths_B: real samples at the start of each crop (the rest is padding); None = all.
+    """
     k_masks, k_slices = jax.random.split(key)
     batch, num_samples = audio_BxS.shape
     num_frames = waveform.num_frames(num_samples, config.model)
     masks = masking.sample(k_masks, config.masking, batch, num_frames)
-    out = model.forward(params, audio_BxS, masks, config.model)
+    out = model.forward(params, audio_BxS, masks, config.model, lengths_B=lengths_B)
+    chex.assert_shape(out["projected_frames"], (batch, num_frames, config.model.projector_dim))
 
     inv = invariance(out["predictions"], out["targets"], out["target_valid"])
     directions = sigreg.random_directions(
         k_slices, config.model.projector_dim, config.loss.num_slices
     )
-    if config.loss.sigreg_on == "pooled":
-        reg = sigreg.sigreg(
-            out["projected_pooled"], directions, config.loss.t_max, config.loss.num_knots
-        )
-    elif config.loss.sigreg_on == "frames":
-        reg = sigreg.sigreg(
-            out["projected_frames"].reshape(-1, config.model.projector_dim),
-            directions,
-            config.loss.t_max,
-            config.loss.num_knots,
-            weights_N=out["context_valid"].reshape(-1),
-        )
-    else:
-        raise ValueError(
-            f"config.loss.sigreg_on must be 'pooled' or 'frames', got {config.loss.sigreg_on!r}."
-        )
+    rows_NxP, weights_N = sigreg_samples(
+        out["projected_frames"], out["frame_valid"], config.loss.sigreg_centre
+    )
+    reg = sigreg.sigreg(
+        rows_NxP, directions, config.loss.t_max, config.loss.num_knots, weights_N=weights_N
+    )
     weight = config.loss.sigreg_weight
     loss = (1.0 - weight) * inv + weight * reg
     metrics = {
         "loss": loss,
         "invariance": inv,
         "sigreg": reg,
-        "context_frames": jnp.mean(masks.context_lengths.astype(jnp.float32)),
+        "context_frames": jnp.mean(out["context_lengths"].astype(jnp.float32)),
+        "real_frames": jnp.mean(jnp.sum(out["frame_valid"], axis=1).astype(jnp.float32)),
     }
     return loss, metrics

@@ -134,3 +134,31 @@ def sample(key: jax.Array, cfg: ml_collections.ConfigDict, batch: int, num_frame
         target_indices=tgt_idx,
         target_lengths=tgt_len,
     )
+
+
+def restrict(masks: Masks, valid_frames_B: jax.Array) -> Masks:
+    """The masks without any frame at or past `valid_frames[b]` (padding at the end of a crop).
+
+    Context and target indices are ascending with the valid entries first, so the frames that
+    survive are a prefix: only the lengths change. A crop left with no context keeps frame 0
+    (a real frame: `valid_frames >= 1`), so attention always has a key; targets may be emptied.
+    """
+    valid_B1 = valid_frames_B[:, None]
+    capacity = masks.context_indices.shape[1]
+    in_context_BxK = (jnp.arange(capacity)[None, :] < masks.context_lengths[:, None]) & (
+        masks.context_indices < valid_B1
+    )
+    context_lengths = jnp.sum(in_context_BxK, axis=1).astype(jnp.int32)
+    context_indices = jnp.where(
+        (context_lengths == 0)[:, None], jnp.zeros_like(masks.context_indices),
+        masks.context_indices,
+    )  # fmt: skip
+    group_frames = masks.target_indices.shape[2]
+    listed_BxGxQ = jnp.arange(group_frames)[None, None, :] < masks.target_lengths[..., None]
+    in_target_BxGxQ = listed_BxGxQ & (masks.target_indices < valid_B1[:, :, None])
+    return Masks(
+        context_indices=context_indices,
+        context_lengths=jnp.maximum(context_lengths, 1),
+        target_indices=masks.target_indices,
+        target_lengths=jnp.sum(in_target_BxGxQ, axis=2).astype(jnp.int32),
+    )

@@ -3,9 +3,11 @@
 waveform encoder: audio [B, S] -> frames [B, T, D] (+ sin-cos positions)
 context encoder:  transformer over all T frames (targets, embeddings) or the context frames
 predictor:        context -> predictions at the target frames of each group
-projector:        pooled context embedding -> SIGReg space (training only)
+projector:        encoder/predictor outputs -> SIGReg space, where the loss compares them
+                  (training only)
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -25,53 +27,82 @@ def init(key: jax.Array, cfg: ml_collections.ConfigDict) -> dict:
     }
 
 
-def embed(params: dict, audio_BxS: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
+def embed(
+    params: dict,
+    audio_BxS: jax.Array,
+    cfg: ml_collections.ConfigDict,
+    *,
+    lengths_B: jax.Array | None = None,
+) -> jax.Array:
     """Frame embeddings `[batch, frames, encoder_width]` at 100 Hz: all frames, no masking.
 
-    `audio` is 16 kHz, each row normalised to zero mean and unit variance (as in training).
+    `audio` is 16 kHz, each row normalised to zero mean and unit variance (as in training). With
+    `lengths [batch]` (real samples at the start of each row, the rest padding) the padding is
+    excluded from the front end's normalisation and from attention; frames past
+    `waveform.valid_frames(lengths)` are not embeddings of anything.
     """
-    frames_BxTxD = waveform.apply(params["waveform_encoder"], audio_BxS, cfg)
-    return encoder.apply(params["context_encoder"], frames_BxTxD, cfg)
+    frames_BxTxD = waveform.apply(params["waveform_encoder"], audio_BxS, cfg, lengths_B=lengths_B)
+    valid_B = None if lengths_B is None else waveform.valid_frames(lengths_B, cfg)
+    return encoder.apply(params["context_encoder"], frames_BxTxD, cfg, lengths_B=valid_B)
 
 
 def _gather_frames(x_BxTxD: jax.Array, indices_BxK: jax.Array) -> jax.Array:
     return jnp.take_along_axis(x_BxTxD, indices_BxK[:, :, None], axis=1)
 
 
-def _masked_mean(x_BxKxD: jax.Array, lengths_B: jax.Array) -> jax.Array:
-    valid_BxK = jnp.arange(x_BxKxD.shape[1])[None, :] < lengths_B[:, None]
-    total = jnp.einsum("bkd,bk->bd", x_BxKxD.astype(jnp.float32), valid_BxK.astype(jnp.float32))
-    return total / jnp.maximum(lengths_B, 1)[:, None].astype(jnp.float32)
-
-
 def forward(
-    params: dict, audio_BxS: jax.Array, masks: masking.Masks, cfg: ml_collections.ConfigDict
+    params: dict,
+    audio_BxS: jax.Array,
+    masks: masking.Masks,
+    cfg: ml_collections.ConfigDict,
+    *,
+    lengths_B: jax.Array | None = None,
 ) -> dict:
-    """The training forward pass. Returns a dict of:
+    """The training forward pass, everything the objective needs in SIGReg's (projector) space.
 
-    predictions [B, G, Q, D]: the predictor's output at each target frame of each group.
-    targets [B, G, Q, D]: the encoder's representation of those frames over the whole crop
-      (same params, gradients flow: LeJEPA has no teacher and no stop-gradient).
-    target_valid [B, G, Q]: which (group, frame) entries are real.
-    context [B, K, D], context_valid [B, K]: the encoded context frames.
-    projected_pooled [B, P]: projector(mean of the valid context embeddings).
-    projected_frames [B, K, P]: projector of every context frame (for per-frame SIGReg).
+    Args:
+      audio_BxS: normalised crops; `lengths [batch]` real samples at the start of each (default:
+        all). Padding frames are dropped from the masks and from every attention.
+    Returns a dict of:
+      projected_frames [B, T, P]: projector(encoder(all frames)) - the targets' space (same
+        params, gradients flow: LeJEPA has no teacher and no stop-gradient).
+      frame_valid [B, T]: which frames are real (not padding).
+      predictions [B, G, Q, P]: projector(predictor(context)) at each target frame of each group.
+      targets [B, G, Q, P]: projected_frames gathered at the target frames.
+      target_valid [B, G, Q]: which (group, frame) entries are real.
+      context_lengths [B]: valid frames of the encoded context (after dropping padding).
     """
-    frames_BxTxD = waveform.apply(params["waveform_encoder"], audio_BxS, cfg)
-    return forward_from_frames(params, frames_BxTxD, masks, cfg)
+    frames_BxTxD = waveform.apply(params["waveform_encoder"], audio_BxS, cfg, lengths_B=lengths_B)
+    batch, num_frames = frames_BxTxD.shape[:2]
+    if lengths_B is None:
+        valid_frames_B = jnp.full((batch,), num_frames, jnp.int32)
+    else:
+        valid_frames_B = waveform.valid_frames(lengths_B, cfg)
+        masks = masking.restrict(masks, valid_frames_B)
+    return forward_from_frames(params, frames_BxTxD, masks, cfg, valid_frames_B=valid_frames_B)
 
 
 def forward_from_frames(
-    params: dict, frames_BxTxD: jax.Array, masks: masking.Masks, cfg: ml_collections.ConfigDict
+    params: dict,
+    frames_BxTxD: jax.Array,
+    masks: masking.Masks,
+    cfg: ml_collections.ConfigDict,
+    *,
+    valid_frames_B: jax.Array | None = None,
 ) -> dict:
-    """`forward` after the waveform encoder (`frames [B, T, D]` with positions)."""
+    """`forward` after the waveform encoder (`frames [B, T, D]` with positions); masks must
+    already exclude frames past `valid_frames [B]` (`masking.restrict`)."""
     batch, num_groups, group_frames = masks.target_indices.shape
     num_frames = frames_BxTxD.shape[1]
+    chex.assert_shape(masks.context_indices, (batch, None))
 
     with jax.named_scope("targets"):
-        full_BxTxD = encoder.apply(params["context_encoder"], frames_BxTxD, cfg)
-        targets = _gather_frames(full_BxTxD, masks.target_indices.reshape(batch, -1))
-        targets_BxGxQxD = targets.reshape(batch, num_groups, group_frames, -1)
+        full_BxTxD = encoder.apply(
+            params["context_encoder"], frames_BxTxD, cfg, lengths_B=valid_frames_B
+        )
+        projected_BxTxP = projector.apply(params["projector"], full_BxTxD, cfg)
+        targets = _gather_frames(projected_BxTxP, masks.target_indices.reshape(batch, -1))
+        targets_BxGxQxP = targets.reshape(batch, num_groups, group_frames, -1)
 
     with jax.named_scope("context"):
         context_frames = _gather_frames(frames_BxTxD, masks.context_indices)
@@ -90,20 +121,17 @@ def forward_from_frames(
             cfg,
             num_frames=num_frames,
         )
-        predictions_BxGxQxD = predictions.reshape(batch, num_groups, group_frames, -1)
+        predictions_BxGxQxP = projector.apply(params["projector"], predictions, cfg).reshape(
+            batch, num_groups, group_frames, -1
+        )
 
-    with jax.named_scope("projector"):
-        pooled_BxD = _masked_mean(context_BxKxD, masks.context_lengths)
-        projected_pooled = projector.apply(params["projector"], pooled_BxD, cfg)
-        projected_frames = projector.apply(params["projector"], context_BxKxD, cfg)
-
-    capacity = masks.context_indices.shape[1]
+    if valid_frames_B is None:
+        valid_frames_B = jnp.full((batch,), num_frames, jnp.int32)
     return {
-        "predictions": predictions_BxGxQxD,
-        "targets": targets_BxGxQxD,
+        "projected_frames": projected_BxTxP,
+        "frame_valid": jnp.arange(num_frames)[None, :] < valid_frames_B[:, None],
+        "predictions": predictions_BxGxQxP,
+        "targets": targets_BxGxQxP,
         "target_valid": jnp.arange(group_frames)[None, None, :] < masks.target_lengths[..., None],
-        "context": context_BxKxD,
-        "context_valid": jnp.arange(capacity)[None, :] < masks.context_lengths[:, None],
-        "projected_pooled": projected_pooled,
-        "projected_frames": projected_frames,
+        "context_lengths": masks.context_lengths,
     }

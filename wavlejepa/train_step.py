@@ -15,10 +15,13 @@ from wavlejepa import losses, train_state
 def train_step(
     state: train_state.TrainState, batch: dict, *, config: ml_collections.ConfigDict
 ) -> tuple[train_state.TrainState, dict]:
-    """One AdamW step on `batch["audio"] [batch, samples]`; returns the new state and metrics."""
+    """One AdamW step on `batch["audio"] [batch, samples]` (and `batch["lengths"] [batch]`, real
+    samples per crop, when the pipeline pads); returns the new state and metrics."""
     key = jax.random.fold_in(state.rng, state.step)
     grad_fn = jax.value_and_grad(losses.objective, has_aux=True)
-    (_, metrics), grads = grad_fn(state.params, batch["audio"], key, config)
+    (_, metrics), grads = grad_fn(
+        state.params, batch["audio"], key, config, lengths_B=batch.get("lengths")
+    )
     optimizer = train_state.create_optimizer(config)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -33,5 +36,7 @@ def eval_step(
 ) -> dict:
     """The training losses on a held-out batch, without gradients; masks from a fixed key."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
-    _, metrics = losses.objective(state.params, batch["audio"], key, config)
+    _, metrics = losses.objective(
+        state.params, batch["audio"], key, config, lengths_B=batch.get("lengths")
+    )
     return metrics

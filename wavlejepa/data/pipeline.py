@@ -1,8 +1,17 @@
 """grain input pipeline: clips of a prepared dataset (or synthetic ones) -> batches of crops.
 
-Every element is {"audio": float32 [batch_size, crop_samples]}: `batch_size // crops_per_clip`
-clips, each giving `crops_per_clip` random crops, each crop normalised to zero mean and unit
-variance. Each host reads its own shard (shard_index/shard_count = jax.process_index()/count()).
+Every element (all modes, train and eval, dummy data too) is a dict:
+  "audio": float32 [batch_size, crop_samples], each crop normalised over its real samples;
+  "lengths": int32 [batch_size], the real samples at the start of each crop: crop_samples, but
+      fewer for crops of a clip zero-padded by short_clips="pad" (the padding is exactly 0);
+  "clip_starts": int32 [batch_size, transforms.MAX_CLIPS_PER_CROP], where source clips begin in
+      each crop: 0, then each later start, then -1 (starts past the cap are dropped).
+Each batch is `batch_size // crops_per_clip` stretches giving `crops_per_clip` crops each
+(transforms.py). A stretch is one clip or, with short_clips="pack", a clip shorter than a crop
+followed by the next clips of a seeded order of the host's shard (packing.py). So clips shorter
+than a crop are joined ("pack": crops full of audio, none repeated), zero-padded ("pad": all
+crops of such a clip are equal) or dropped ("skip"). Each host reads its own shard
+(shard_index/shard_count = jax.process_index()/count()).
 
 Build the dataset first (on process 0, then sync hosts) with `ensure_built(config.dataset)`, then:
 
@@ -28,11 +37,11 @@ num_workers (grain checks them and raises otherwise).
 import grain
 from absl import flags
 
-from wavlejepa.data import sources, synthetic, transforms
+from wavlejepa.data import packing, sources, synthetic, transforms
 from wavlejepa.data.sources import ensure_built  # noqa: F401  (part of this module's API)
 from wavlejepa.data.transforms import crop_samples, normalize  # noqa: F401  (ditto)
 
-SHORT_CLIPS = ("pad", "skip")
+SHORT_CLIPS = ("pack", "pad", "skip")
 EVAL_SEED = 0  # Eval crops are drawn from this fixed seed, whatever config.seed is.
 DUMMY_TRAIN_CLIPS = 1024  # Synthetic clips behind dummy=True (train split).
 DUMMY_EVAL_CLIPS = 128  # Synthetic clips behind dummy=True (eval split).
@@ -72,15 +81,21 @@ def _worker_count(dataset_config) -> int:
 
 
 def _loader(dataset_config, source, audio_key, batch_size, shard, *, shuffle, num_epochs, seed):
-    """grain.DataLoader: source -> float -> (drop short) -> crops -> batches of crops."""
-    n = crop_samples(dataset_config)
-    operations = [transforms.ToFloat(audio_key)]
+    """grain.DataLoader: source -> stretches (packed or single clips) -> crops -> batches."""
+    n, k = crop_samples(dataset_config), dataset_config.crops_per_clip
+    if dataset_config.short_clips == "pack":
+        source = packing.PackedClips(
+            source, audio_key=audio_key, crop_samples=n, num_crops=k, seed=seed, shard_options=shard
+        )
+        operations = []
+    else:
+        operations = [transforms.ToFloat(audio_key)]
     if dataset_config.short_clips == "skip":
         operations.append(transforms.AtLeast(n))
     operations += [
-        transforms.RandomCrops(dataset_config.crops_per_clip, n),
+        transforms.RandomCrops(k, n),
         grain.transforms.Batch(
-            batch_size // dataset_config.crops_per_clip,
+            batch_size // k,
             drop_remainder=True,
             batch_fn=transforms.concat_crops,
         ),
@@ -110,11 +125,11 @@ def create_train_loader(
     Args:
       dataset_config: config.dataset.
       batch_size: crops per batch on this host (global batch / process count).
-      seed: shuffles the clips and draws the crops (a non-negative 32-bit int).
+      seed: orders and shuffles the clips and draws the crops (a non-negative 32-bit int).
       shard_index, shard_count: this host's shard of the clips.
       dummy: synthetic clips instead of a dataset (config.debug_dummy_data).
     Returns:
-      A grain.DataLoader of {"audio": float32 [batch_size, crop_samples]}.
+      A grain.DataLoader of {"audio", "lengths", "clip_starts"} batches (module docstring).
     """
     _check(dataset_config, batch_size)
     source, key = _source(dataset_config, dataset_config.split, dummy, DUMMY_TRAIN_CLIPS, 0)
@@ -140,7 +155,7 @@ def create_eval_loader(
     as the shortest host has.
 
     Returns:
-      A finite grain.DataLoader of {"audio": float32 [batch_size, crop_samples]}.
+      A finite grain.DataLoader of {"audio", "lengths", "clip_starts"} batches (module docstring).
     Raises:
       ValueError: the split cannot fill one batch on this host.
     """

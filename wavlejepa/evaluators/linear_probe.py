@@ -188,6 +188,47 @@ def score(features: dict, data: dict, task: str, probe_cfg: ml_collections.Confi
     return fit_and_score(features, labels, num_classes, probe_cfg.weight_decays, probe_cfg.steps)
 
 
+def parse_name(path: str) -> tuple[int, str, int] | None:
+    """(digit, speaker, take) of an FSDD file `{digit}_{speaker}_{take}.wav`, else None."""
+    stem, ext = os.path.splitext(os.path.basename(path))
+    match = _NAME.match(stem)
+    return (int(match[1]), match[2], int(match[3])) if match and ext == ".wav" else None
+
+
+def heldout_speaker_splits(
+    features: dict[str, np.ndarray], data: dict, speaker: str, label: str = "digit"
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Splits of a probe tested on a speaker it never saw: (features, labels), each {split: ...}.
+
+    train and validation: the other speakers' train and validation clips; test: every clip of
+    `speaker`, whatever its split (500 in the full FSDD).
+
+    Args:
+      features: {split: [clips, dim]} of `load_fsdd` data (e.g. `clip_features`).
+      data: that `load_fsdd` data (its speaker ids and labels).
+      speaker: a name in data["speakers"].
+      label: "digit" or "speaker" (the label of the returned splits).
+    """
+    if speaker not in data["speakers"]:
+        raise ValueError(f"Unknown speaker {speaker!r}; FSDD has {data['speakers']}.")
+    sid = data["speakers"].index(speaker)
+    out_x, out_y = {}, {}
+    for split in ("train", "validation"):
+        keep = data[split]["speaker"] != sid
+        out_x[split], out_y[split] = features[split][keep], data[split][label][keep]
+    out_x["test"] = np.concatenate([features[s][data[s]["speaker"] == sid] for s in SPLITS])
+    out_y["test"] = np.concatenate([data[s][label][data[s]["speaker"] == sid] for s in SPLITS])
+    return out_x, out_y
+
+
+def score_heldout_speaker(
+    features: dict, data: dict, speaker: str, probe_cfg: ml_collections.ConfigDict
+) -> dict:
+    """The digit probe trained on the other speakers and tested on `speaker` (see above)."""
+    x, y = heldout_speaker_splits(features, data, speaker)
+    return fit_and_score(x, y, 10, probe_cfg.weight_decays, probe_cfg.steps)
+
+
 def probe(frames_fn: FramesFn, task: str, probe_cfg: ml_collections.ConfigDict) -> dict:
     """Embeds every FSDD clip with `frames_fn`, pools, and fits/scores the probe of `task`."""
     data = load_fsdd(fsdd_dir(probe_cfg.data))

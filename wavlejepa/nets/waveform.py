@@ -24,6 +24,21 @@ def num_frames(num_samples: int, cfg: ml_collections.ConfigDict) -> int:
     return length
 
 
+def valid_frames(
+    lengths_B: jax.Array, cfg: ml_collections.ConfigDict, *, layers_used: int | None = None
+) -> jax.Array:
+    """Frames whose receptive field holds only real samples, for `lengths [batch]` real samples
+    at the start of each crop (the rest padding). At least 1, so every crop keeps a frame.
+
+    `layers_used` stops after that many conv layers (the GroupNorm after conv 0 needs 1).
+    """
+    length = jnp.asarray(lengths_B, jnp.int32)
+    pairs = list(zip(cfg.conv_kernels, cfg.conv_strides, strict=True))[:layers_used]
+    for kernel, stride in pairs:
+        length = jnp.maximum(length - kernel, -1) // stride + 1
+    return jnp.maximum(length, 1)
+
+
 def init(key: jax.Array, cfg: ml_collections.ConfigDict) -> dict:
     keys = jax.random.split(key, len(cfg.conv_kernels) + 1)
     params, in_channels = {}, 1
@@ -38,21 +53,42 @@ def init(key: jax.Array, cfg: ml_collections.ConfigDict) -> dict:
     return params
 
 
-def _group_norm_per_channel(params: dict, x_BxTxC: jax.Array, eps: float = 1e-5) -> jax.Array:
-    """GroupNorm with groups == channels: each channel normalised over time, in float32."""
+def _group_norm_per_channel(
+    params: dict, x_BxTxC: jax.Array, valid_B: jax.Array | None = None, eps: float = 1e-5
+) -> jax.Array:
+    """GroupNorm with groups == channels: each channel normalised over time, in float32.
+
+    With `valid [batch]`, the statistics use only the first valid[b] steps (padding excluded).
+    """
     x32 = x_BxTxC.astype(jnp.float32)
-    mean = jnp.mean(x32, axis=1, keepdims=True)
-    var = jnp.var(x32, axis=1, keepdims=True)
+    if valid_B is None:
+        weight_BxTx1 = jnp.ones(x32.shape[:2] + (1,), jnp.float32)
+    else:
+        weight_BxTx1 = (jnp.arange(x32.shape[1])[None, :] < valid_B[:, None])[..., None]
+        weight_BxTx1 = weight_BxTx1.astype(jnp.float32)
+    count_Bx1x1 = jnp.maximum(jnp.sum(weight_BxTx1, axis=1, keepdims=True), 1.0)
+    mean = jnp.sum(x32 * weight_BxTx1, axis=1, keepdims=True) / count_Bx1x1
+    var = jnp.sum(jnp.square(x32 - mean) * weight_BxTx1, axis=1, keepdims=True) / count_Bx1x1
     y = (x32 - mean) * jax.lax.rsqrt(var + eps) * params["scale"] + params["bias"]
     return y.astype(x_BxTxC.dtype)
 
 
-def apply(params: dict, audio_BxS: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
+def apply(
+    params: dict,
+    audio_BxS: jax.Array,
+    cfg: ml_collections.ConfigDict,
+    *,
+    lengths_B: jax.Array | None = None,
+) -> jax.Array:
     """`audio [batch, samples]` (normalised crops) -> `[batch, frames, encoder_width]`.
 
     Positions are added here, so every later stage may gather frames and keep where they were.
+    With `lengths [batch]` (real samples at the start of each crop, the rest padding), the
+    GroupNorm after conv 0 takes its statistics from the real part only; frames past
+    `valid_frames(lengths)` are then garbage that later stages must ignore.
     """
     dtype = jnp.dtype(cfg.dtype)
+    conv0_valid_B = None if lengths_B is None else valid_frames(lengths_B, cfg, layers_used=1)
     x = audio_BxS.astype(dtype)[:, :, None]
     for i, stride in enumerate(cfg.conv_strides):
         with jax.named_scope(f"conv_{i}"):
@@ -64,7 +100,7 @@ def apply(params: dict, audio_BxS: jax.Array, cfg: ml_collections.ConfigDict) ->
                 dimension_numbers=("NWC", "WIO", "NWC"),
             )
             if i == 0:
-                x = _group_norm_per_channel(params["conv_0_group_norm"], x)
+                x = _group_norm_per_channel(params["conv_0_group_norm"], x, conv0_valid_B)
             x = jax.nn.gelu(x)
     x = layers.layer_norm_apply(params["layer_norm"], x, eps=1e-5)
     x = layers.dense_apply(params["projection"], x)

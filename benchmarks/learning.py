@@ -1,0 +1,314 @@
+r"""Does training improve the representation? Probes a run's checkpoints on FSDD as it trains.
+
+  python -m benchmarks.learning --config=configs/cpu_debug.py --steps=10 --probe_every=5 \
+      --workdir=/tmp/lb_test
+  python -m benchmarks.learning --config=configs/quickstart.py --steps=400 --probe_every=100 \
+      --workdir=/tmp/lb_small --json=/tmp/lb_small.json --plot=/tmp/lb_small.png
+
+1. Self-supervised data: the FSDD files (--fsdd_dir) of the probe's train takes (10-49) of every
+   speaker but --heldout_speaker (default george, the first in sorted order), symlinked into
+   <workdir>/ssl_audio and built on first use into <workdir>/tfds as `fsdd_ssl_<speaker>`.
+2. Training: `train.train_and_evaluate` with total_steps=--steps, a checkpoint every
+   --probe_every steps (all kept), no evaluators; the config's crops and model are kept. Running
+   the command again resumes the run, or skips training when its last checkpoint exists.
+3. Probes, per step (0 = the run's initial params, then every checkpoint), on one embedding pass
+   over all FSDD clips: digits and speakers (the standard take splits, mean pooling), and
+   held-out-speaker digits (trained on the other speakers' takes 10-49, weight decay picked on
+   their takes 5-9, tested on all clips of the held-out speaker, whom neither the self-supervised
+   run nor the probe saw; mean and mean_std pooling). Baseline: log-mel frames through the same
+   probes (mean_std and mean pooling); random init is the step-0 row.
+4. Collapse check per step: `diagnostics.variance_shares` of the first --share_frames (30) frame
+   embeddings of the FSDD test-take clips at least that long; and the training `sigreg` and
+   `invariance` from <workdir>/metrics.jsonl at the logged step nearest each probed step.
+
+Prints one row per probed step and two log-mel rows (test accuracies; "held ms" is held-out
+digits with mean_std pooling; step 0's sigreg/invariance are those of the first logged step).
+The first command (full FSDD, 7 minutes on our shared 2-core machine, mostly compilation) printed
+
+  step                 digits speakers  heldout  held ms pos share clip share    sigreg invariance
+  0 (init)              0.444    0.768    0.318    0.352     0.953      0.002     160.5    0.01252
+  5                     0.448    0.772    0.334    0.346     0.938      0.003     160.5    0.01252
+  10                    0.476    0.768    0.350    0.350     0.907      0.004     157.2    0.01306
+  log-mel mean_std      0.936    1.000    0.566        -     0.072      0.560         -          -
+  log-mel mean          0.940    0.996    0.302        -     0.072      0.560         -          -
+
+and writes every number (all splits, chosen weight decays) to --json and a learning curve to --plot.
+"""
+
+import functools
+import json
+import math
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from etils import epath
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from ml_collections import config_flags
+
+from wavlejepa import checkpointing, diagnostics, plot, reporting, train, train_state
+from wavlejepa.data import audio_folder
+from wavlejepa.evaluators import linear_probe, logmel
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/cpu_debug.py", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumed if it exists).")
+_STEPS = flags.DEFINE_integer("steps", 100, "Training steps (config.total_steps).")
+_PROBE_EVERY = flags.DEFINE_integer("probe_every", 25, "Checkpoint and probe every this many.")
+_FSDD_DIR = flags.DEFINE_string("fsdd_dir", linear_probe.FULL_DIR, "The full FSDD recordings.")
+_HELDOUT = flags.DEFINE_string("heldout_speaker", "george", "Speaker kept out of SSL and probes.")
+_SHARE_FRAMES = flags.DEFINE_integer("share_frames", 30, "Frames per clip for variance shares.")
+_MAX_CLIPS = flags.DEFINE_integer("max_clips_per_split", 0, "Probe at most this many (0: all).")
+_PROBE_STEPS = flags.DEFINE_integer("probe_steps", 200, "L-BFGS iterations per probe fit.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Windows per jitted embedding call.")
+_JSON = flags.DEFINE_string("json", "", "Write every number to this JSON file too.")
+_PLOT = flags.DEFINE_string("plot", "", "Write the learning curve to this PNG too.")
+
+TASKS = ("digits", "speakers", "heldout_digits")
+MODEL_PROBES = {"mean": TASKS, "mean_std": ("heldout_digits",)}  # pooling -> tasks.
+LOGMEL_PROBES = {"mean_std": TASKS, "mean": TASKS}
+SPLITS = linear_probe.SPLITS
+
+
+def ssl_files(fsdd_dir: str, heldout: str) -> list[str]:
+    """FSDD files (paths relative to fsdd_dir) of the probe's train takes of other speakers."""
+    parsed = [(p, linear_probe.parse_name(p)) for p in audio_folder.list_files(fsdd_dir)]
+    parsed = [(p, name) for p, name in parsed if name is not None]
+    speakers = sorted({speaker for _, (_, speaker, _) in parsed})
+    if heldout not in speakers:
+        raise ValueError(f"--heldout_speaker={heldout!r} is not in {fsdd_dir}: {speakers}.")
+    max_take = max(take for _, (*_, take) in parsed)
+    return [
+        p for p, (_, speaker, take) in parsed
+        if speaker != heldout and linear_probe.take_split(take, max_take) == "train"
+    ]  # fmt: skip
+
+
+def link_files(fsdd_dir: str, files: list[str], audio_dir: str) -> None:
+    """Symlinks `files` into audio_dir; refuses a folder already holding another selection."""
+    os.makedirs(audio_dir, exist_ok=True)
+    wanted = {os.path.basename(f): os.path.abspath(os.path.join(fsdd_dir, f)) for f in files}
+    present = set(os.listdir(audio_dir))
+    if present - wanted.keys():
+        raise ValueError(f"{audio_dir} holds files of another selection: use another --workdir.")
+    for name in sorted(wanted.keys() - present):
+        os.symlink(wanted[name], os.path.join(audio_dir, name))
+
+
+def probe_steps(steps: int, every: int) -> list[int]:
+    """0, every, 2 * every, ..., and the last step."""
+    return sorted({*range(0, steps + 1, every), steps})
+
+
+def training_config(config, workdir: str, *, heldout: str, steps: int, probe_every: int):
+    """The run's config: `config` on the SSL folder, checkpointing every probed step."""
+    config = config.copy_and_resolve_references()
+    config.total_steps = steps
+    config.checkpoint_every_steps = config.eval_every_steps = probe_every
+    config.keep_checkpoints = len(probe_steps(steps, probe_every)) + 1
+    config.keep_best = 0  # Only the periodic checkpoints are probed.
+    config.evals = ml_collections.ConfigDict()  # Probes run afterwards, on every checkpoint.
+    config.debug_dummy_data = False
+    config.dataset.name = f"fsdd_ssl_{heldout}"
+    config.dataset.audio_dir = os.path.join(workdir, "ssl_audio")
+    config.dataset.data_dir = os.path.join(workdir, "tfds")
+    config.dataset.label_from = "none"
+    return config
+
+
+def train_run(config, workdir: str) -> None:
+    """Trains (or resumes) unless the last checkpoint is already there."""
+    last = epath.Path(workdir) / checkpointing.LATEST_DIR / str(config.total_steps)
+    if (last / checkpointing.COMMIT_FILE).exists():
+        logging.info("%s holds step %d already: not training.", workdir, config.total_steps)
+        return
+    train.train_and_evaluate(config, workdir)
+
+
+def initial_params(config) -> dict:
+    """The params a run of `config` starts from (train.py: train_state.create of its seed)."""
+    create = functools.partial(train_state.create, config=config)
+    return jax.jit(create)(jax.random.PRNGKey(config.seed)).params
+
+
+def subsample(data: dict, max_clips: int) -> dict:
+    """`load_fsdd` data with at most max_clips clips per split, evenly spaced in file order (which
+    is digit, speaker, take: so every digit and speaker keeps clips)."""
+    if not max_clips:
+        return data
+    out = {"speakers": data["speakers"]}
+    for split in SPLITS:
+        n = len(data[split]["audio"])
+        keep = np.unique(np.linspace(0, n - 1, min(n, max_clips)).round().astype(int))
+        out[split] = {
+            "audio": [data[split]["audio"][i] for i in keep],
+            "digit": data[split]["digit"][keep],
+            "speaker": data[split]["speaker"][keep],
+        }
+    return out
+
+
+def probes(frames: dict, data: dict, heldout: str, probe_cfg, tasks_by_pooling: dict) -> dict:
+    """{pooling: {task: fit_and_score result}} from frames {split: [[frames, dim]] per clip}."""
+    results = {}
+    for pooling, tasks in tasks_by_pooling.items():
+        features = {s: np.stack([linear_probe.pool(f, pooling) for f in frames[s]]) for s in SPLITS}
+        results[pooling] = {}
+        for task in tasks:
+            if task == "heldout_digits":
+                r = linear_probe.score_heldout_speaker(features, data, heldout, probe_cfg)
+            else:
+                r = linear_probe.score(features, data, f"fsdd_{task}", probe_cfg)
+            results[pooling][task] = r
+    return results
+
+
+def shares(test_frames: list[np.ndarray], num_frames: int) -> dict[str, float]:
+    """variance_shares of the first num_frames frames of the clips at least that long."""
+    long = [f[:num_frames] for f in test_frames if len(f) >= num_frames]
+    if len(long) < 2:
+        raise ValueError(f"{len(long)} test clips have {num_frames} frames: lower --share_frames.")
+    return diagnostics.variance_shares(np.stack(long))
+
+
+def train_metrics(records: list[dict], step: int) -> dict:
+    """sigreg and invariance of the logged train step nearest `step` (ties: the earlier)."""
+    train_records = [r for r in records if r.get("split") == "train" and "sigreg" in r]
+    if not train_records:
+        return {"metrics_step": None, "sigreg": math.nan, "invariance": math.nan}
+    r = min(train_records, key=lambda r: (abs(r["step"] - step), r["step"]))
+    return {"metrics_step": r["step"], "sigreg": r["sigreg"], "invariance": r["invariance"]}
+
+
+def row(label, results: dict, pooling: str, frame_shares: dict, metrics: dict) -> dict:
+    """One table row: test accuracies of the `probes` results of `pooling` (and of held-out digits
+    with mean_std pooling when the results have it), shares, training metrics."""
+    out = {"label": label, **{t: results[pooling][t]["test_accuracy"] for t in TASKS}}
+    if pooling != "mean_std" and "mean_std" in results:
+        out["heldout_digits_mean_std"] = results["mean_std"]["heldout_digits"]["test_accuracy"]
+    return {**out, **frame_shares, **metrics, "probes": results}
+
+
+COLUMNS = (  # (header, key, format)
+    ("digits", "digits", "{:9.3f}"),
+    ("speakers", "speakers", "{:9.3f}"),
+    ("heldout", "heldout_digits", "{:9.3f}"),
+    ("held ms", "heldout_digits_mean_std", "{:9.3f}"),
+    ("pos share", "position_share", "{:10.3f}"),
+    ("clip share", "clip_share", "{:11.3f}"),
+    ("sigreg", "sigreg", "{:10.4g}"),
+    ("invariance", "invariance", "{:11.4g}"),
+)
+
+
+def format_table(rows: list[dict]) -> str:
+    """Fixed-width text: one line per row, "-" where a row has no such number."""
+    width = max(len(str(r["label"])) for r in rows) + 2
+    lines = ["step".ljust(width) + "".join(h.rjust(len(f.format(0.0))) for h, _, f in COLUMNS)]
+    for r in rows:
+        cells = [
+            f.format(r[k]) if r.get(k) is not None else "-".rjust(len(f.format(0.0)))
+            for _, k, f in COLUMNS
+        ]
+        lines.append(str(r["label"]).ljust(width) + "".join(cells))
+    return "\n".join(lines)
+
+
+def learning_curve(steps_rows: list[dict], logmel_row: dict) -> Figure:
+    """Test accuracy of each probe vs step; dotted: step 0 (random init), dashed: log-mel."""
+    figure = Figure(figsize=(7, 4.5))
+    ax = figure.add_subplot()
+    steps = [r["step"] for r in steps_rows]
+    for task, color in zip(TASKS, ("C0", "C1", "C2"), strict=True):
+        ax.plot(steps, [r[task] for r in steps_rows], "o-", color=color, label=task)
+        ax.axhline(steps_rows[0][task], color=color, linestyle=":")
+        ax.axhline(logmel_row[task], color=color, linestyle="--")
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [
+        Line2D([], [], color="k", linestyle=":", label="random init (step 0)"),
+        Line2D([], [], color="k", linestyle="--", label=logmel_row["label"]),
+    ]
+    ax.legend(handles=handles, fontsize=8)
+    ax.set(xlabel="training step", ylabel="test accuracy", title="FSDD linear probes")
+    ax.set_ylim(0, 1.02)
+    return figure
+
+
+def run(
+    config, workdir: str, *, fsdd_dir: str, heldout: str, steps: int, probe_every: int,
+    share_frames: int = 30, max_clips: int = 0, probe_steps_lbfgs: int = 200, batch_size: int = 16,
+) -> dict:  # fmt: skip
+    """The whole benchmark (see the module docstring); returns what --json gets."""
+    audio_dir = os.path.join(workdir, "ssl_audio")
+    link_files(fsdd_dir, ssl_files(fsdd_dir, heldout), audio_dir)
+    config = training_config(config, workdir, heldout=heldout, steps=steps, probe_every=probe_every)
+    train_run(config, workdir)
+
+    data = subsample(linear_probe.load_fsdd(fsdd_dir), max_clips)
+    probe_cfg = linear_probe.default_config()
+    probe_cfg.steps = probe_steps_lbfgs
+    metrics_path = epath.Path(workdir) / reporting.METRICS_FILE
+    records = plot.load_metrics(str(metrics_path)) if metrics_path.exists() else []
+
+    def embed_all(frames_fn):  # The one embedding pass of a model: {split: [[frames, dim]]}.
+        return {s: frames_fn(data[s]["audio"]) for s in SPLITS}
+
+    step_rows = []
+    for step in probe_steps(steps, probe_every):
+        if step == 0:
+            params = initial_params(config)
+        else:
+            ckpt_dir = os.path.join(workdir, checkpointing.LATEST_DIR)
+            params, _ = checkpointing.load_params(ckpt_dir, step)
+        frames = embed_all(linear_probe.model_frames(params, config, batch_size))
+        results = probes(frames, data, heldout, probe_cfg, MODEL_PROBES)
+        label = "0 (init)" if step == 0 else str(step)
+        step_shares, metrics = shares(frames["test"], share_frames), train_metrics(records, step)
+        step_rows.append({"step": step, **row(label, results, "mean", step_shares, metrics)})
+        logging.info("Probed step %d: %s", step, {t: step_rows[-1][t] for t in TASKS})
+
+    frames = embed_all(logmel.logmel_frames)
+    results = probes(frames, data, heldout, probe_cfg, LOGMEL_PROBES)
+    logmel_shares = shares(frames["test"], share_frames)
+    logmel_rows = [
+        row(f"log-mel {p}", {p: results[p]}, p, logmel_shares, {}) for p in LOGMEL_PROBES
+    ]  # fmt: skip
+    settings = dict(
+        model_size=config.model.size, seed=config.seed, steps=steps, probe_every=probe_every,
+        fsdd_dir=fsdd_dir, heldout_speaker=heldout, share_frames=share_frames,
+        probe_lbfgs_steps=probe_cfg.steps, clips={s: len(data[s]["audio"]) for s in SPLITS},
+    )  # fmt: skip
+    return {"settings": settings, "steps": step_rows, "logmel": logmel_rows}
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _STEPS.value < 1 or _PROBE_EVERY.value < 1:
+        raise app.UsageError("--steps and --probe_every must be >= 1.")
+    result = run(
+        _CONFIG.value,
+        os.path.abspath(_WORKDIR.value),
+        fsdd_dir=os.path.abspath(_FSDD_DIR.value),
+        heldout=_HELDOUT.value,
+        steps=_STEPS.value,
+        probe_every=_PROBE_EVERY.value,
+        share_frames=_SHARE_FRAMES.value,
+        max_clips=_MAX_CLIPS.value,
+        probe_steps_lbfgs=_PROBE_STEPS.value,
+        batch_size=_BATCH_SIZE.value,
+    )
+    result["settings"]["config"] = config_flags.get_config_filename(flags.FLAGS["config"])
+    print(format_table(result["steps"] + result["logmel"]))
+    if _JSON.value:
+        with open(_JSON.value, "w") as f:
+            json.dump(result, f, indent=1)
+    if _PLOT.value:
+        plot.save_png(learning_curve(result["steps"], result["logmel"][0]), _PLOT.value)
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("workdir")
+    app.run(main)

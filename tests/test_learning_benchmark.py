@@ -1,0 +1,201 @@
+"""Tests of benchmarks/learning.py and the held-out-speaker probe split it uses.
+
+The end-to-end test trains the tiny model for 2 steps on a 300-clip stand-in for the full FSDD
+(the bundled sample with its takes renamed into FSDD's 0-49 scheme), so it needs no shared data.
+It is marked slow: ~4 minutes on our shared 2-core machine, nearly all compilation (train step,
+embedding buckets, one L-BFGS probe per feature shape). The report test covers the table and
+plot fast.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import jax
+import numpy as np
+import pytest
+import test_train_runner as runner
+from absl.testing import absltest
+
+from benchmarks import learning
+from configs import cpu_debug
+from wavlejepa import checkpointing
+from wavlejepa.evaluators import linear_probe
+
+# Sample takes 0-5 -> FSDD takes: 0 (test), 5 (validation), 10-13 (train).
+TAKES = {0: 0, 1: 5, 2: 10, 3: 11, 4: 12, 5: 13}
+NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
+
+
+def fake_fsdd(directory: str) -> str:
+    """The bundled sample under FSDD's take numbers (symlinks), in `directory`."""
+    for name in os.listdir(linear_probe.SAMPLE_DIR):
+        match = NAME.match(name)
+        if match:
+            digit, speaker, take = match[1], match[2], TAKES[int(match[3])]
+            os.symlink(
+                os.path.join(linear_probe.SAMPLE_DIR, name),
+                os.path.join(directory, f"{digit}_{speaker}_{take}.wav"),
+            )
+    return directory
+
+
+class HeldoutSplitTest(absltest.TestCase):
+    def test_matches_a_clip_by_clip_selection(self):
+        rng = np.random.default_rng(0)
+        data, features, n = {"speakers": ["a", "b", "c", "d"]}, {}, 0
+        for split, size in (("train", 40), ("validation", 15), ("test", 20)):
+            data[split] = {"digit": rng.integers(0, 10, size), "speaker": rng.integers(0, 4, size)}
+            features[split] = np.arange(n, n + size)[:, None] * np.ones((1, 3))  # Row = clip id.
+            n += size
+        x, y = linear_probe.heldout_speaker_splits(features, data, "c")
+        # Independently: walk every clip and file it by hand.
+        expected = {"train": [], "validation": [], "test": []}
+        clip_id = 0
+        for split in ("train", "validation", "test"):
+            for speaker, digit in zip(data[split]["speaker"], data[split]["digit"], strict=True):
+                if speaker == 2:
+                    expected["test"].append((clip_id, digit))
+                elif split != "test":
+                    expected[split].append((clip_id, digit))
+                clip_id += 1
+        for split, pairs in expected.items():
+            self.assertEqual(x[split].shape, (len(pairs), 3))
+            got = sorted(zip(x[split][:, 0].astype(int).tolist(), y[split].tolist(), strict=True))
+            self.assertEqual(got, sorted(pairs), split)
+
+    def test_on_fsdd_sample(self):
+        data = linear_probe.load_fsdd(linear_probe.fsdd_dir("sample"))
+        features = {s: np.zeros((len(data[s]["audio"]), 1)) for s in linear_probe.SPLITS}
+        x, y = linear_probe.heldout_speaker_splits(features, data, "theo", label="speaker")
+        theo = data["speakers"].index("theo")
+        self.assertNotIn(theo, y["train"])
+        self.assertNotIn(theo, y["validation"])
+        np.testing.assert_array_equal(y["test"], np.full(60, theo))  # 10 digits x 6 takes.
+        self.assertLen(x["train"], 150 - 30)
+        with self.assertRaisesRegex(ValueError, "Unknown speaker"):
+            linear_probe.heldout_speaker_splits(features, data, "nobody")
+
+
+class HelpersTest(absltest.TestCase):
+    def test_ssl_files_are_other_speakers_train_takes(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            files = learning.ssl_files(fake_fsdd(tmp), "theo")
+            every = sorted(os.listdir(tmp))
+        wanted = [f for f in every if NAME.match(f)[2] != "theo" and int(NAME.match(f)[3]) >= 10]
+        self.assertEqual(sorted(files), wanted)
+        self.assertLen(wanted, 4 * 10 * 4)
+        with self.assertRaisesRegex(ValueError, "not in"):
+            learning.ssl_files(linear_probe.SAMPLE_DIR, "nobody")
+
+    def test_probe_steps_and_nearest_metrics(self):
+        self.assertEqual(learning.probe_steps(10, 5), [0, 5, 10])
+        self.assertEqual(learning.probe_steps(12, 5), [0, 5, 10, 12])
+        records = [{"step": s, "split": "train", "sigreg": s, "invariance": -s} for s in (5, 10)]
+        records.append({"step": 7, "split": "eval", "loss": 1.0})
+        self.assertEqual(learning.train_metrics(records, 0)["metrics_step"], 5)
+        self.assertEqual(learning.train_metrics(records, 8), dict(metrics_step=10, sigreg=10,
+                                                                  invariance=-10))  # fmt: skip
+        self.assertTrue(np.isnan(learning.train_metrics([], 3)["sigreg"]))
+
+    def test_subsample_keeps_every_digit_and_speaker(self):
+        data = learning.subsample(linear_probe.load_fsdd(linear_probe.fsdd_dir("sample")), 50)
+        for split in linear_probe.SPLITS:
+            self.assertLessEqual(len(data[split]["audio"]), 50)
+            self.assertEqual(set(data[split]["digit"]), set(range(10)))
+            self.assertEqual(set(data[split]["speaker"]), set(range(5)))
+
+
+class ReportTest(absltest.TestCase):
+    def _probe(self, accuracy):
+        return {"test_accuracy": accuracy, "validation_accuracy": 0.5, "train_accuracy": 0.9,
+                "weight_decay": 1e-3}  # fmt: skip
+
+    def test_rows_table_and_plot(self):
+        model = {"mean": {t: self._probe(0.25) for t in learning.TASKS},
+                 "mean_std": {"heldout_digits": self._probe(0.5)}}  # fmt: skip
+        shares = {"position_share": 0.125, "clip_share": 0.5}
+        metrics = {"metrics_step": 5, "sigreg": 12.5, "invariance": 0.03}
+        step_row = learning.row("0 (init)", model, "mean", shares, metrics)
+        logmel_row = learning.row("log-mel mean", {"mean": model["mean"]}, "mean", shares, {})
+        self.assertEqual(step_row["heldout_digits_mean_std"], 0.5)
+        self.assertNotIn("heldout_digits_mean_std", logmel_row)
+        self.assertEqual(json.loads(json.dumps(step_row))["probes"], model)
+        table = learning.format_table([step_row, logmel_row]).splitlines()
+        self.assertEqual(table[0].split(), ["step", "digits", "speakers", "heldout", "held", "ms",
+                                            "pos", "share", "clip", "share", "sigreg",
+                                            "invariance"])  # fmt: skip
+        self.assertEqual(table[1].split()[2:], ["0.250"] * 3 + ["0.500", "0.125", "0.500",
+                                                               "12.5", "0.03"])  # fmt: skip
+        self.assertEqual(table[2].split()[2:], ["0.250"] * 3 + ["-", "0.125", "0.500", "-", "-"])
+        self.assertEqual(len({len(line) for line in table}), 1)  # Columns line up.
+        figure = learning.learning_curve([{"step": 0, **step_row}], logmel_row)
+        self.assertLen(figure.axes[0].lines, 3 * 3)  # Per task: curve, step 0, log-mel.
+
+
+class EndToEndTest(absltest.TestCase):
+    @pytest.mark.slow
+    def test_cli_trains_probes_and_reports(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            fsdd = os.path.join(tmp, "fsdd")
+            os.makedirs(fsdd)
+            fake_fsdd(fsdd)
+            workdir, out = os.path.join(tmp, "run"), os.path.join(tmp, "out")
+            args = [
+                sys.executable, "-m", "benchmarks.learning", "--config=configs/cpu_debug.py",
+                "--config.dataset.eval_batches=0",  # ~8 held-out clips: too few for a batch.
+                f"--workdir={workdir}", f"--fsdd_dir={fsdd}", "--heldout_speaker=theo",
+                "--steps=2", "--probe_every=1", "--max_clips_per_split=100", "--probe_steps=20",
+                f"--json={out}.json", f"--plot={out}.png",
+            ]  # fmt: skip
+            env = runner.subprocess_env(os.path.join(tmp, "cache"))
+            run = subprocess.run(args, cwd=runner.REPO, env=env, capture_output=True, text=True,
+                                 timeout=600, check=False)  # fmt: skip
+            self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+            with open(f"{out}.json") as f:
+                result = json.load(f)
+            with open(f"{out}.png", "rb") as f:
+                self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+            links = os.listdir(os.path.join(workdir, "ssl_audio"))
+            # The run's first update has learning rate 0 (warm-up from 0), so the step-1
+            # checkpoint holds exactly the params the run started from: the step-0 probe's.
+            config = learning.training_config(
+                cpu_debug.get_config(), workdir, heldout="theo", steps=2, probe_every=1
+            )
+            start = learning.initial_params(config)
+            saved, _ = checkpointing.load_params(os.path.join(workdir, "checkpoints"), 1)
+            jax.tree.map(np.testing.assert_array_equal, start, saved)
+
+        self.assertLen(links, 160)
+        self.assertFalse([name for name in links if "_theo_" in name])
+        lines = run.stdout.strip().splitlines()  # TFDS prints its build above the table.
+        lines = lines[[line.startswith("step ") for line in lines].index(True) :]
+        self.assertEqual(lines[0].split()[:4], ["step", "digits", "speakers", "heldout"])
+        self.assertEqual([line[:16].strip() for line in lines[1:]],
+                         ["0 (init)", "1", "2", "log-mel mean_std", "log-mel mean"])  # fmt: skip
+        self.assertEqual(result["settings"]["clips"], {"train": 100, "validation": 50, "test": 50})
+        self.assertEqual([r["step"] for r in result["steps"]], [0, 1, 2])
+        for r in result["steps"] + result["logmel"]:
+            for key in (*learning.TASKS, "position_share", "clip_share"):
+                self.assertBetween(r[key], 0.0, 1.0)
+            # Position and clip parts are orthogonal pieces of the variance.
+            self.assertLessEqual(r["position_share"] + r["clip_share"], 1.0 + 1e-9)
+            for results in r["probes"].values():
+                for probe in results.values():
+                    self.assertIn(
+                        probe["weight_decay"], linear_probe.default_config().weight_decays
+                    )
+        for r in result["steps"]:
+            self.assertBetween(r["heldout_digits_mean_std"], 0.0, 1.0)
+            self.assertTrue(np.isfinite(r["sigreg"]) and r["sigreg"] >= 0)
+            self.assertTrue(np.isfinite(r["invariance"]) and r["invariance"] >= 0)
+            self.assertEqual(r["metrics_step"], 2)  # The one logged step (the last).
+        self.assertNotIn("sigreg", result["logmel"][0])
+        self.assertGreater(result["logmel"][0]["digits"], 0.3)  # Log-mel: well above chance 0.1.
+
+
+if __name__ == "__main__":
+    absltest.main()

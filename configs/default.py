@@ -22,6 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.batch_size = 512  # Global crops per step over all devices and hosts (WavJEPA: 512).
     config.log_every_steps = 100  # Metrics to TensorBoard, metrics.jsonl and the log.
     config.eval_every_steps = 5_000  # Held-out loss (and evaluators in config.evals).
+    config.eval_before_training = True  # Evaluate the initial params too (the random-init line).
     config.checkpoint_every_steps = 5_000  # Latest checkpoint, saved asynchronously.
     config.keep_checkpoints = 3  # Latest checkpoints kept on disk.
     config.keep_best = 1  # Checkpoints kept under workdir/best/ by lowest eval loss.
@@ -48,6 +49,10 @@ def get_config() -> ml_collections.ConfigDict:
     # at its position ("position"), so neither a position code nor a clip constant passes for
     # Gaussian; "none" skips the centring. See wavlejepa/losses.py for the argument.
     config.loss.sigreg_centre = "position"
+    config.loss.sigreg_over = "frames"  # "frames": one statistic (N = B*T); "clips": N = B a frame.
+    # "online": targets carry gradients (LeJEPA: no teacher, no stop-gradient); "stop_gradient":
+    # the invariance does not move the targets (SIGReg still does).
+    config.loss.targets = "online"
     config.loss.t_max = 3.0  # Epps-Pulley integration range [0, t_max] (LeJEPA library).
     config.loss.num_knots = 17  # Trapezoid knots on [0, t_max].
 

@@ -97,6 +97,24 @@ class ObjectiveTest(chex.TestCase):
         want = np.mean(_epps_pulley_numpy(z @ dirs))
         np.testing.assert_allclose(float(metrics["sigreg"]), want, rtol=2e-4)
 
+    def test_clips_form_matches_numpy(self):
+        # sigreg_over="clips": one statistic per frame position over the real rows of the batch.
+        rng = np.random.default_rng(3)
+        z = rng.standard_normal((6, 5, 8)).astype(np.float32)
+        valid = np.ones((6, 5), bool)
+        valid[4:, 3:] = False  # Two crops end early.
+        dirs = np.asarray(sigreg.random_directions(jax.random.PRNGKey(1), 8, 16))
+        cfg = cpu_debug.get_config().loss
+        cfg.sigreg_over = "clips"
+        got = losses.sigreg_term(jnp.asarray(z), jnp.asarray(valid), jnp.asarray(dirs), cfg)
+        want = np.mean(
+            [
+                np.mean(_epps_pulley_numpy(z[valid[:, t], t].astype(np.float64) @ dirs))
+                for t in range(5)
+            ]
+        )
+        np.testing.assert_allclose(float(got), want, rtol=2e-4)
+
     def test_bad_centre_option(self):
         config, params, audio = _setup()
         config.loss.sigreg_centre = "clip"

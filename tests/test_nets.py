@@ -55,6 +55,24 @@ class WaveformTest(chex.TestCase):
         out = jax.eval_shape(lambda p, a: waveform.apply(p, a, cfg), params, jnp.zeros((2, 32_160)))
         chex.assert_shape(out, (2, 200, 768))
 
+    def test_valid_frames_counts_frames_of_real_samples(self):
+        cfg = default.get_config().model
+        lengths = np.array([32_160, 16_000, 1_000, 400, 240, 239, 10, 0])
+        want = [waveform.num_frames(max(int(n), 240), cfg) if n >= 240 else 1 for n in lengths]
+        np.testing.assert_array_equal(waveform.valid_frames(lengths, cfg), want)
+
+    def test_padding_is_ignored_given_lengths(self):
+        # Padded rows with lengths embed their real frames exactly as the real audio alone does.
+        cfg = _tiny()
+        params = model.init(jax.random.PRNGKey(0), cfg)
+        audio = np.random.default_rng(2).standard_normal((3, 8160)).astype(np.float32)
+        lengths = np.array([8160, 5000, 2000])
+        padded = np.where(np.arange(8160)[None] < lengths[:, None], audio, 7.0)  # Loud padding.
+        got = jax.jit(lambda a, n: model.embed(params, a, cfg, lengths_B=n))(padded, lengths)
+        for b, n in enumerate(lengths):
+            alone = model.embed(params, audio[b : b + 1, :n], cfg)[0]
+            np.testing.assert_allclose(got[b, : alone.shape[0]], alone, atol=2e-5)
+
     def test_too_short_audio_raises(self):
         with self.assertRaisesRegex(ValueError, "too short"):
             waveform.num_frames(200, _tiny())

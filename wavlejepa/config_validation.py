@@ -58,11 +58,14 @@ def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes
         yield f"config.model.dtype={config.model.dtype!r}: choose one of {DTYPES}."
 
     loss = config.loss
-    if loss.sigreg_centre not in losses.SIGREG_CENTRES:
-        yield (
-            f"config.loss.sigreg_centre={loss.sigreg_centre!r}: choose one of "
-            f"{losses.SIGREG_CENTRES}."
-        )
+    choices_of = {
+        "sigreg_centre": losses.SIGREG_CENTRES,
+        "sigreg_over": losses.SIGREG_OVER,
+        "targets": losses.TARGETS,
+    }
+    for key, choices in choices_of.items():
+        if loss[key] not in choices:
+            yield f"config.loss.{key}={loss[key]!r}: choose one of {choices}."
     if not 0.0 <= loss.sigreg_weight <= 1.0:
         yield f"config.loss.sigreg_weight={loss.sigreg_weight} must be in [0, 1]."
     if loss.num_slices < 1 or loss.num_knots < 2 or not loss.t_max > 0:

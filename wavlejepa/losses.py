@@ -37,6 +37,8 @@ from wavlejepa import masking, model, sigreg
 from wavlejepa.nets import waveform
 
 SIGREG_CENTRES = ("position", "none")
+SIGREG_OVER = ("frames", "clips")
+TARGETS = ("online", "stop_gradient")
 
 
 def invariance(
@@ -68,6 +70,38 @@ def sigreg_samples(
     return z.reshape(-1, z.shape[-1]), weight_BxT.reshape(-1)
 
 
+def sigreg_term(
+    z_BxTxP: jax.Array, valid_BxT: jax.Array, directions_PxM: jax.Array, loss_cfg
+) -> jax.Array:
+    """SIGReg of the projected frames, in the form `loss_cfg.sigreg_over` names.
+
+    "frames": one statistic over every real frame of the batch (N = B * T, `sigreg_samples`).
+    "clips": one statistic per frame position over the batch's clips (N = B each, LeJEPA's
+    per-view form), averaged over positions; a position code collapses each, a clip constant
+    passes.
+    """
+    if loss_cfg.sigreg_over == "frames":
+        rows_NxP, weights_N = sigreg_samples(z_BxTxP, valid_BxT, loss_cfg.sigreg_centre)
+        return sigreg.sigreg(
+            rows_NxP, directions_PxM, loss_cfg.t_max, loss_cfg.num_knots, weights_N=weights_N
+        )
+    if loss_cfg.sigreg_over != "clips":
+        raise ValueError(
+            f"config.loss.sigreg_over={loss_cfg.sigreg_over!r}; choose one of {SIGREG_OVER}."
+        )
+    projected_BxTxM = jnp.einsum("btp,pm->btm", z_BxTxP.astype(jnp.float32), directions_PxM)
+    per_position_TxM = jax.vmap(
+        lambda x_BxM, w_B: sigreg.epps_pulley(
+            x_BxM, loss_cfg.t_max, loss_cfg.num_knots, weights_N=w_B
+        ),
+        in_axes=(1, 1),
+    )(projected_BxTxM, valid_BxT)
+    present_T = jnp.any(valid_BxT, axis=0).astype(jnp.float32)
+    return jnp.sum(jnp.mean(per_position_TxM, axis=1) * present_T) / jnp.maximum(
+        jnp.sum(present_T), 1.0
+    )
+
+
 def objective(
     params: dict,
     audio_BxS: jax.Array,
@@ -89,16 +123,16 @@ def objective(
     out = model.forward(params, audio_BxS, masks, config.model, lengths_B=lengths_B)
     chex.assert_shape(out["projected_frames"], (batch, num_frames, config.model.projector_dim))
 
-    inv = invariance(out["predictions"], out["targets"], out["target_valid"])
+    targets = out["targets"]
+    if config.loss.targets == "stop_gradient":  # WavJEPA-style targets: not LeJEPA's default.
+        targets = jax.lax.stop_gradient(targets)
+    elif config.loss.targets != "online":
+        raise ValueError(f"config.loss.targets={config.loss.targets!r}; choose one of {TARGETS}.")
+    inv = invariance(out["predictions"], targets, out["target_valid"])
     directions = sigreg.random_directions(
         k_slices, config.model.projector_dim, config.loss.num_slices
     )
-    rows_NxP, weights_N = sigreg_samples(
-        out["projected_frames"], out["frame_valid"], config.loss.sigreg_centre
-    )
-    reg = sigreg.sigreg(
-        rows_NxP, directions, config.loss.t_max, config.loss.num_knots, weights_N=weights_N
-    )
+    reg = sigreg_term(out["projected_frames"], out["frame_valid"], directions, config.loss)
     weight = config.loss.sigreg_weight
     loss = (1.0 - weight) * inv + weight * reg
     metrics = {

@@ -209,7 +209,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
             return
         if results:
             reporter.write(step, "eval", results)
-        if best_mngr is not None and "loss" in results:
+        if best_mngr is not None and "loss" in results and step > 0:
             checkpointing.save_best(best_mngr, step, state.params, config, results["loss"])
 
     def save_checkpoint(step, t, state):
@@ -228,6 +228,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     )
 
     # Loop. `step` counts updates done; its metrics are read after the next step is dispatched.
+    if start_step == 0 and config.eval_before_training:
+        run_eval(0, None, state)  # The untrained model's figures: the baseline of this run.
     logging.info("Training steps %d..%d.", start_step + 1, config.total_steps)
     try:
         with stop:

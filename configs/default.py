@@ -51,8 +51,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.sigreg_centre = "position"
     config.loss.sigreg_over = "frames"  # "frames": one statistic (N = B*T); "clips": N = B a frame.
     # "online": targets carry gradients (LeJEPA: no teacher, no stop-gradient); "stop_gradient":
-    # the invariance does not move the targets (SIGReg still does).
+    # the invariance does not move the targets (SIGReg still does); "wavjepa": WavJEPA's targets
+    # (top target_blocks blocks, instance-normalised over time, averaged) under stop-gradient,
+    # compared with the predictor's output before the projector.
     config.loss.targets = "online"
+    config.loss.target_blocks = 8  # WavJEPA averages its top 8 blocks (capped at the depth).
     config.loss.t_max = 3.0  # Epps-Pulley integration range [0, t_max] (LeJEPA library).
     config.loss.num_knots = 17  # Trapezoid knots on [0, t_max].
 

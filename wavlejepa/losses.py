@@ -38,7 +38,7 @@ from wavlejepa.nets import waveform
 
 SIGREG_CENTRES = ("position", "none")
 SIGREG_OVER = ("frames", "clips")
-TARGETS = ("online", "stop_gradient")
+TARGETS = ("online", "stop_gradient", "wavjepa")
 
 
 def invariance(
@@ -120,15 +120,22 @@ def objective(
     batch, num_samples = audio_BxS.shape
     num_frames = waveform.num_frames(num_samples, config.model)
     masks = masking.sample(k_masks, config.masking, batch, num_frames)
-    out = model.forward(params, audio_BxS, masks, config.model, lengths_B=lengths_B)
+    wavjepa = config.loss.targets == "wavjepa"
+    target_blocks = min(config.loss.target_blocks, config.model.encoder_depth) if wavjepa else 0
+    out = model.forward(
+        params, audio_BxS, masks, config.model, lengths_B=lengths_B, target_blocks=target_blocks
+    )
     chex.assert_shape(out["projected_frames"], (batch, num_frames, config.model.projector_dim))
 
-    targets = out["targets"]
-    if config.loss.targets == "stop_gradient":  # WavJEPA-style targets: not LeJEPA's default.
+    predictions, targets = out["predictions"], out["targets"]
+    if config.loss.targets == "stop_gradient":  # The invariance does not move the targets.
         targets = jax.lax.stop_gradient(targets)
+    elif wavjepa:  # WavJEPA's targets, from the online encoder (no EMA) under stop-gradient.
+        predictions = out["predictions_encoder"]
+        targets = jax.lax.stop_gradient(out["wavjepa_targets"])
     elif config.loss.targets != "online":
         raise ValueError(f"config.loss.targets={config.loss.targets!r}; choose one of {TARGETS}.")
-    inv = invariance(out["predictions"], targets, out["target_valid"])
+    inv = invariance(predictions, targets, out["target_valid"])
     directions = sigreg.random_directions(
         k_slices, config.model.projector_dim, config.loss.num_slices
     )

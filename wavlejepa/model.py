@@ -57,6 +57,7 @@ def forward(
     cfg: ml_collections.ConfigDict,
     *,
     lengths_B: jax.Array | None = None,
+    target_blocks: int = 0,
 ) -> dict:
     """The training forward pass, everything the objective needs in SIGReg's (projector) space.
 
@@ -71,6 +72,10 @@ def forward(
       targets [B, G, Q, P]: projected_frames gathered at the target frames.
       target_valid [B, G, Q]: which (group, frame) entries are real.
       context_lengths [B]: valid frames of the encoded context (after dropping padding).
+    With `target_blocks` > 0 also (for loss.targets="wavjepa"):
+      predictions_encoder [B, G, Q, D]: the predictor's output before the projector.
+      wavjepa_targets [B, G, Q, D]: the top `target_blocks` blocks' outputs of the full pass,
+        each instance-normalised over the real frames, averaged, at the target frames.
     """
     frames_BxTxD = waveform.apply(params["waveform_encoder"], audio_BxS, cfg, lengths_B=lengths_B)
     batch, num_frames = frames_BxTxD.shape[:2]
@@ -79,7 +84,9 @@ def forward(
     else:
         valid_frames_B = waveform.valid_frames(lengths_B, cfg)
         masks = masking.restrict(masks, valid_frames_B)
-    return forward_from_frames(params, frames_BxTxD, masks, cfg, valid_frames_B=valid_frames_B)
+    return forward_from_frames(
+        params, frames_BxTxD, masks, cfg, valid_frames_B=valid_frames_B, target_blocks=target_blocks
+    )
 
 
 def forward_from_frames(
@@ -89,6 +96,7 @@ def forward_from_frames(
     cfg: ml_collections.ConfigDict,
     *,
     valid_frames_B: jax.Array | None = None,
+    target_blocks: int = 0,
 ) -> dict:
     """`forward` after the waveform encoder (`frames [B, T, D]` with positions); masks must
     already exclude frames past `valid_frames [B]` (`masking.restrict`)."""
@@ -98,8 +106,17 @@ def forward_from_frames(
 
     with jax.named_scope("targets"):
         full_BxTxD = encoder.apply(
-            params["context_encoder"], frames_BxTxD, cfg, lengths_B=valid_frames_B
+            params["context_encoder"],
+            frames_BxTxD,
+            cfg,
+            lengths_B=valid_frames_B,
+            top_blocks=target_blocks,
         )
+        extra = {}
+        if target_blocks:
+            full_BxTxD, wavjepa_BxTxD = full_BxTxD
+            wavjepa = _gather_frames(wavjepa_BxTxD, masks.target_indices.reshape(batch, -1))
+            extra["wavjepa_targets"] = wavjepa.reshape(batch, num_groups, group_frames, -1)
         projected_BxTxP = projector.apply(params["projector"], full_BxTxD, cfg)
         targets = _gather_frames(projected_BxTxP, masks.target_indices.reshape(batch, -1))
         targets_BxGxQxP = targets.reshape(batch, num_groups, group_frames, -1)
@@ -124,6 +141,8 @@ def forward_from_frames(
         predictions_BxGxQxP = projector.apply(params["projector"], predictions, cfg).reshape(
             batch, num_groups, group_frames, -1
         )
+        if target_blocks:
+            extra["predictions_encoder"] = predictions.reshape(batch, num_groups, group_frames, -1)
 
     if valid_frames_B is None:
         valid_frames_B = jnp.full((batch,), num_frames, jnp.int32)
@@ -134,4 +153,5 @@ def forward_from_frames(
         "targets": targets_BxGxQxP,
         "target_valid": jnp.arange(group_frames)[None, None, :] < masks.target_lengths[..., None],
         "context_lengths": masks.context_lengths,
+        **extra,
     }

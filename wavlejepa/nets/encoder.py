@@ -22,17 +22,39 @@ def apply(
     cfg: ml_collections.ConfigDict,
     *,
     lengths_B: jax.Array | None = None,
-) -> jax.Array:
+    top_blocks: int = 0,
+):
     """`frames [batch, frames, width]` (positions already added) -> `[batch, frames, width]`.
 
-    With `lengths`, only the first `lengths[b]` frames of example b are attended to.
+    With `lengths`, only the first `lengths[b]` frames of example b are attended to. With
+    `top_blocks` > 0 it also returns WavJEPA's targets `[batch, frames, width]` in float32: the
+    outputs of the last `top_blocks` blocks, each instance-normalised over the (valid) frames,
+    averaged.
     """
     x = transformer.stack_apply(
         params["blocks"],
         frames_BxTxD.astype(jnp.dtype(cfg.dtype)),
         remat=cfg.remat,
         scan=cfg.scan_layers,
+        return_all=top_blocks > 0,
         num_heads=cfg.encoder_heads,
         lengths_B=lengths_B,
     )
-    return layers.layer_norm_apply(params["final_norm"], x)
+    if not top_blocks:
+        return layers.layer_norm_apply(params["final_norm"], x)
+    x, all_LxBxTxD = x
+    out = layers.layer_norm_apply(params["final_norm"], x)
+    valid_BxTx1 = jnp.ones(x.shape[:2] + (1,), jnp.float32)
+    if lengths_B is not None:
+        valid_BxTx1 = (jnp.arange(x.shape[1])[None, :] < lengths_B[:, None])[..., None]
+        valid_BxTx1 = valid_BxTx1.astype(jnp.float32)
+    count = jnp.maximum(jnp.sum(valid_BxTx1, axis=1, keepdims=True), 1.0)
+
+    def instance_norm(y_BxTxD):
+        y = y_BxTxD.astype(jnp.float32)
+        mean = jnp.sum(y * valid_BxTx1, axis=1, keepdims=True) / count
+        var = jnp.sum(jnp.square(y - mean) * valid_BxTx1, axis=1, keepdims=True) / count
+        return (y - mean) * jax.lax.rsqrt(var + 1e-5)
+
+    targets_BxTxD = jnp.mean(jax.vmap(instance_norm)(all_LxBxTxD[-top_blocks:]), axis=0)
+    return out, targets_BxTxD

@@ -118,19 +118,27 @@ def stack_init(key: jax.Array, depth: int, **block_kwargs) -> dict:
 
 
 def stack_apply(
-    params: dict, x_BxTxD: jax.Array, *, remat: bool = False, scan: bool = True, **block_kwargs
+    params: dict,
+    x_BxTxD: jax.Array,
+    *,
+    remat: bool = False,
+    scan: bool = True,
+    return_all: bool = False,
+    **block_kwargs,
 ):
     """Runs the stacked blocks in order with `lax.scan` (one compiled block, any depth).
 
     `scan=False` unrolls the loop: longer compiles, but XLA's cost analysis then counts every
-    block (it counts a loop body once).
+    block (it counts a loop body once). `return_all` also returns every block's output
+    `[depth, batch, tokens, width]`.
     """
     step = lambda p, x: block_apply(p, x, **block_kwargs)
     if remat:
         step = jax.checkpoint(step)
 
     def body(x, block_params):
-        return step(block_params, x), None
+        y = step(block_params, x)
+        return y, (y if return_all else None)
 
-    x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, params, unroll=not scan)
-    return x_BxTxD
+    x_BxTxD, all_LxBxTxD = jax.lax.scan(body, x_BxTxD, params, unroll=not scan)
+    return (x_BxTxD, all_LxBxTxD) if return_all else x_BxTxD

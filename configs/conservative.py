@@ -1,6 +1,6 @@
 r"""The default recipe with a gentler learning rate: the safe choice when SIGReg spikes.
 
-Use it when a run logs "SIGReg ... is above config.health.sigreg_spike" or "Loss jumped"
+Use it when a run logs "SIGReg ... is above config.health.sigreg_collapse_fraction" or "Loss jumped"
 warnings, or stops on a non-finite loss: a lower peak and a short warm-up keep the embeddings
 from blowing up early, at the cost of somewhat slower progress.
 

@@ -92,7 +92,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.min_duration_seconds = 0.1  # Shorter files are skipped (and listed) at build.
 
     config.health = ml_collections.ConfigDict()
-    config.health.sigreg_spike = 1000.0  # Warn above this SIGReg (it scales with batch_size).
+    # Warn (after warm-up) when SIGReg passes this share of a collapsed batch's value, 0.40 * N
+    # (reporting.sigreg_collapse_value). Healthy runs sit at 1-5% of it (README, SIGReg).
+    config.health.sigreg_collapse_fraction = 0.25
     config.health.loss_jump_factor = 3.0  # Warn when the loss jumps by this factor.
 
     config.profile = ml_collections.ConfigDict()

@@ -172,6 +172,28 @@ class TransformerTest(chex.TestCase):
         chex.assert_trees_all_close(grad_remat, grad, rtol=1e-5, atol=1e-6)
 
 
+class WavJEPATargetsTest(chex.TestCase):
+    def test_top_blocks_instance_normalised_and_averaged(self):
+        # encoder.apply(top_blocks=2) against the blocks run one at a time and numpy.
+        cfg = _tiny()
+        params = encoder.init(jax.random.PRNGKey(0), cfg)
+        x = jax.random.normal(jax.random.PRNGKey(1), (2, 12, cfg.encoder_width))
+        lengths = jnp.array([12, 7])
+        out, targets = encoder.apply(params, x, cfg, lengths_B=lengths, top_blocks=2)
+        h, per_block = x, []
+        for i in range(cfg.encoder_depth):
+            block = jax.tree.map(lambda a, i=i: a[i], params["blocks"])
+            h = transformer.block_apply(block, h, num_heads=cfg.encoder_heads, lengths_B=lengths)
+            per_block.append(np.asarray(h, np.float64))
+        np.testing.assert_allclose(out, encoder.apply(params, x, cfg, lengths_B=lengths), atol=1e-6)
+        for b, n in enumerate([12, 7]):
+            normed = [
+                (y[b, :n] - y[b, :n].mean(0)) / np.sqrt(y[b, :n].var(0) + 1e-5)
+                for y in per_block[-2:]
+            ]
+            np.testing.assert_allclose(targets[b, :n], np.mean(normed, axis=0), atol=2e-4)
+
+
 class ModelTest(chex.TestCase):
     def test_base_parameter_counts(self):
         # WavJEPA: ~3.7 M conv + 0.4 M norm/projection, ~85 M context encoder. Our predictor

@@ -129,11 +129,14 @@ def test_nan_loss_stops_without_overwriting_the_good_checkpoint(tmp_path, env):
 
 
 def test_health_warnings_name_the_cause():
-    health = cpu_debug.get_config().health
-    assert reporting.health_warnings(5, {"loss": 1.0, "sigreg": 3.0}, 0.9, health) == []
-    (spike,) = reporting.health_warnings(5, {"loss": 1.0, "sigreg": 5000.0}, None, health)
-    assert "config.health.sigreg_spike" in spike and "configs/conservative.py" in spike
-    (jump,) = reporting.health_warnings(7, {"loss": 4.0, "sigreg": 3.0}, 1.0, health)
+    config = cpu_debug.get_config()  # 8 crops x 50 frames: a collapsed batch scores 160.
+    assert reporting.sigreg_collapse_value(config) == 0.40 * 8 * 50
+    assert reporting.health_warnings(6, {"loss": 1.0, "sigreg": 3.0}, 0.9, config) == []
+    (spike,) = reporting.health_warnings(6, {"loss": 1.0, "sigreg": 100.0}, None, config)
+    assert "config.health.sigreg_collapse_fraction" in spike and "configs/conservative.py" in spike
+    # During warm-up (5 steps) the projector's first outputs are near collapse by construction.
+    assert reporting.health_warnings(5, {"loss": 1.0, "sigreg": 100.0}, None, config) == []
+    (jump,) = reporting.health_warnings(7, {"loss": 4.0, "sigreg": 3.0}, 1.0, config)
     assert "at step 7" in jump and "configs/conservative.py" in jump
 
 

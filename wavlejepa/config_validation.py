@@ -79,8 +79,8 @@ def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes
 
     if config.dataset.eval_batches < 0:
         yield f"config.dataset.eval_batches={config.dataset.eval_batches} must be >= 0 (0 = off)."
-    if config.health.sigreg_spike <= 0 or config.health.loss_jump_factor <= 1:
-        yield "config.health needs sigreg_spike > 0 and loss_jump_factor > 1."
+    if not 0 < config.health.sigreg_collapse_fraction <= 1 or config.health.loss_jump_factor <= 1:
+        yield "config.health needs 0 < sigreg_collapse_fraction <= 1 and loss_jump_factor > 1."
     if config.profile.enabled and config.profile.num_steps < 1:
         yield "config.profile.num_steps must be >= 1 when config.profile.enabled."
 

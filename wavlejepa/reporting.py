@@ -19,6 +19,9 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
+from wavlejepa.data import transforms
+from wavlejepa.nets import waveform
+
 METRICS_FILE = "metrics.jsonl"
 TIME_KEYS = ("steps_per_sec", "examples_per_sec")  # Wall-clock fields: differ run to run.
 _FIX = "the peak learning rate is likely too high: try configs/conservative.py"
@@ -38,16 +41,28 @@ class _OrbaxInfoFilter(pylogging.Filter):
         )
 
 
+def sigreg_collapse_value(config: ml_collections.ConfigDict) -> float:
+    """SIGReg of a collapsed batch, 0.40 * N: N is the rows of one statistic (every frame of
+    the global batch for sigreg_over="frames", its crops for "clips"). Gaussian data gives ~1."""
+    rows = config.batch_size
+    if config.loss.sigreg_over == "frames":
+        rows *= waveform.num_frames(transforms.crop_samples(config.dataset), config.model)
+    return 0.40 * rows
+
+
 def health_warnings(
-    step: int, scalars: dict, previous_loss: float | None, health: ml_collections.ConfigDict
+    step: int, scalars: dict, previous_loss: float | None, config: ml_collections.ConfigDict
 ) -> list[str]:
-    """Warnings for a SIGReg spike or a loss jump at a logged step, each naming a likely cause."""
-    warnings = []
-    if scalars["sigreg"] > health.sigreg_spike:
+    """Warnings for a SIGReg near collapse (after warm-up) or a loss jump at a logged step, each
+    naming a likely cause."""
+    warnings, health = [], config.health
+    limit = health.sigreg_collapse_fraction * sigreg_collapse_value(config)
+    if step > config.optimizer.warmup_steps and scalars["sigreg"] > limit:
         warnings.append(
-            f"SIGReg {scalars['sigreg']:.4g} at step {step} is above config.health.sigreg_spike="
-            f"{health.sigreg_spike:g}: the embeddings are far from Gaussian (collapse or blow-up); "
-            f"{_FIX} (peak_lr 1.5e-4, warmup 7,500 steps)."
+            f"SIGReg {scalars['sigreg']:.4g} at step {step} is above "
+            f"config.health.sigreg_collapse_fraction={health.sigreg_collapse_fraction:g} of a "
+            f"collapsed batch's {sigreg_collapse_value(config):.4g}: the embeddings are far from "
+            f"Gaussian (collapse or blow-up); {_FIX} (peak_lr 1.5e-4, warmup 7,500 steps)."
         )
     if previous_loss is not None and scalars["loss"] > health.loss_jump_factor * previous_loss:
         warnings.append(
@@ -170,7 +185,7 @@ class Reporter:
             steps_per_sec=steps_per_sec,
             examples_per_sec=steps_per_sec * self._config.batch_size,
         )
-        for warning in health_warnings(step, scalars, self._previous_loss, self._config.health):
+        for warning in health_warnings(step, scalars, self._previous_loss, self._config):
             logging.warning(warning)
         self._previous_loss = scalars["loss"]
         self.write(step, "train", scalars)

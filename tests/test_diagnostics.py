@@ -1,9 +1,14 @@
 """Variance shares against a closed form."""
 
+import glob
+import os
+
 import numpy as np
 from absl.testing import absltest
 
+import wavlejepa.data
 from wavlejepa import diagnostics
+from wavlejepa.data import decode
 
 
 class VarianceSharesTest(absltest.TestCase):
@@ -23,9 +28,13 @@ class VarianceSharesTest(absltest.TestCase):
     def test_bundled_crops_are_normalised(self):
         crops = diagnostics.sample_crops(4, 8160)
         self.assertEqual(crops.shape, (4, 8160))
-        np.testing.assert_allclose(crops.mean(1), 0.0, atol=1e-5)
-        # std = sqrt(var / (var + 1e-5)): just under 1 for quiet clips.
-        self.assertTrue(np.all((crops.std(1) > 0.99) & (crops.std(1) <= 1.0 + 1e-6)))
+        files = sorted(glob.glob(os.path.join(wavlejepa.data.FSDD_SAMPLE_DIR, "*.wav")))[:4]
+        for crop, path in zip(crops, files, strict=True):
+            n = min(len(decode.decode_file(path).audio), 8160)
+            # Normalised over its real samples; std = sqrt(var / (var + 1e-5)): just under 1.
+            np.testing.assert_allclose(crop[:n].mean(), 0.0, atol=1e-5)
+            self.assertTrue(0.99 < crop[:n].std() <= 1.0 + 1e-6)
+            np.testing.assert_array_equal(crop[n:], 0.0)  # The padding stays silent.
 
 
 if __name__ == "__main__":

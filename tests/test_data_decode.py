@@ -144,7 +144,7 @@ def test_broken_link_is_unreadable(tmp_path):
 def test_int16_round_trip_with_the_pipeline_reader():
     x = np.array([-32768, -1, 0, 1, 32767], np.int16)
     for stored in (x, x.astype(np.int64)):  # Ours are int16; TFDS catalog audio is often int64.
-        f = transforms.ToFloat().map({"audio": stored})
+        f = transforms.ToFloat().map({"audio": stored})["audio"]
         assert f.dtype == np.float32 and f.min() == -1.0 and f.max() < 1.0
         np.testing.assert_array_equal(decode.to_int16(f), x)
 

@@ -41,7 +41,7 @@ def eight_devices(tmp_path_factory, cache_dir):
 def _assert_same_metrics(actual_dir, expected_dir):
     actual, expected = runner.records(actual_dir), runner.records(expected_dir)
     assert [(r["step"], r["split"]) for r in actual] == [(r["step"], r["split"]) for r in expected]
-    assert len(actual) == 22  # 20 train steps and 2 evals.
+    assert len(actual) == 23  # 20 train steps and 3 evals (before training, steps 10 and 20).
     for a, e in zip(actual, expected, strict=True):
         assert a.keys() == e.keys()
         for key in a.keys() - {"step", "split"}:

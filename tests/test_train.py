@@ -35,7 +35,7 @@ def test_cli_trains_logs_checkpoints_then_resumes_from_the_last_step(tmp_path, e
     assert list(workdir.glob("events.out.tfevents.*"))  # TensorBoard.
     train_rows, eval_rows = runner.records(workdir, "train"), runner.records(workdir, "eval")
     assert [r["step"] for r in train_rows] == [5, 10, 15, 20]
-    assert [r["step"] for r in eval_rows] == [10, 20]
+    assert [r["step"] for r in eval_rows] == [0, 10, 20]  # 0: the initial params.
     for key in ("loss", "invariance", "sigreg", "grad_norm", "learning_rate", "context_frames"):
         assert all(math.isfinite(r[key]) for r in train_rows), key
     assert "eval_loss" in eval_rows[0]

@@ -44,17 +44,6 @@ def apply(
         return layers.layer_norm_apply(params["final_norm"], x)
     x, all_LxBxTxD = x
     out = layers.layer_norm_apply(params["final_norm"], x)
-    valid_BxTx1 = jnp.ones(x.shape[:2] + (1,), jnp.float32)
-    if lengths_B is not None:
-        valid_BxTx1 = (jnp.arange(x.shape[1])[None, :] < lengths_B[:, None])[..., None]
-        valid_BxTx1 = valid_BxTx1.astype(jnp.float32)
-    count = jnp.maximum(jnp.sum(valid_BxTx1, axis=1, keepdims=True), 1.0)
-
-    def instance_norm(y_BxTxD):
-        y = y_BxTxD.astype(jnp.float32)
-        mean = jnp.sum(y * valid_BxTx1, axis=1, keepdims=True) / count
-        var = jnp.sum(jnp.square(y - mean) * valid_BxTx1, axis=1, keepdims=True) / count
-        return (y - mean) * jax.lax.rsqrt(var + 1e-5)
-
-    targets_BxTxD = jnp.mean(jax.vmap(instance_norm)(all_LxBxTxD[-top_blocks:]), axis=0)
+    normalise = lambda y_BxTxD: layers.time_norm(y_BxTxD, lengths_B)
+    targets_BxTxD = jnp.mean(jax.vmap(normalise)(all_LxBxTxD[-top_blocks:]), axis=0)
     return out, targets_BxTxD

@@ -37,6 +37,21 @@ def layer_norm_apply(params: dict, x: jax.Array, eps: float = 1e-6) -> jax.Array
     return y.astype(x.dtype)
 
 
+def time_norm(x_BxTxD: jax.Array, valid_B: jax.Array | None = None, eps: float = 1e-5):
+    """Each channel normalised over time, in float32: (x - mean) / sqrt(var + eps), the
+    statistics over the first `valid[b]` steps of each example (all of them when None)."""
+    x32 = x_BxTxD.astype(jnp.float32)
+    if valid_B is None:
+        weight_BxTx1 = jnp.ones(x32.shape[:2] + (1,), jnp.float32)
+    else:
+        weight_BxTx1 = (jnp.arange(x32.shape[1])[None, :] < valid_B[:, None])[..., None]
+        weight_BxTx1 = weight_BxTx1.astype(jnp.float32)
+    count_Bx1x1 = jnp.maximum(jnp.sum(weight_BxTx1, axis=1, keepdims=True), 1.0)
+    mean = jnp.sum(x32 * weight_BxTx1, axis=1, keepdims=True) / count_Bx1x1
+    var = jnp.sum(jnp.square(x32 - mean) * weight_BxTx1, axis=1, keepdims=True) / count_Bx1x1
+    return (x32 - mean) * jax.lax.rsqrt(var + eps)
+
+
 def sincos_positions(num_positions: int, dim: int) -> np.ndarray:
     """Fixed 1-D sin-cos position table `[num_positions, dim]` (MAE / WavJEPA form).
 

@@ -60,16 +60,7 @@ def _group_norm_per_channel(
 
     With `valid [batch]`, the statistics use only the first valid[b] steps (padding excluded).
     """
-    x32 = x_BxTxC.astype(jnp.float32)
-    if valid_B is None:
-        weight_BxTx1 = jnp.ones(x32.shape[:2] + (1,), jnp.float32)
-    else:
-        weight_BxTx1 = (jnp.arange(x32.shape[1])[None, :] < valid_B[:, None])[..., None]
-        weight_BxTx1 = weight_BxTx1.astype(jnp.float32)
-    count_Bx1x1 = jnp.maximum(jnp.sum(weight_BxTx1, axis=1, keepdims=True), 1.0)
-    mean = jnp.sum(x32 * weight_BxTx1, axis=1, keepdims=True) / count_Bx1x1
-    var = jnp.sum(jnp.square(x32 - mean) * weight_BxTx1, axis=1, keepdims=True) / count_Bx1x1
-    y = (x32 - mean) * jax.lax.rsqrt(var + eps) * params["scale"] + params["bias"]
+    y = layers.time_norm(x_BxTxC, valid_B, eps) * params["scale"] + params["bias"]
     return y.astype(x_BxTxC.dtype)
 
 

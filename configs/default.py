@@ -54,7 +54,11 @@ def get_config() -> ml_collections.ConfigDict:
     # the invariance does not move the targets (SIGReg still does); "wavjepa": WavJEPA's targets
     # (top target_blocks blocks, instance-normalised over time, averaged) under stop-gradient,
     # compared with the predictor's output before the projector.
+    # "ema": the same targets from an EMA teacher of both encoders (WavJEPA's route).
     config.loss.targets = "online"
+    config.loss.ema_decay = 0.99  # Teacher <- decay * teacher + (1 - decay) * online, each step.
+    # "crop": online targets minus their crop's mean, so a crop constant earns no invariance.
+    config.loss.target_centre = "none"
     config.loss.target_blocks = 8  # WavJEPA averages its top 8 blocks (capped at the depth).
     config.loss.t_max = 3.0  # Epps-Pulley integration range [0, t_max] (LeJEPA library).
     config.loss.num_knots = 17  # Trapezoid knots on [0, t_max].

@@ -5,10 +5,11 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl.testing import absltest
 
 from configs import cpu_debug
-from wavlejepa import losses, masking, model, sigreg
+from wavlejepa import losses, masking, model, sigreg, train_state
 from wavlejepa.nets import waveform
 
 
@@ -183,6 +184,80 @@ class ShortcutPriceTest(chex.TestCase):
         rng = np.random.default_rng(1)
         z = np.broadcast_to(rng.standard_normal((1, self.T, self.P)), (self.B, self.T, self.P))
         self.assertLess(self._sigreg(z, centre="none"), 0.1 * 0.40 * self.B * self.T)
+
+
+class TargetOptionsTest(chex.TestCase):
+    def test_crop_centred_targets_match_numpy(self):
+        # target_centre="crop": each target is its frame's z minus the crop's mean z; the
+        # invariance is then the numpy MSE of predictions against those.
+        config, params, audio = _setup()
+        config.loss.target_centre = "crop"
+        key = jax.random.PRNGKey(4)
+        _, metrics = losses.objective(params, audio, key, config)
+        masks = masking.sample(jax.random.split(key)[0], config.masking, 4, 50)
+        out = model.forward(params, audio, masks, config.model)
+        z = np.asarray(out["projected_frames"], np.float64)
+        pred = np.asarray(out["predictions"], np.float64)
+        errors = []
+        for b in range(4):
+            for g in range(masks.target_indices.shape[1]):
+                idx = np.asarray(masks.target_indices[b, g, : int(masks.target_lengths[b, g])])
+                target = z[b, idx] - z[b].mean(axis=0)
+                errors += list(np.mean((pred[b, g, : len(idx)] - target) ** 2, axis=-1))
+        np.testing.assert_allclose(float(metrics["invariance"]), np.mean(errors), rtol=1e-4)
+
+    def test_crop_constant_earns_no_invariance_when_crop_centred(self):
+        # Adding a per-crop constant to every projected frame moves the uncentred invariance
+        # but not the crop-centred one.
+        z = jax.random.normal(jax.random.PRNGKey(0), (3, 10, 8))
+        shifted = z + jax.random.normal(jax.random.PRNGKey(1), (3, 1, 8)) * 5
+        valid = jnp.ones((3, 10), bool)
+        centred = lambda x: x - losses.crop_mean(x, valid)[:, None]
+        chex.assert_trees_all_close(centred(z), centred(shifted), atol=1e-5)
+        # Padding frames are left out of the mean.
+        valid = jnp.arange(10)[None, :] < jnp.asarray([10, 6, 2])[:, None]
+        np.testing.assert_allclose(
+            losses.crop_mean(z, valid)[1], np.asarray(z)[1, :6].mean(axis=0), rtol=1e-5
+        )
+
+    def test_ema_targets_come_from_the_teacher_and_not_from_the_online_encoders(self):
+        config, params, audio = _setup()
+        config.loss.targets = "ema"
+        key = jax.random.PRNGKey(5)
+        other = model.init(jax.random.PRNGKey(7), config.model)
+        teacher = train_state.teacher_of(other)
+        grads, metrics = jax.grad(
+            lambda p, t: losses.objective(p, audio, key, config, teacher=t), has_aux=True
+        )(params, teacher)
+        # The invariance against the teacher's WavJEPA targets (wavjepa route on the teacher).
+        masks = masking.sample(jax.random.split(key)[0], config.masking, 4, 50)
+        out = model.forward({**params, **teacher}, audio, masks, config.model, target_blocks=2)
+        predicted = model.forward(params, audio, masks, config.model)["predictions_encoder"]
+        err = jnp.mean(jnp.square(predicted - out["wavjepa_targets"]), axis=-1)
+        want = jnp.sum(err * out["target_valid"]) / jnp.sum(out["target_valid"])
+        np.testing.assert_allclose(float(metrics["invariance"]), float(want), rtol=1e-4)
+        # No gradient reaches the teacher (stop-gradient), so only the online params move.
+        teacher_grads = jax.grad(
+            lambda t: losses.objective(params, audio, key, config, teacher=t)[0]
+        )(teacher)
+        self.assertEqual(float(optax.global_norm(teacher_grads)), 0.0)
+        self.assertGreater(float(optax.global_norm(grads)), 0.0)
+        with self.assertRaisesRegex(ValueError, "teacher"):
+            losses.objective(params, audio, key, config)
+
+    def test_teacher_update_is_the_ema(self):
+        config = cpu_debug.get_config()
+        config.loss.targets = "ema"
+        state = train_state.create(jax.random.PRNGKey(0), config)
+        chex.assert_trees_all_equal(state.teacher, train_state.teacher_of(state.params))
+        online = jax.tree.map(lambda x: x + 1.0, state.params)
+        updated = train_state.update_teacher(state.teacher, online, 0.9)
+        want = jax.tree.map(
+            lambda t, o: 0.9 * t + 0.1 * o, state.teacher, train_state.teacher_of(online)
+        )
+        chex.assert_trees_all_close(updated, want, rtol=1e-6)
+        config.loss.targets = "online"
+        self.assertEqual(train_state.create(jax.random.PRNGKey(0), config).teacher, {})
 
 
 class PaddingTest(chex.TestCase):

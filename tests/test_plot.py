@@ -54,13 +54,20 @@ class PlotTest(absltest.TestCase):
         records = _write_metrics(os.path.join(self.workdir, "metrics.jsonl"))
         loaded = plot.load_metrics(os.path.join(self.workdir, "metrics.jsonl"))
         self.assertEqual(loaded, records)  # The cut-short line is dropped.
-        fig = plot.training_curves(loaded)
+        # The run's config in its workdir sets SIGReg's lines: cpu_debug's 8 crops x 50 frames
+        # collapse at 0.40 * 400 = 160 and warn at 0.25 of that.
+        config = cpu_debug.get_config()
+        with open(os.path.join(self.workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort())
+        marks = plot.sigreg_lines(plot.load_run_config(self.workdir))
+        np.testing.assert_allclose(list(marks.values()), [160.0, 40.0], rtol=1e-6)
+        self.assertEqual(plot.sigreg_lines(None), {})
+        fig = plot.training_curves(loaded, marks)
         loss_ax, _, sigreg_ax, lr_ax, probe_ax = fig.axes
         train_sigreg = [r["sigreg"] for r in records if "sigreg" in r]
         np.testing.assert_allclose(sigreg_ax.lines[0].get_ydata(), train_sigreg)
         np.testing.assert_allclose(loss_ax.lines[1].get_xdata(), [20, 40, 60])  # eval dots
-        band = sigreg_ax.patches[0].get_extents().transformed(sigreg_ax.transData.inverted())
-        np.testing.assert_allclose([band.y0, band.y1], [300, 600], rtol=1e-6)
+        np.testing.assert_allclose([sigreg_ax.lines[i].get_ydata()[0] for i in (2, 3)], [160, 40])
         np.testing.assert_allclose(lr_ax.lines[0].get_ydata()[-1], 1e-3)
         self.assertEqual(plot.probe_keys(loaded), ["eval_fsdd_digits/test_accuracy"])
         np.testing.assert_allclose(probe_ax.lines[0].get_ydata(), [0.4, 0.6, 0.8])

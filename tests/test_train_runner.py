@@ -24,7 +24,7 @@ from wavlejepa.data import pipeline  # noqa: E402
 
 FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIME_KEYS = ("steps_per_sec", "examples_per_sec")  # reporting.TIME_KEYS: wall-clock fields.
+TIME_KEYS = ("steps_per_sec", "examples_per_sec")  # Wall-clock fields: differ run to run.
 DEBUG = ["--config=configs/cpu_debug.py", "--config.debug_dummy_data=True"]
 
 

@@ -3,7 +3,7 @@
 A workdir holds two managers, so that best-model tracking can never delete the newest step that
 resume needs:
 
-  checkpoints/<step>/state/      TrainState: step, params, opt_state, rng (orbax PyTree)
+  checkpoints/<step>/state/      TrainState: step, params, opt_state, rng, teacher (orbax PyTree)
                     data_iter/  grain iterator position, process_<i>-of-<n>.json per host
                     config/     the run's config (JSON)
   best/<step>/params/           params of the config.keep_best lowest eval losses

@@ -62,10 +62,13 @@ def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes
         "sigreg_centre": losses.SIGREG_CENTRES,
         "sigreg_over": losses.SIGREG_OVER,
         "targets": losses.TARGETS,
+        "target_centre": losses.TARGET_CENTRES,
     }
     for key, choices in choices_of.items():
         if loss[key] not in choices:
             yield f"config.loss.{key}={loss[key]!r}: choose one of {choices}."
+    if not 0.0 <= loss.ema_decay < 1.0:
+        yield f"config.loss.ema_decay={loss.ema_decay} must be in [0, 1) (e.g. 0.99)."
     if not 0.0 <= loss.sigreg_weight <= 1.0:
         yield f"config.loss.sigreg_weight={loss.sigreg_weight} must be in [0, 1]."
     if loss.num_slices < 1 or loss.num_knots < 2 or not loss.t_max > 0:

@@ -38,7 +38,15 @@ from wavlejepa.nets import waveform
 
 SIGREG_CENTRES = ("position", "none")
 SIGREG_OVER = ("frames", "clips")
-TARGETS = ("online", "stop_gradient", "wavjepa")
+TARGETS = ("online", "stop_gradient", "wavjepa", "ema")
+TARGET_CENTRES = ("none", "crop")
+
+
+def crop_mean(z_BxTxP: jax.Array, valid_BxT: jax.Array) -> jax.Array:
+    """Mean of z over each crop's real frames: [B, P] float32."""
+    weight_BxT = valid_BxT.astype(jnp.float32)
+    total_BxP = jnp.einsum("btp,bt->bp", z_BxTxP.astype(jnp.float32), weight_BxT)
+    return total_BxP / jnp.maximum(jnp.sum(weight_BxT, axis=1), 1.0)[:, None]
 
 
 def invariance(
@@ -109,32 +117,53 @@ def objective(
     config: ml_collections.ConfigDict,
     *,
     lengths_B: jax.Array | None = None,
+    teacher: dict | None = None,
 ) -> tuple[jax.Array, dict]:
     """Loss of one batch of crops and its metrics; `key` draws the masks and SIGReg slices.
 
     Args:
       audio_BxS: normalised crops [batch, samples].
       lengths_B: real samples at the start of each crop (the rest is padding); None = all.
+      teacher: the EMA teacher's encoder params (`train_state.TrainState.teacher`), used when
+        `config.loss.targets == "ema"`.
     """
     k_masks, k_slices = jax.random.split(key)
     batch, num_samples = audio_BxS.shape
     num_frames = waveform.num_frames(num_samples, config.model)
     masks = masking.sample(k_masks, config.masking, batch, num_frames)
-    wavjepa = config.loss.targets == "wavjepa"
+    wavjepa = config.loss.targets in ("wavjepa", "ema")
+    if config.loss.targets == "ema" and not teacher:
+        raise ValueError('config.loss.targets="ema" needs the train state\'s teacher params.')
     target_blocks = min(config.loss.target_blocks, config.model.encoder_depth) if wavjepa else 0
     out = model.forward(
-        params, audio_BxS, masks, config.model, lengths_B=lengths_B, target_blocks=target_blocks
+        params,
+        audio_BxS,
+        masks,
+        config.model,
+        lengths_B=lengths_B,
+        target_blocks=target_blocks,
+        teacher=teacher if config.loss.targets == "ema" else None,
     )
     chex.assert_shape(out["projected_frames"], (batch, num_frames, config.model.projector_dim))
 
     predictions, targets = out["predictions"], out["targets"]
     if config.loss.targets == "stop_gradient":  # The invariance does not move the targets.
         targets = jax.lax.stop_gradient(targets)
-    elif wavjepa:  # WavJEPA's targets, from the online encoder (no EMA) under stop-gradient.
+    elif wavjepa:  # WavJEPA's targets under stop-gradient: online encoder, or its EMA teacher.
         predictions = out["predictions_encoder"]
         targets = jax.lax.stop_gradient(out["wavjepa_targets"])
     elif config.loss.targets != "online":
         raise ValueError(f"config.loss.targets={config.loss.targets!r}; choose one of {TARGETS}.")
+    if config.loss.target_centre == "crop" and not wavjepa:
+        # The predictor guesses each target frame's offset from its crop's mean: what is constant
+        # over a crop (speaker, channel) earns no invariance, only what changes within it.
+        mean_BxP = crop_mean(out["projected_frames"], out["frame_valid"])
+        targets = targets - mean_BxP[:, None, None, :].astype(targets.dtype)
+    elif config.loss.target_centre != "none":
+        raise ValueError(
+            f"config.loss.target_centre={config.loss.target_centre!r}; "
+            f"choose one of {TARGET_CENTRES}."
+        )
     inv = invariance(predictions, targets, out["target_valid"])
     directions = sigreg.random_directions(
         k_slices, config.model.projector_dim, config.loss.num_slices

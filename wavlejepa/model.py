@@ -58,6 +58,7 @@ def forward(
     *,
     lengths_B: jax.Array | None = None,
     target_blocks: int = 0,
+    teacher: dict | None = None,
 ) -> dict:
     """The training forward pass, everything the objective needs in SIGReg's (projector) space.
 
@@ -72,10 +73,12 @@ def forward(
       targets [B, G, Q, P]: projected_frames gathered at the target frames.
       target_valid [B, G, Q]: which (group, frame) entries are real.
       context_lengths [B]: valid frames of the encoded context (after dropping padding).
-    With `target_blocks` > 0 also (for loss.targets="wavjepa"):
       predictions_encoder [B, G, Q, D]: the predictor's output before the projector.
+    With `target_blocks` > 0 also (for loss.targets="wavjepa" and "ema"):
       wavjepa_targets [B, G, Q, D]: the top `target_blocks` blocks' outputs of the full pass,
-        each instance-normalised over the real frames, averaged, at the target frames.
+        each instance-normalised over the real frames, averaged, at the target frames. With
+        `teacher` ({"waveform_encoder", "context_encoder"} params, e.g. an EMA of the online
+        ones) that full pass is the teacher's instead.
     """
     frames_BxTxD = waveform.apply(params["waveform_encoder"], audio_BxS, cfg, lengths_B=lengths_B)
     batch, num_frames = frames_BxTxD.shape[:2]
@@ -84,9 +87,30 @@ def forward(
     else:
         valid_frames_B = waveform.valid_frames(lengths_B, cfg)
         masks = masking.restrict(masks, valid_frames_B)
-    return forward_from_frames(
-        params, frames_BxTxD, masks, cfg, valid_frames_B=valid_frames_B, target_blocks=target_blocks
+    out = forward_from_frames(
+        params,
+        frames_BxTxD,
+        masks,
+        cfg,
+        valid_frames_B=valid_frames_B,
+        target_blocks=0 if teacher else target_blocks,
     )
+    if teacher and target_blocks:
+        with jax.named_scope("teacher"):
+            teacher_frames = waveform.apply(
+                teacher["waveform_encoder"], audio_BxS, cfg, lengths_B=lengths_B
+            )
+            _, targets_BxTxD = encoder.apply(
+                teacher["context_encoder"],
+                teacher_frames,
+                cfg,
+                lengths_B=valid_frames_B,
+                top_blocks=target_blocks,
+            )
+            groups, group_frames = masks.target_indices.shape[1:]
+            gathered = _gather_frames(targets_BxTxD, masks.target_indices.reshape(batch, -1))
+            out["wavjepa_targets"] = gathered.reshape(batch, groups, group_frames, -1)
+    return out
 
 
 def forward_from_frames(
@@ -141,8 +165,7 @@ def forward_from_frames(
         predictions_BxGxQxP = projector.apply(params["projector"], predictions, cfg).reshape(
             batch, num_groups, group_frames, -1
         )
-        if target_blocks:
-            extra["predictions_encoder"] = predictions.reshape(batch, num_groups, group_frames, -1)
+        extra["predictions_encoder"] = predictions.reshape(batch, num_groups, group_frames, -1)
 
     if valid_frames_B is None:
         valid_frames_B = jnp.full((batch,), num_frames, jnp.int32)

@@ -3,7 +3,8 @@ r"""PNG plots of a run: training curves from metrics.jsonl, and a 2-D PCA of cli
   python -m wavlejepa.plot --workdir=/tmp/wj/run                  # curves only
   python -m wavlejepa.plot --workdir=/tmp/wj/run --checkpoint=/tmp/wj/run --data=sample
 
-writes `training_curves.png` (total loss, invariance, SIGReg with its healthy band, learning rate,
+writes `training_curves.png` (total loss, invariance, SIGReg against the run's own collapse
+value and health-warning line, learning rate,
 probe accuracy; eval values as dots) and, with a checkpoint, `embeddings_pca.png` (the FSDD clip
 embeddings projected on their first two principal components, coloured by digit and by speaker)
 into --output_dir (default: the workdir). Figures are drawn with matplotlib's Agg canvas, so no
@@ -15,18 +16,16 @@ import json
 import os
 import sys
 
+import ml_collections
 import numpy as np
 from absl import app, flags
 from etils import epath
 from matplotlib.figure import Figure
 
-from wavlejepa import embed
+from wavlejepa import embed, reporting
 from wavlejepa.evaluators import linear_probe
 
-METRICS_FILE = "metrics.jsonl"
-# Where a healthy run's SIGReg sits at the default global batch of 512; the statistic scales with
-# the batch (a collapsed batch gives ~0.4 N), so smaller runs want --sigreg_band.
-SIGREG_HEALTHY = (300.0, 600.0)
+METRICS_FILE = reporting.METRICS_FILE
 PROBE_PREFIXES = ("eval_", "probe_")  # Eval keys holding "accuracy" are probe results.
 
 
@@ -57,8 +56,27 @@ def probe_keys(records: list[dict]) -> list[str]:
     return sorted(keys)
 
 
-def training_curves(records: list[dict], sigreg_band=SIGREG_HEALTHY) -> Figure:
-    """Five panels: loss, invariance, SIGReg, learning rate, probe accuracy."""
+def sigreg_lines(config: ml_collections.ConfigDict | None) -> dict[str, float]:
+    """SIGReg's reference lines for a run: its collapse value (0.40 * N, N from the run's batch
+    and crop) and the health warning's threshold; none without the run's config."""
+    if config is None:
+        return {}
+    collapse = reporting.sigreg_collapse_value(config)
+    return {
+        "collapsed (0.40 N)": collapse,
+        "health warning": config.health.sigreg_collapse_fraction * collapse,
+    }
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict | None:
+    """The config a training run wrote into its workdir, or None (an older run)."""
+    path = epath.Path(workdir) / reporting.CONFIG_FILE
+    return ml_collections.ConfigDict(json.loads(path.read_text())) if path.exists() else None
+
+
+def training_curves(records: list[dict], sigreg_marks: dict[str, float] | None = None) -> Figure:
+    """Five panels: loss, invariance, SIGReg (with `sigreg_marks`, name -> value, as dashed
+    lines), learning rate, probe accuracy."""
     fig = Figure(figsize=(16, 3.4), layout="constrained")
     axes = fig.subplots(1, 5)
     for ax, key, title in zip(axes[:3], ("loss", "invariance", "sigreg"),
@@ -70,7 +88,9 @@ def training_curves(records: list[dict], sigreg_band=SIGREG_HEALTHY) -> Figure:
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend(loc="upper right")
-    axes[2].axhspan(*sigreg_band, color="tab:green", alpha=0.15, label="healthy")
+    for i, (name, value) in enumerate((sigreg_marks or {}).items()):
+        axes[2].axhline(value, color=f"C{3 + i}", linestyle="--", label=name)
+    axes[2].set_yscale("log")  # From ~0.4 N at initialisation down to ~1 (Gaussian).
     axes[2].legend(loc="best")
     axes[3].plot(*series(records, "learning_rate"))
     axes[3].set_title("learning rate")
@@ -140,13 +160,12 @@ def make_plots(
     output_dir: str = "",
     checkpoint: str = "",
     data: str = "auto",
-    sigreg_band: tuple[float, float] = SIGREG_HEALTHY,
 ) -> list[str]:
     """Writes the PNGs of a run; returns their paths."""
     output_dir = output_dir or workdir
     epath.Path(output_dir).mkdir(parents=True, exist_ok=True)
     records = load_metrics(os.path.join(workdir, METRICS_FILE))
-    curves = training_curves(records, sigreg_band)
+    curves = training_curves(records, sigreg_lines(load_run_config(workdir)))
     paths = [save_png(curves, os.path.join(output_dir, "training_curves.png"))]
     if checkpoint:
         figure = fsdd_embedding_figure(embed.Embedder.from_checkpoint(checkpoint), data)
@@ -159,7 +178,6 @@ def _define_flags() -> None:
     flags.DEFINE_string("output_dir", "", "Where the PNGs go (default: the workdir).")
     flags.DEFINE_string("checkpoint", "", "Also plot the PCA of this checkpoint's embeddings.")
     flags.DEFINE_string("data", "auto", "FSDD for the PCA: auto, full, sample or a folder.")
-    flags.DEFINE_list("sigreg_band", ["300", "600"], "Healthy SIGReg range (batch 512's).")
 
 
 def main(argv):
@@ -167,8 +185,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     args = flags.FLAGS
     try:
-        band = tuple(float(v) for v in args.sigreg_band)
-        paths = make_plots(args.workdir, args.output_dir, args.checkpoint, args.data, band)
+        paths = make_plots(args.workdir, args.output_dir, args.checkpoint, args.data)
     except (FileNotFoundError, embed.CheckpointError) as e:
         sys.exit(f"error: {e}")
     for path in paths:

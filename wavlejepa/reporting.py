@@ -23,7 +23,7 @@ from wavlejepa.data import transforms
 from wavlejepa.nets import waveform
 
 METRICS_FILE = "metrics.jsonl"
-TIME_KEYS = ("steps_per_sec", "examples_per_sec")  # Wall-clock fields: differ run to run.
+CONFIG_FILE = "config.json"  # The run's full config, written into the workdir at start.
 _FIX = "the peak learning rate is likely too high: try configs/conservative.py"
 
 

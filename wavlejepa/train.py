@@ -102,8 +102,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     )
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / reporting.CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
+        logging.info("Config written to %s", workdir / reporting.CONFIG_FILE)
     reporting.quiet_orbax_logs()
-    logging.info("Config:\n%s", config)
 
     # Mesh: one "data" axis over every device of every host (in the interconnect's order). Auto
     # axes: shardings propagate through model code written without sharding annotations.

@@ -15,6 +15,21 @@ class TrainState:
     params: dict  # float32 model params.
     opt_state: optax.OptState
     rng: jax.Array  # [2] uint32 raw key; each step uses fold_in(rng, step).
+    # loss.targets="ema": an EMA of the online waveform and context encoders (WavJEPA's
+    # teacher); {} otherwise.
+    teacher: dict
+
+
+def teacher_of(params: dict) -> dict:
+    """The parts of the model the EMA teacher copies: both encoders."""
+    return {k: params[k] for k in ("waveform_encoder", "context_encoder")}
+
+
+def update_teacher(teacher: dict, params: dict, decay: float) -> dict:
+    """teacher <- decay * teacher + (1 - decay) * online, leaf by leaf ({} stays {})."""
+    if not teacher:
+        return teacher
+    return optax.incremental_update(teacher_of(params), teacher, step_size=1.0 - decay)
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -60,4 +75,5 @@ def create(rng: jax.Array, config: ml_collections.ConfigDict) -> TrainState:
         params=params,
         opt_state=create_optimizer(config).init(params),
         rng=k_steps,
+        teacher=teacher_of(params) if config.loss.targets == "ema" else {},
     )

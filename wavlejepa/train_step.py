@@ -20,14 +20,22 @@ def train_step(
     key = jax.random.fold_in(state.rng, state.step)
     grad_fn = jax.value_and_grad(losses.objective, has_aux=True)
     (_, metrics), grads = grad_fn(
-        state.params, batch["audio"], key, config, lengths_B=batch.get("lengths")
+        state.params,
+        batch["audio"],
+        key,
+        config,
+        lengths_B=batch.get("lengths"),
+        teacher=state.teacher,
     )
     optimizer = train_state.create_optimizer(config)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["grad_norm"] = optax.global_norm(grads)
     metrics["learning_rate"] = train_state.learning_rate_schedule(config)(state.step)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    teacher = train_state.update_teacher(state.teacher, params, config.loss.ema_decay)
+    new_state = state.replace(
+        step=state.step + 1, params=params, opt_state=opt_state, teacher=teacher
+    )
     return new_state, metrics
 
 
@@ -37,6 +45,11 @@ def eval_step(
     """The training losses on a held-out batch, without gradients; masks from a fixed key."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
     _, metrics = losses.objective(
-        state.params, batch["audio"], key, config, lengths_B=batch.get("lengths")
+        state.params,
+        batch["audio"],
+        key,
+        config,
+        lengths_B=batch.get("lengths"),
+        teacher=state.teacher,
     )
     return metrics

@@ -9,9 +9,12 @@ time of each frame's centre; a clip embedding is the mean of its frames.
 
 The .npz holds `paths [N]`, `clip [N, D]`, `frames [sum of frames, D]`, `timestamps` (seconds)
 and `offsets [N + 1]` (clip i's frames are `frames[offsets[i]:offsets[i + 1]]`), and
-`skipped_paths`/`skipped_reasons` for files that could not be read.
+`skipped_paths`/`skipped_reasons` for files that could not be read (silent files are embedded:
+silence is valid input). The output path is checked before any work and written exactly as
+given; no file is written when nothing could be embedded (exit code 2).
 """
 
+import collections
 import dataclasses
 import functools
 import math
@@ -26,7 +29,7 @@ from absl import app, flags
 from etils import epath
 from tqdm import tqdm
 
-from wavlejepa import checkpointing, model
+from wavlejepa import checkpointing, cli, model
 from wavlejepa.data import audio_folder, decode, transforms
 from wavlejepa.nets import waveform
 
@@ -273,7 +276,7 @@ def embed_files(
         audio, names = [], []
         for path in paths[s : s + chunk]:
             try:
-                clip = decode.decode_file(path, sample_rate=SAMPLE_RATE)
+                clip = decode.decode_file(path, sample_rate=SAMPLE_RATE, allow_silent=True)
             except decode.BadAudioError as e:
                 skipped.append((path, e.reason))
                 continue
@@ -287,18 +290,24 @@ def embed_files(
 
 
 def save_npz(path: str, paths: list[str], embeddings: list, skipped: list) -> None:
-    """Writes the embeddings of `embed_files` (layout in the module docstring)."""
+    """Writes the embeddings of `embed_files` to exactly `path` (layout in the module docstring);
+    a failure leaves any earlier file there as it was."""
     lengths = [len(e.frames) for e in embeddings]
     dim = embeddings[0].frames.shape[1] if embeddings else 0
-    np.savez(
+    cli.write_atomically(
         path,
-        paths=np.array(paths, dtype=np.str_),
-        clip=np.stack([e.clip for e in embeddings]) if embeddings else np.zeros((0, dim)),
-        frames=np.concatenate([e.frames for e in embeddings]) if embeddings else np.zeros((0, 0)),
-        timestamps=np.concatenate([e.timestamps for e in embeddings]) if embeddings else [],
-        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        skipped_paths=np.array([p for p, _ in skipped], dtype=np.str_),
-        skipped_reasons=np.array([r for _, r in skipped], dtype=np.str_),
+        lambda f: np.savez(
+            f,
+            paths=np.array(paths, dtype=np.str_),
+            clip=np.stack([e.clip for e in embeddings]) if embeddings else np.zeros((0, dim)),
+            frames=np.concatenate([e.frames for e in embeddings])
+            if embeddings
+            else np.zeros((0, 0)),
+            timestamps=np.concatenate([e.timestamps for e in embeddings]) if embeddings else [],
+            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            skipped_paths=np.array([p for p, _ in skipped], dtype=np.str_),
+            skipped_reasons=np.array([r for _, r in skipped], dtype=np.str_),
+        ),
     )
 
 
@@ -308,31 +317,39 @@ def _define_flags() -> None:
     flags.DEFINE_string("input", None, "An audio file, or a folder searched recursively.",
                         required=True)  # fmt: skip
     flags.DEFINE_string("output", "embeddings.npz", "Where the .npz is written.")
-    flags.DEFINE_integer("batch_size", 16, "Windows per jitted call.")
+    flags.DEFINE_integer("batch_size", 16, "Windows per jitted call.", lower_bound=1)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     args = flags.FLAGS
-    try:
-        embedder = Embedder.from_checkpoint(args.checkpoint, batch_size=args.batch_size)
-    except CheckpointError as e:
-        sys.exit(f"error: {e}")
+    output = cli.check_output_file(args.output, "--output")
     source = args.input
     if os.path.isdir(source):
         paths = [os.path.join(source, p) for p in audio_folder.list_files(source)]
     elif os.path.exists(source):
         paths = [source]
     else:
-        sys.exit(f"error: --input {source!r} does not exist.")
+        cli.fail(f"--input={source} does not exist: give an audio file or a folder of them.")
+    if not paths:
+        cli.fail(f"--input={source} holds no files.")
+    try:
+        embedder = Embedder.from_checkpoint(args.checkpoint, batch_size=args.batch_size)
+    except CheckpointError as e:
+        cli.fail(str(e))
     done, embeddings, skipped = embed_files(embedder, paths)
-    save_npz(args.output, done, embeddings, skipped)
-    print(f"Embedded {len(done)} files ({embedder.dim}-d) into {args.output}.")
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if not done:
+        reasons = ", ".join(
+            f"{n} {r}" for r, n in collections.Counter(r for _, r in skipped).items()
+        )
+        cli.fail(f"no audio could be embedded from --input={source} ({reasons}); nothing written.")
+    save_npz(output, done, embeddings, skipped)
+    print(f"Embedded {len(done)} files ({embedder.dim}-d) into {output}.")
     if skipped:
-        print(f"Skipped {len(skipped)} files:")
-        for path, reason in skipped:
-            print(f"  {path}\t{reason}")
+        print(f"Skipped {len(skipped)} files (listed above and in the .npz's skipped_paths).")
 
 
 if __name__ == "__main__":

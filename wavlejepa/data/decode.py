@@ -7,6 +7,7 @@ with one of them, so the dataset builder can count, list and (in strict mode) re
 import dataclasses
 import math
 import os
+import stat
 import struct
 
 import numpy as np
@@ -85,9 +86,16 @@ def wav_declared_frames(path: str) -> int | None:
 
 
 def decode_file(
-    path: str, *, sample_rate: int = 16_000, min_duration_seconds: float = 0.0
+    path: str,
+    *,
+    sample_rate: int = 16_000,
+    min_duration_seconds: float = 0.0,
+    allow_silent: bool = False,
 ) -> DecodedClip:
     """Reads, validates, downmixes (channel mean) and resamples one file.
+
+    A FIFO, socket or device is never opened (reading one can block forever): "unreadable".
+    `allow_silent` accepts all-zero audio (valid input to embed; no use for training).
 
     Raises:
       BadAudioError: with the first reason in `REASONS` that applies.
@@ -95,7 +103,10 @@ def decode_file(
     if os.path.splitext(path)[1].lower() not in AUDIO_EXTENSIONS:
         raise BadAudioError(path, "unknown_extension")
     try:
-        size = os.path.getsize(path)
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise BadAudioError(path, "unreadable", "not a regular file")
+        size = info.st_size
         open(path, "rb").close()  # libsndfile would call a permission error a format error.
     except OSError as e:
         raise BadAudioError(path, "unreadable", str(e)) from e
@@ -122,6 +133,6 @@ def decode_file(
         raise BadAudioError(path, "too_short", f"{duration:.3f} s < {min_duration_seconds} s")
     mono = data.astype(np.float64).mean(axis=1)
     audio = to_int16(resample(mono, rate, sample_rate))
-    if not np.any(audio):
+    if not allow_silent and not np.any(audio):
         raise BadAudioError(path, "silent")
     return DecodedClip(audio=audio, original_sample_rate=rate, duration_seconds=duration)

@@ -1,0 +1,153 @@
+"""A user's mistakes end in one line naming the problem and the fix: exit code, no traceback,
+and nothing on disk lost or overwritten (issue 11's table, row by row)."""
+
+import os
+import stat
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+import test_embed
+
+from configs import cpu_debug
+from wavlejepa import cli, model
+from wavlejepa.data import decode
+
+REPO = test_embed.REPO
+FSDD = os.path.join(REPO, "wavlejepa", "data", "samples", "fsdd")
+
+
+def _run(module, *args, timeout=180):
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+
+
+def _assert_refused(result, *phrases, code=cli.USAGE_ERROR):
+    """Exit `code`, no traceback, and each phrase in the message."""
+    output = result.stdout + result.stderr
+    assert result.returncode == code, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    for phrase in phrases:
+        assert phrase in output, (phrase, output[-3000:])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    config = cpu_debug.get_config()
+    params = model.init(jax.random.key(1), config.model)
+    workdir = str(tmp_path_factory.mktemp("run"))
+    test_embed.save_checkpoint(workdir, config, params)
+    return workdir
+
+
+@pytest.fixture()
+def one_clip(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = sorted(n for n in os.listdir(FSDD) if n.endswith(".wav"))[0]  # Bundled real speech.
+    audio, rate = sf.read(os.path.join(FSDD, name))
+    sf.write(folder / "clip.wav", audio, rate)
+    return folder
+
+
+def test_embed_output_in_a_missing_folder_is_refused_before_any_work(tmp_path, one_clip):
+    result = _run(
+        "wavlejepa.embed",
+        "--checkpoint=/nonexistent/run",  # Checked later: the output check comes first.
+        f"--input={one_clip}",
+        f"--output={tmp_path / 'no' / 'such' / 'out.npz'}",
+    )
+    _assert_refused(result, "does not exist", "create it first")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_embed_output_in_a_read_only_folder_is_refused(tmp_path, one_clip):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    result = _run(
+        "wavlejepa.embed",
+        "--checkpoint=/x",
+        f"--input={one_clip}",
+        f"--output={locked / 'out.npz'}",
+    )
+    _assert_refused(result, "not writable")
+
+
+def test_embed_refuses_a_zero_batch_size(tmp_path, one_clip):
+    result = _run("wavlejepa.embed", "--checkpoint=/x", f"--input={one_clip}", "--batch_size=0")
+    _assert_refused(result, "batch_size", code=1)  # absl's flag validation.
+
+
+def test_embed_on_an_empty_folder_fails_and_names_it(tmp_path, checkpoint):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = _run(
+        "wavlejepa.embed",
+        f"--checkpoint={checkpoint}",
+        f"--input={empty}",
+        f"--output={tmp_path / 'out.npz'}",
+    )
+    _assert_refused(result, str(empty), "holds no files")
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_embed_with_only_bad_files_fails_and_keeps_the_old_output(tmp_path, checkpoint):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.wav").write_bytes(b"RIFF\x00\x00garbage")
+    (bad / "empty.wav").write_bytes(b"")
+    output = tmp_path / "out.npz"
+    output.write_bytes(b"an earlier result")
+    result = _run(
+        "wavlejepa.embed", f"--checkpoint={checkpoint}", f"--input={bad}", f"--output={output}"
+    )
+    _assert_refused(result, str(bad), "1 corrupt", "1 empty_file", "nothing written")
+    assert output.read_bytes() == b"an earlier result"
+
+
+def test_embed_writes_exactly_the_path_given_silence_included_and_skips_a_fifo(
+    tmp_path, checkpoint, one_clip
+):
+    sf.write(one_clip / "silence.wav", np.zeros(8000), 16_000, subtype="PCM_16")
+    os.mkfifo(one_clip / "pipe.wav")  # Opening it for reading would block forever.
+    output = tmp_path / "embeddings"  # No .npz suffix: written as given, not as embeddings.npz.
+    result = _run(
+        "wavlejepa.embed",
+        f"--checkpoint={checkpoint}",
+        f"--input={one_clip}",
+        f"--output={output}",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"into {output}." in result.stdout
+    assert not (tmp_path / "embeddings.npz").exists()
+    with np.load(output) as out:
+        names = [os.path.basename(p) for p in out["paths"]]
+        assert names == ["clip.wav", "silence.wav"]  # Silence is valid input: one row each.
+        assert [os.path.basename(p) for p in out["skipped_paths"]] == ["pipe.wav"]
+        assert list(out["skipped_reasons"]) == ["unreadable"]
+        assert np.all(np.isfinite(out["clip"]))
+
+
+def test_decode_never_opens_a_fifo_and_training_still_rejects_silence(tmp_path):
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(decode.BadAudioError, match="not a regular file"):
+        decode.decode_file(str(fifo))
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(800), 16_000, subtype="PCM_16")
+    with pytest.raises(decode.BadAudioError, match="silent"):
+        decode.decode_file(str(silent))
+    clip = decode.decode_file(str(silent), allow_silent=True)
+    np.testing.assert_array_equal(clip.audio, np.zeros(800, np.int16))

@@ -98,6 +98,26 @@ class HearApiTest(parameterized.TestCase):
         # Different sounds give different embeddings (the model is not a constant).
         self.assertGreater(np.abs(scene[0] - scene[1]).max(), 1e-4)
 
+    @parameterized.named_parameters(("samples", 20_000, 124), ("no_samples", 0, 0))
+    def test_no_sounds_give_empty_outputs_of_the_right_rank(self, num_samples, frames):
+        embeddings, timestamps = hear.get_timestamp_embeddings(
+            np.zeros((0, num_samples), np.float32), self.model
+        )
+        self.assertEqual(embeddings.shape, (0, frames, 64))
+        self.assertEqual(timestamps.shape, (0, frames))
+        self.assertEqual(hear.get_scene_embeddings(np.zeros((0, 800)), self.model).shape, (0, 64))
+        # The frame count is the one real sounds of that length get.
+        if num_samples:
+            real, _ = hear.get_timestamp_embeddings(np.ones((1, num_samples)), self.model)
+            self.assertEqual(real.shape[1], frames)
+
+    def test_nan_or_inf_samples_name_the_sound(self):
+        audio = np.zeros((3, 4000), np.float32)
+        audio[2, 17] = np.nan
+        audio[2, 40] = np.inf
+        with self.assertRaisesRegex(ValueError, "Sound 2 holds 2 NaN or inf"):
+            hear.get_timestamp_embeddings(audio, self.model)
+
 
 class LoadModelTest(absltest.TestCase):
     def test_default_is_an_untrained_model_of_the_default_config(self):
@@ -114,6 +134,11 @@ class LoadModelTest(absltest.TestCase):
     def test_missing_checkpoint_is_a_clear_error(self):
         with self.assertRaisesRegex(embed.CheckpointError, "does not exist"):
             hear.load_model("/nonexistent/wavlejepa_run")
+
+    def test_an_audio_file_is_not_taken_for_a_checkpoint(self):
+        wav = os.path.join(REPO, "wavlejepa", "data", "samples", "fsdd", "0_george_0.wav")
+        with self.assertRaisesRegex(embed.CheckpointError, "is a file, not a checkpoint directory"):
+            hear.load_model(wav)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,13 @@ def load_checkpoint(
     Raises:
       CheckpointError: no such directory, no finished checkpoint, or one that fails to load.
     """
-    if not epath.Path(directory).is_dir():  # epath: local or gs:// alike.
+    path = epath.Path(directory)  # epath: local or gs:// alike.
+    if path.is_file():
+        raise CheckpointError(
+            f"{directory!r} is a file, not a checkpoint directory: give a training workdir "
+            "(or one of its checkpoints/<step> folders)."
+        )
+    if not path.is_dir():
         raise CheckpointError(f"Checkpoint directory {directory!r} does not exist.")
     try:
         return checkpointing.load_params(directory, step)
@@ -210,8 +216,17 @@ class Embedder:
         return cls.from_config(params, config, **kwargs)
 
     def embed(self, clips: Sequence[np.ndarray], sample_rate: int = SAMPLE_RATE) -> list:
-        """Embeds each clip (float `[samples]` at `sample_rate`); returns a ClipEmbedding each."""
-        clips16 = [self._to_16k(np.asarray(c, np.float64), sample_rate) for c in clips]
+        """Embeds each clip (float `[samples]` at `sample_rate`); returns a ClipEmbedding each.
+
+        Raises:
+          ValueError: a clip that is not 1-D, is empty, or holds NaN or inf (its index named).
+        """
+        clips = [np.asarray(c, np.float64) for c in clips]
+        for i, clip in enumerate(clips):
+            if clip.ndim == 1 and not np.all(np.isfinite(clip)):
+                bad = int(np.sum(~np.isfinite(clip)))
+                raise ValueError(f"Sound {i} holds {bad} NaN or inf samples: clean it first.")
+        clips16 = [self._to_16k(c, sample_rate) for c in clips]
         jobs = [  # (clip index, window) of every window of every clip
             (i, w)
             for i, audio in enumerate(clips16)

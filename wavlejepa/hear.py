@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from wavlejepa import embed, model_sizes
 from wavlejepa import model as model_lib
+from wavlejepa.nets import waveform
 
 DEFAULT_SIZE = "base"  # The size of configs/default.py, used when no model file is given.
 
@@ -73,6 +74,12 @@ def _as_numpy(audio) -> tuple[np.ndarray, bool]:
 
 def _frames(audio_NxS: np.ndarray, model: WavLeJEPAModel) -> tuple[np.ndarray, np.ndarray]:
     """float32 embeddings [n, frames, dim] and timestamps [n, frames] in milliseconds."""
+    if not len(audio_NxS):  # No sounds: empty outputs of the right rank.
+        embedder, num_samples = model.embedder, audio_NxS.shape[1]
+        cfg = embedder.cfg
+        frames = waveform.num_frames(max(num_samples, embed.receptive_samples(cfg)), cfg)
+        frames = frames if num_samples else 0
+        return np.zeros((0, frames, embedder.dim), np.float32), np.zeros((0, frames), np.float32)
     results = model.embedder.embed(list(audio_NxS))
     embeddings = np.stack([r.frames for r in results]).astype(np.float32)
     timestamps = np.stack([1000.0 * r.timestamps for r in results]).astype(np.float32)

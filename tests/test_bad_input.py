@@ -151,3 +151,35 @@ def test_decode_never_opens_a_fifo_and_training_still_rejects_silence(tmp_path):
         decode.decode_file(str(silent))
     clip = decode.decode_file(str(silent), allow_silent=True)
     np.testing.assert_array_equal(clip.audio, np.zeros(800, np.int16))
+
+
+@pytest.mark.parametrize(
+    "args, phrases",
+    [
+        (["--config=configs/nope.py"], ["configs/nope.py", "No such file"]),
+        (["--config=configs/cpu_debug.py", "--config.modle.size=small"], ['Did you mean "model"']),
+        (["--config=configs/cpu_debug.py", "--config.loss.sigreg_weight=abc"], ["sigreg_weight"]),
+    ],
+)
+def test_main_config_mistakes_are_one_line(tmp_path, args, phrases):
+    result = _run("wavlejepa.main", *args, f"--workdir={tmp_path / 'run'}")
+    _assert_refused(result, *phrases)
+    assert len(result.stderr.strip().splitlines()) <= 2, result.stderr  # The line, maybe a hint.
+    assert not (tmp_path / "run").exists()
+
+
+def test_main_refuses_a_file_as_workdir_and_leaves_it(tmp_path):
+    workdir = tmp_path / "notes.txt"
+    workdir.write_text("my notes")
+    result = _run("wavlejepa.main", "--config=configs/cpu_debug.py", f"--workdir={workdir}")
+    _assert_refused(result, "is a file", "give a folder")
+    assert workdir.read_text() == "my notes"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
+def test_main_refuses_a_read_only_workdir(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    result = _run("wavlejepa.main", "--config=configs/cpu_debug.py", f"--workdir={locked}/run")
+    _assert_refused(result, "not writable")

@@ -32,6 +32,21 @@ def check_output_file(path: str, flag: str) -> str:
     return full
 
 
+def check_workdir(path: str) -> None:
+    """Fails unless `path` is a folder we can write in, or can be created (local paths only:
+    gs:// and other remote workdirs are left to the storage layer)."""
+    if "://" in path:
+        return
+    full = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(full) and not os.path.isdir(full):
+        fail(f"--workdir={path} is a file: give a folder (it is created if missing).")
+    existing = full
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"--workdir={path}: {existing} is not writable; choose another folder.")
+
+
 def write_atomically(path: str, write) -> None:
     """Calls `write(file)` on a temporary file beside `path`, then renames it to `path`, so a
     failure leaves any earlier file at `path` untouched."""
@@ -43,3 +58,27 @@ def write_atomically(path: str, write) -> None:
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing for `app.run(main, flags_parser=cli.parse_flags)`, with a config
+    file's errors (missing file, misspelt key, bad value) as one line instead of a traceback."""
+    from absl import flags  # Imported here: the other helpers need no absl.
+
+    try:
+        rest = flags.FLAGS(argv)
+        for name in list(flags.FLAGS):
+            if type(flags.FLAGS[name]).__name__ == "_ConfigFlag":
+                config = getattr(flags.FLAGS, name)
+                if config is not None:
+                    _ = config.keys  # A config file that failed to load raises here.
+    except flags.Error as e:
+        fail(f"{str(e).rstrip('.')}. Pass --help for the flags.")
+    except KeyError as e:  # A misspelt --config.key: ml_collections' "Did you mean" message.
+        fail("config has no key " + " ".join(str(a) for a in e.args).replace("\n", ". "))
+    except OSError as e:  # A config file that cannot be read or run.
+        cause = e.__cause__ or e
+        fail(" ".join(str(cause).split()))
+    except (AttributeError, ValueError, TypeError) as e:
+        fail(" ".join(str(e).split()))
+    return rest

@@ -11,7 +11,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from wavlejepa import train
+from wavlejepa import cli, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/cpu_debug.py.", lock_config=True
@@ -37,8 +37,9 @@ def main(argv):
             num_processes=_NUM_PROCESSES.value,
             process_id=_PROCESS_ID.value,
         )
+    cli.check_workdir(_WORKDIR.value)
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -314,9 +314,34 @@ def test_cli_builds_and_prints_summary(tmp_path):
     strict = subprocess.run(
         cmd[:-3] + ["--name=cli_strict", "--strict"], capture_output=True, text=True, cwd=REPO
     )
-    assert strict.returncode == 1
-    assert "Build stopped by --strict at a bad file:" in strict.stderr
+    assert strict.returncode == 2
+    assert "build stopped by --strict at a bad file:" in strict.stderr
+    assert "Traceback" not in strict.stderr
     assert not os.path.exists(os.path.join(data_dir, "cli_strict", "1.0.0"))
+
+    # --strict on the finished dataset that skipped files: refused, the skips named.
+    again = subprocess.run(cmd + ["--strict"], capture_output=True, text=True, cwd=REPO)
+    assert again.returncode == 2, again.stderr
+    assert "skipped files" in again.stderr and "skipped.tsv" in again.stderr
+
+    # The same name for another folder (or a changed one): refused with the fix, not reused.
+    other = tmp_path / "other"
+    other.mkdir()
+    sf.write(other / "tone.wav", _tone(8000, 16_000), 16_000)
+    for audio in (str(other), audio_dir):
+        if audio == audio_dir:  # The original folder, one file added since the build.
+            sf.write(os.path.join(audio_dir, "new.wav"), _tone(8000, 16_000), 16_000)
+        cmd_other = [c if not c.startswith("--audio_dir") else f"--audio_dir={audio}" for c in cmd]
+        reuse = subprocess.run(cmd_other, capture_output=True, text=True, cwd=REPO)
+        assert reuse.returncode == 2, reuse.stdout
+        assert "does not match its audio_dir" in reuse.stderr and "--name" in reuse.stderr
+        assert "Traceback" not in reuse.stderr
+
+    missing = [c if not c.startswith("--audio_dir") else "--audio_dir=/no/such/dir" for c in cmd]
+    missing = subprocess.run(missing, capture_output=True, text=True, cwd=REPO)
+    assert missing.returncode == 2
+    assert "/no/such/dir" in missing.stderr and "is not a folder" in missing.stderr
+    assert "Traceback" not in missing.stderr
 
 
 @pytest.mark.skipif(not os.path.isdir(FULL_FSDD_DIR), reason="no ../shared/data/fsdd here")

@@ -9,11 +9,11 @@ looks finished, so re-running also finishes it.
 """
 
 import os
-import sys
 
 import ml_collections
 from absl import app, flags
 
+from wavlejepa import cli
 from wavlejepa.data import audio_folder, decode, sources
 
 _AUDIO_DIR = flags.DEFINE_string("audio_dir", None, "Folder of audio files (searched recursively).")
@@ -54,12 +54,20 @@ def main(argv):
     try:
         sources.ensure_built(dataset_config, strict=_STRICT.value)
     except decode.BadAudioError as e:
-        sys.exit(f"Build stopped by --strict at a bad file: {e}")
+        cli.fail(f"build stopped by --strict at a bad file: {e}")
     except ValueError as e:  # Ours say what is wrong and how to fix it: no traceback needed.
-        sys.exit(f"Cannot prepare {dataset_config.name!r}: {e}")
+        cli.fail(f"cannot prepare {dataset_config.name!r}: {e}")
+    except KeyboardInterrupt:
+        cli.fail("interrupted; nothing half-built is kept: run the same command to build again.")
     builder = sources.audio_folder_builder(dataset_config)
-    print(audio_folder.format_report(builder.info.metadata["report"], os.fspath(builder.data_dir)))
+    report = builder.info.metadata["report"]
+    print(audio_folder.format_report(report, os.fspath(builder.data_dir)))
+    if _STRICT.value and report["skipped"]:
+        cli.fail(
+            f"--strict, but this dataset (built earlier) skipped files: {report['skipped']}; "
+            f"they are listed in {os.path.join(builder.data_dir, audio_folder.SKIPPED_FILENAME)}."
+        )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

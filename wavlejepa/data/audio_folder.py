@@ -229,7 +229,10 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             f.write("path\treason\n")
             f.writelines(f"{path}\t{reason}\n" for path, reason in skipped_files)
         self.info.metadata.update(
-            options=self.options, audio_dir=os.path.abspath(self.audio_dir), report=self.report
+            options=self.options,
+            audio_dir=os.path.abspath(self.audio_dir),
+            fingerprint=folder_fingerprint(self.audio_dir, exclude=self.label_csv),
+            report=self.report,
         )
 
 
@@ -247,6 +250,31 @@ def builder_class(name: str) -> type[AudioFolder]:
         {"skip_registration": True},
         lambda ns: ns.update(name=name, __module__=__name__),
     )
+
+
+def folder_fingerprint(audio_dir: str, exclude: str = "") -> str:
+    """A hash of the names and sizes of every file under audio_dir: it changes when files are
+    added, removed, renamed or rewritten to another size."""
+    digest = hashlib.sha256()
+    for path in list_files(audio_dir, exclude=exclude):
+        try:
+            size = os.stat(os.path.join(audio_dir, path)).st_size
+        except OSError:
+            size = -1
+        digest.update(f"{path}\t{size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def source_mismatch(metadata: dict, audio_dir: str, exclude: str = "") -> str:
+    """Why a prepared dataset was not built from audio_dir as it is now, or "" if it was (or
+    the dataset predates the record)."""
+    built_from = metadata.get("audio_dir")
+    if built_from and os.path.abspath(audio_dir) != built_from:
+        return f"it was built from {built_from}, not {os.path.abspath(audio_dir)}"
+    fingerprint = metadata.get("fingerprint")
+    if fingerprint and fingerprint != folder_fingerprint(audio_dir, exclude=exclude):
+        return f"the files in {os.path.abspath(audio_dir)} changed since it was built"
+    return ""
 
 
 def options_mismatch(metadata: dict, options: dict) -> dict:

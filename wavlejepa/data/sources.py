@@ -61,9 +61,23 @@ def ensure_built(dataset_config, *, strict: bool = False) -> None:
             f"config.dataset.audio_dir is set but config.dataset.name={dataset_config.name!r} is "
             "a TFDS catalog dataset; give the folder a name of its own (e.g. 'my_audio')."
         )
+    if not os.path.isdir(dataset_config.audio_dir):
+        raise ValueError(
+            f"audio_dir={dataset_config.audio_dir!r} is not a folder: give the folder of audio "
+            "files to build from."
+        )
     builder = audio_folder_builder(dataset_config, strict=strict)
     if builder.is_prepared():
-        mismatch = audio_folder.options_mismatch(dict(builder.info.metadata), builder.options)
+        metadata = dict(builder.info.metadata)
+        label_csv = dataset_config.label_csv if dataset_config.label_from == "csv" else ""
+        changed = audio_folder.source_mismatch(metadata, dataset_config.audio_dir, label_csv)
+        if changed:
+            raise ValueError(
+                f"Dataset {dataset_config.name!r} in {builder.data_dir} does not match its "
+                f"audio_dir: {changed}. Give this folder a name of its own "
+                "(config.dataset.name / --name), or delete that dataset folder to rebuild it."
+            )
+        mismatch = audio_folder.options_mismatch(metadata, builder.options)
         if mismatch:
             raise ValueError(
                 f"Dataset {dataset_config.name!r} in {builder.data_dir} was built with other "

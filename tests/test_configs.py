@@ -11,7 +11,7 @@ import jax
 import pytest
 
 from configs import cpu_debug
-from wavlejepa import config_validation, train, train_state
+from wavlejepa import config_validation, model_sizes, train, train_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_NAMES = sorted(
@@ -59,6 +59,7 @@ def _bad(**overrides):
         (dict(masking__spans_per_target_group=5), 1, "config.masking"),
         (dict(dataset__crop_seconds=0.001), 1, "config.dataset.crop_seconds"),
         (dict(total_steps=0), 1, "config.total_steps=0 must be >= 1"),
+        (dict(model__size="smal"), 1, "config.model.size='smal': choose one of"),
     ],
 )
 def test_bad_values_are_named_with_their_key(overrides, num_devices, expected):
@@ -98,3 +99,31 @@ def test_unknown_key_on_the_command_line_names_it(tmp_path):
     assert result.returncode != 0
     assert 'Did you mean "peak_lr" instead of "peak_lrr"?' in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_the_size_picks_the_model_and_hand_changes_are_kept():
+    config = cpu_debug.get_config()  # The tiny row.
+    config.model.size = "small"
+    resolved = model_sizes.resolve(config.model)
+    for key, value in model_sizes.SIZES["small"].items():
+        assert tuple(resolved[key]) == value if isinstance(value, tuple) else resolved[key] == value
+    assert resolved.dtype == config.model.dtype  # Fields outside the size table stay.
+    assert model_sizes.describe(resolved).startswith("small: conv 256, encoder 4x256")
+    # A field changed by hand matches no row: nothing is overwritten, and the log says so.
+    config.model.encoder_depth = 3
+    kept = model_sizes.resolve(config.model)
+    assert kept.encoder_depth == 3 and kept.encoder_width == 64
+    assert "changed by hand" in model_sizes.describe(kept)
+
+
+def test_a_bad_value_on_the_command_line_is_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "wavlejepa.main", "--config=configs/cpu_debug.py",
+         f"--workdir={tmp_path / 'run'}", "--config.loss.sigreg_weight=3"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "config.loss.sigreg_weight=3.0 must be in [0, 1]" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()

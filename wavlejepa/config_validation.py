@@ -1,13 +1,13 @@
 """Checks a config before any compute: every problem named by its key, with the fix.
 
-`validate(config, num_devices=..., num_processes=...)` raises one ValueError listing them all, so
+`validate(config, num_devices=..., num_processes=...)` raises one ConfigError listing them all, so
 a bad run on a pod slice fails in seconds instead of after compiling (or hours in, at the first
 eval or checkpoint).
 """
 
 import ml_collections
 
-from wavlejepa import evaluators, losses, masking
+from wavlejepa import evaluators, losses, masking, model_sizes
 from wavlejepa.data import transforms
 from wavlejepa.nets import waveform
 
@@ -16,6 +16,8 @@ DTYPES = ("float32", "bfloat16")
 
 def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes: int):
     """Yields one message per problem found."""
+    if config.model.size not in model_sizes.SIZES:
+        yield f"config.model.size={config.model.size!r}: choose one of {sorted(model_sizes.SIZES)}."
     opt = config.optimizer
     if not opt.peak_lr > 0:
         yield (
@@ -95,10 +97,14 @@ def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes
             )
 
 
+class ConfigError(ValueError):
+    """A config that cannot run; the message names every bad key."""
+
+
 def validate(
     config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1
 ) -> None:
-    """Raises ValueError naming every bad key of `config` for a run on these devices/hosts."""
+    """Raises ConfigError naming every bad key of `config` for a run on these devices/hosts."""
     problems = list(_problems(config, num_devices, num_processes))
     if problems:
-        raise ValueError("Invalid config:\n  - " + "\n  - ".join(problems))
+        raise ConfigError("Invalid config:\n  - " + "\n  - ".join(problems))

@@ -11,7 +11,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from wavlejepa import cli, train
+from wavlejepa import cli, config_validation, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/cpu_debug.py.", lock_config=True
@@ -38,7 +38,10 @@ def main(argv):
             process_id=_PROCESS_ID.value,
         )
     cli.check_workdir(_WORKDIR.value)
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except config_validation.ConfigError as e:
+        cli.fail(str(e))
 
 
 if __name__ == "__main__":

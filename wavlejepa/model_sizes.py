@@ -39,7 +39,7 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     if size not in SIZES:
         raise ValueError(f"Unknown model size {size!r}; choose one of {sorted(SIZES)}.")
     cfg = ml_collections.ConfigDict()
-    cfg.size = size  # Row of the size table these numbers came from (informational).
+    cfg.size = size  # The row: `--config.model.size=small` picks its numbers (see `resolve`).
     cfg.conv_kernels = CONV_KERNELS  # Kernel of each conv layer (samples, then frames).
     cfg.conv_strides = CONV_STRIDES  # Stride of each conv layer; product 160 -> 100 Hz.
     for name, value in SIZES[size].items():
@@ -48,3 +48,38 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     cfg.remat = False  # Rematerialise each transformer block in the backward pass (long crops).
     cfg.scan_layers = True  # lax.scan over blocks (one compiled block); False unrolls them.
     return cfg
+
+
+def _row_of(cfg: ml_collections.ConfigDict) -> dict:
+    return {k: tuple(cfg[k]) if isinstance(cfg[k], list | tuple) else cfg[k] for k in SIZES["tiny"]}
+
+
+def resolve(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config.model` with `size` picking the numbers: when the size-table fields still hold a
+    row's numbers (a config file's own) and `size` names another row, they become that row's.
+    Fields changed by hand (matching no row) are kept as they are.
+
+    Raises:
+      ValueError: a size that is not in the table.
+    """
+    if cfg.size not in SIZES:
+        raise ValueError(
+            f"config.model.size={cfg.size!r}: choose one of {sorted(SIZES)} (the size table in "
+            "wavlejepa/model_sizes.py)."
+        )
+    rows = [name for name, row in SIZES.items() if row == _row_of(cfg)]
+    if not rows or cfg.size in rows:
+        return cfg
+    resolved = ml_collections.ConfigDict(cfg.to_dict())
+    resolved.update(SIZES[cfg.size])
+    return resolved
+
+
+def describe(cfg: ml_collections.ConfigDict) -> str:
+    """One line of what a model config really builds, e.g. for the training log."""
+    label = cfg.size if _row_of(cfg) == SIZES.get(cfg.size) else f"{cfg.size}, changed by hand"
+    return (
+        f"{label}: conv {cfg.conv_channels}, encoder {cfg.encoder_depth}x{cfg.encoder_width}, "
+        f"predictor {cfg.predictor_depth}x{cfg.predictor_width}, projector "
+        f"{'-'.join(str(d) for d in cfg.projector_hidden_dims)}-{cfg.projector_dim}"
+    )

@@ -26,6 +26,7 @@ from wavlejepa import (
     checkpointing,
     config_validation,
     evaluators,
+    model_sizes,
     reporting,
     train_state,
     train_step,
@@ -96,7 +97,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     """Trains (resuming from the latest checkpoint in workdir) and returns the final state."""
     workdir = epath.Path(workdir)
 
-    # Config: every mistake we can see, before any compute.
+    # Config: the size picks the model's numbers; then every mistake we can see, before compute.
+    if config.model.size in model_sizes.SIZES:
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.model = model_sizes.resolve(config.model)
     config_validation.validate(
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
@@ -144,7 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     abstract_state = jax.eval_shape(create, rng)
     state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
     num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
-    logging.info("Model %s: %.2f M params.", config.model.size, num_params / 1e6)
+    logging.info("Model %s: %.2f M params.", model_sizes.describe(config.model), num_params / 1e6)
 
     # Restore the latest finished checkpoint (and data position), else initialise.
     latest_mngr = checkpointing.latest_manager(workdir, config)

@@ -183,3 +183,23 @@ def test_main_refuses_a_read_only_workdir(tmp_path):
     locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
     result = _run("wavlejepa.main", "--config=configs/cpu_debug.py", f"--workdir={locked}/run")
     _assert_refused(result, "not writable")
+
+
+def test_configs_load_from_any_folder(tmp_path):
+    # configs/*.py import `configs.default`: the package installs `configs`, so a config given
+    # by absolute path works outside the repo root (no PYTHONPATH), for the CLIs and for HEAR.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    config = os.path.join(REPO, "configs", "quickstart.py")
+    count = subprocess.run(
+        [sys.executable, "-m", "wavlejepa.param_count", f"--config={config}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert count.returncode == 0, count.stderr[-2000:]
+    assert "total                  5,138,304" in count.stdout  # The small model of quickstart.
+    hear = subprocess.run(
+        [sys.executable, "-c", "from wavlejepa import hear; "
+         f"print(hear.load_model({os.path.join(REPO, 'configs', 'cpu_debug.py')!r}).embedder.dim)"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env, check=False,
+    )  # fmt: skip
+    assert hear.returncode == 0, hear.stderr[-2000:]
+    assert hear.stdout.strip() == "64"

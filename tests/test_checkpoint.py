@@ -130,3 +130,51 @@ def test_load_params_from_workdir_manager_or_step_directory(tmp_path, config, st
     chex.assert_trees_all_equal(params, best_params)
     with pytest.raises(FileNotFoundError, match="step 7"):
         checkpointing.load_params(str(tmp_path / "checkpoints"), step=7)
+
+
+def _truncate_arrays(step_dir):
+    """Cuts every array data file of a saved step to half its size (a disk that filled up)."""
+    for root, _, names in os.walk(step_dir):
+        for name in names:
+            if os.path.basename(root) == "d":  # ocdbt's data folders.
+                path = os.path.join(root, name)
+                with open(path, "r+b") as f:
+                    f.truncate(os.path.getsize(path) // 2)
+
+
+def test_a_truncated_checkpoint_falls_back_to_the_older_one(tmp_path, config, state):
+    data_iter = _data_iter(config)
+    _save(tmp_path, config, state, 3, data_iter)
+    _save(tmp_path, config, state, 5, data_iter)
+    _truncate_arrays(tmp_path / "checkpoints/5/state")
+    mngr = checkpointing.latest_manager(tmp_path, config)
+    with mock.patch.object(checkpointing.logging, "warning") as warning:
+        restored = checkpointing.restore_latest(mngr, _abstract(state), _data_iter(config))
+    chex.assert_trees_all_equal(restored, state.replace(step=state.step + 3))
+    messages = [call.args[0] % call.args[1:] for call in warning.call_args_list]
+    assert "checkpoints/5 cannot be restored" in messages[0] and len(messages[0]) < 400
+    assert "older checkpoint" in messages[1] and "checkpoints/3" in messages[1]
+    # Loading for use falls back the same way; a step asked for by number does not.
+    with mock.patch.object(checkpointing.logging, "warning") as warning:
+        params, _ = checkpointing.load_params(str(tmp_path / "checkpoints"))
+    chex.assert_trees_all_equal(params, state.params)
+    assert "Loaded the older checkpoint" in warning.call_args_list[-1].args[0]
+    with pytest.raises(Exception):  # noqa: B017  (orbax's own error for the one step asked)
+        checkpointing.load_params(str(tmp_path / "checkpoints"), step=5)
+    # With no good checkpoint left: one error naming the folder, not a fresh start.
+    _truncate_arrays(tmp_path / "checkpoints/3/state")
+    with pytest.raises(checkpointing.CheckpointError, match="No checkpoint in .* can be restored"):
+        checkpointing.restore_latest(mngr, _abstract(state), _data_iter(config))
+
+
+def test_resuming_a_model_of_another_shape_is_one_clear_error(tmp_path, config, state):
+    _save(tmp_path, config, state, 2, _data_iter(config))
+    other = config.copy_and_resolve_references()
+    other.model.encoder_width = 2 * config.model.encoder_width
+    mngr = checkpointing.latest_manager(tmp_path, other)
+    with pytest.raises(checkpointing.CheckpointError) as error:
+        checkpointing.restore_latest(mngr, _abstract(state), _data_iter(config), other)
+    message = str(error.value)
+    assert "another shape" in message and "new --workdir" in message
+    assert f"model.encoder_width: {config.model.encoder_width} in the checkpoint" in message
+    assert len(message.splitlines()) == 1

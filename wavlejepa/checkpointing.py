@@ -28,6 +28,11 @@ from etils import epath
 
 from wavlejepa import model, train_state
 
+# Model keys whose change makes a checkpoint's params another shape.
+_SHAPE_KEYS = ("conv_kernels", "conv_strides", "conv_channels", "encoder_width", "encoder_depth",
+               "encoder_mlp_dim", "predictor_width", "predictor_depth", "predictor_mlp_dim",
+               "projector_hidden_dims", "projector_dim")  # fmt: skip
+
 LATEST_DIR = "checkpoints"
 BEST_DIR = "best"
 COMMIT_FILE = "commit_success.txt"  # orbax's marker of a finished step (either atomicity mode).
@@ -65,6 +70,32 @@ def best_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.Checkpo
     )
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, cannot be restored, or holds another model; the message
+    names it and the fix."""
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one short line (orbax and TensorStore errors run to pages)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    return f"{type(error).__name__}: {text[:200]}"
+
+
+def shape_mismatch(saved: dict, config: ml_collections.ConfigDict) -> str:
+    """How `config`'s model differs in shape from a checkpoint's saved config, or ""."""
+    differences = []
+    current = json.loads(config.to_json())
+    for key in _SHAPE_KEYS:
+        was, now = saved.get("model", {}).get(key), current["model"].get(key)
+        if was != now:
+            differences.append(f"model.{key}: {was} in the checkpoint, {now} here")
+    was, now = saved.get("loss", {}).get("targets"), current["loss"]["targets"]
+    if (was == "ema") != (now == "ema"):  # The state holds an EMA teacher or not.
+        differences.append(f"loss.targets: {was!r} in the checkpoint, {now!r} here")
+    return "; ".join(differences)
+
+
 def committed_steps(mngr: ocp.CheckpointManager) -> list[int]:
     """Steps whose save finished; a step directory without the commit marker was cut short."""
     return [s for s in mngr.all_steps() if (mngr.directory / str(s) / COMMIT_FILE).exists()]
@@ -100,36 +131,68 @@ def restore_latest(
     `abstract_state` holds jax.ShapeDtypeStruct leaves with the shardings to restore into.
     Unfinished step directories newer than it are deleted, so the run can save those steps again.
     Keys of `config` that differ from the checkpoint's are logged (a resume with other settings).
+    A finished checkpoint that fails to restore (truncated files) is named in one warning line
+    and the next older one is tried.
+
+    Raises:
+      CheckpointError: the checkpoint holds a model of another shape than `config`'s, or no
+        finished checkpoint can be restored.
     """
     good = committed_steps(mngr)
     for step in mngr.all_steps():
         if step not in good and (not good or step > max(good)):
             logging.warning("Deleting unfinished checkpoint %s.", mngr.directory / str(step))
             mngr.delete(step)
-    if not good:
-        return None
-    restored = mngr.restore(
-        good[-1],
-        args=ocp.args.Composite(
-            state=ocp.args.PyTreeRestore(
-                item=abstract_state,
-                restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
-            ),
-            data_iter=grain.checkpoint.CheckpointRestore(data_iter),
-            config=ocp.args.JsonRestore(),
-        ),
-    )
-    if config is not None:
-        saved, current = _flatten(restored.config), _flatten(json.loads(config.to_json()))
-        for key in sorted(saved.keys() | current.keys()):
-            if saved.get(key) != current.get(key):
-                logging.warning(
-                    "Resuming with config.%s = %r; the checkpoint was trained with %r.",
-                    key,
-                    current.get(key, "(absent)"),
-                    saved.get(key, "(absent)"),
+    for step in reversed(good):
+        where = mngr.directory / str(step)
+        try:
+            saved = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+            if config is not None and (mismatch := shape_mismatch(saved.config, config)):
+                raise CheckpointError(
+                    f"{mngr.directory.parent} holds a model of another shape ({mismatch}). "
+                    "Use a new --workdir for this config, or resume with the checkpoint's "
+                    f"config ({mngr.directory.parent / 'config.json'})."
                 )
-    return restored.state
+            restored = mngr.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(
+                        item=abstract_state,
+                        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state),
+                    ),
+                    data_iter=grain.checkpoint.CheckpointRestore(data_iter),
+                    config=ocp.args.JsonRestore(),
+                ),
+            )
+        except CheckpointError:
+            raise
+        except Exception as e:  # Truncated or corrupt files: orbax/TensorStore/JSON errors.
+            logging.warning("Checkpoint %s cannot be restored (%s).", where, one_line(e))
+            continue
+        if step != good[-1]:
+            logging.warning("Resuming from the older checkpoint %s instead.", where)
+        if config is not None:
+            _log_config_changes(restored.config, config)
+        return restored.state
+    if good:
+        raise CheckpointError(
+            f"No checkpoint in {mngr.directory} can be restored (steps {good}; reasons above). "
+            "Move that folder aside to start afresh."
+        )
+    return None
+
+
+def _log_config_changes(saved: dict, config: ml_collections.ConfigDict) -> None:
+    """Logs each key a resume changes (a resume with other settings is allowed, and visible)."""
+    saved, current = _flatten(saved), _flatten(json.loads(config.to_json()))
+    for key in sorted(saved.keys() | current.keys()):
+        if saved.get(key) != current.get(key):
+            logging.warning(
+                "Resuming with config.%s = %r; the checkpoint was trained with %r.",
+                key,
+                current.get(key, "(absent)"),
+                saved.get(key, "(absent)"),
+            )
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -211,8 +274,31 @@ def load_params(directory: str, step: int | None = None) -> tuple[dict, ml_colle
       step: a step of that manager instead of the newest.
     Returns:
       (params, config): `model.embed(params, audio, config.model)` gives the embeddings.
+    Raises:
+      FileNotFoundError: no finished checkpoint there.
+      CheckpointError: none of the finished ones loads. When the newest of a workdir or manager
+        fails (truncated files), the next older is loaded and a warning names both.
     """
     path = _step_dir(directory, step)
+    if step is not None or path == epath.Path(directory):  # The one step asked for.
+        return _load_step(path)
+    candidates = [path.parent / str(s) for s in reversed(_finished(path.parent))]
+    reasons = []
+    for candidate in candidates:
+        try:
+            loaded = _load_step(candidate)
+        except Exception as e:  # Truncated or corrupt files: orbax/TensorStore/JSON errors.
+            reasons.append(f"step {candidate.name}: {one_line(e)}")
+            logging.warning("Checkpoint %s cannot be loaded (%s).", candidate, one_line(e))
+            continue
+        if reasons:
+            logging.warning("Loaded the older checkpoint %s instead.", candidate)
+        return loaded
+    raise CheckpointError(f"No checkpoint in {path.parent} can be loaded: {'; '.join(reasons)}")
+
+
+def _load_step(path: epath.Path) -> tuple[dict, ml_collections.ConfigDict]:
+    """`load_params` of one step directory."""
     config = load_config(str(path))
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.eval_shape(

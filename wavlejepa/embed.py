@@ -37,8 +37,7 @@ SAMPLE_RATE = 16_000  # The model's input rate.
 DEFAULT_WINDOW_SECONDS = 2.01  # WavJEPA's training crop (configs/default.py): 200 frames.
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint directory that is missing, empty or cannot be restored."""
+CheckpointError = checkpointing.CheckpointError  # Missing, empty, or cannot be restored.
 
 
 def load_checkpoint(
@@ -59,9 +58,11 @@ def load_checkpoint(
         raise CheckpointError(f"Checkpoint directory {directory!r} does not exist.")
     try:
         return checkpointing.load_params(directory, step)
+    except CheckpointError:
+        raise
     except Exception as e:  # orbax/json/tensorstore errors all mean "not a usable checkpoint".
         raise CheckpointError(
-            f"Cannot load a WavLeJEPA checkpoint from {directory!r}: {type(e).__name__}: {e}"
+            f"Cannot load a WavLeJEPA checkpoint from {directory!r}: {checkpointing.one_line(e)}"
         ) from e
 
 

@@ -11,7 +11,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from wavlejepa import cli, config_validation, train
+from wavlejepa import checkpointing, cli, config_validation, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/cpu_debug.py.", lock_config=True
@@ -40,7 +40,7 @@ def main(argv):
     cli.check_workdir(_WORKDIR.value)
     try:
         train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except config_validation.ConfigError as e:
+    except (config_validation.ConfigError, checkpointing.CheckpointError) as e:
         cli.fail(str(e))
 
 

@@ -57,7 +57,13 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/cpu_debug.py", lock
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumed if it exists).")
 _STEPS = flags.DEFINE_integer("steps", 100, "Training steps (config.total_steps).")
 _PROBE_EVERY = flags.DEFINE_integer("probe_every", 25, "Checkpoint and probe every this many.")
-_FSDD_DIR = flags.DEFINE_string("fsdd_dir", linear_probe.FULL_DIR, "The full FSDD recordings.")
+# Benchmarks may use the development setup's shared data (the library never does).
+FULL_FSDD = os.path.join(
+    os.path.dirname(__file__), "..", "..", "shared", "data", "fsdd", "recordings"
+)
+_FSDD_DIR = flags.DEFINE_string(
+    "fsdd_dir", os.path.normpath(FULL_FSDD), "The full FSDD recordings."
+)
 _HELDOUT = flags.DEFINE_string("heldout_speaker", "george", "Speaker kept out of SSL and probes.")
 _SHARE_FRAMES = flags.DEFINE_integer("share_frames", 30, "Frames per clip for variance shares.")
 _MAX_CLIPS = flags.DEFINE_integer("max_clips_per_split", 0, "Probe at most this many (0: all).")

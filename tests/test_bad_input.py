@@ -203,3 +203,20 @@ def test_configs_load_from_any_folder(tmp_path):
     )  # fmt: skip
     assert hear.returncode == 0, hear.stderr[-2000:]
     assert hear.stdout.strip() == "64"
+
+
+@pytest.mark.parametrize(
+    "args, phrases",
+    [
+        (["--baseline=logmel", "--data=/no/such/folder"], ["/no/such/folder", "is not a folder"]),
+        (["--baseline=logmel", "--data={empty}"], ["No {digit}_{speaker}_{take}.wav files"]),
+        (["--baseline=logmel", "--output={missing}/r.json"], ["does not exist", "create it"]),
+        (["--baseline=logmel", "--checkpoint=/x"], ["contradict"]),
+        (["--eval=fsdd_colours", "--baseline=logmel"], ["unknown --eval", "fsdd_digits"]),
+    ],
+)
+def test_evaluate_mistakes_are_one_line_before_any_work(tmp_path, args, phrases):
+    (tmp_path / "empty").mkdir()
+    args = [a.format(empty=tmp_path / "empty", missing=tmp_path / "missing") for a in args]
+    result = _run("wavlejepa.evaluate", *args)
+    _assert_refused(result, *phrases)

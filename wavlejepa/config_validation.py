@@ -5,6 +5,8 @@ a bad run on a pod slice fails in seconds instead of after compiling (or hours i
 eval or checkpoint).
 """
 
+import os
+
 import ml_collections
 
 from wavlejepa import evaluators, losses, masking, model_sizes
@@ -94,6 +96,12 @@ def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes
             yield (
                 f"config.evals.{name}: no evaluator of that name; registered: "
                 f"{evaluators.names()} (add a module to wavlejepa/evaluators/ that registers it)."
+            )
+        data = config.evals[name].get("data", "sample")
+        if data != "sample" and not os.path.isdir(os.path.expanduser(data)):
+            yield (
+                f"config.evals.{name}.data={data!r} is not a folder: give 'sample' (the clips in "
+                "the package) or a folder of FSDD recordings."
             )
 
 

@@ -11,12 +11,11 @@ come from the checkpoint's (or --config's) `config.evals.<name>` when set, else 
 """
 
 import json
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from wavlejepa import embed
+from wavlejepa import cli, embed
 from wavlejepa.evaluators import linear_probe, logmel
 
 BASELINES = ("none", "random_init", "logmel")
@@ -32,7 +31,7 @@ def _define_flags() -> None:
     flags.DEFINE_list("eval", ["fsdd_digits"], f"Probe tasks: {sorted(linear_probe.TASKS)}.")
     flags.DEFINE_enum("baseline", "none", BASELINES, "Evaluate a baseline instead.")
     flags.DEFINE_integer("seed", 0, "Params seed of --baseline=random_init.")
-    flags.DEFINE_string("data", None, "Probe data: auto, full, sample or a folder.")
+    flags.DEFINE_string("data", None, "Probe data: sample (bundled) or a folder of recordings.")
     flags.DEFINE_enum("pooling", None, ["mean", "mean_std"], "Clip pooling override.")
     flags.DEFINE_string("output", None, "Also write the results (a JSON list) here.")
 
@@ -46,11 +45,9 @@ def _frames_factory(args):
         try:
             params, config = embed.load_checkpoint(args.checkpoint)
         except embed.CheckpointError as e:
-            sys.exit(f"error: {e}")
+            cli.fail(str(e))
     elif args.baseline != "random_init" or config is None:
-        raise app.UsageError(
-            "Give --checkpoint, --baseline=logmel, or --baseline=random_init with --config."
-        )
+        cli.fail("give --checkpoint, --baseline=logmel, or --baseline=random_init with --config.")
 
     def factory(batch_size: int) -> linear_probe.FramesFn:
         if args.baseline == "random_init":
@@ -68,7 +65,18 @@ def main(argv):
     args = flags.FLAGS
     unknown = [t for t in args.eval if t not in linear_probe.TASKS]
     if unknown:
-        raise app.UsageError(f"Unknown --eval {unknown}; choose from {sorted(linear_probe.TASKS)}.")
+        cli.fail(f"unknown --eval {unknown}; choose from {sorted(linear_probe.TASKS)}.")
+    if args.checkpoint and args.baseline != "none":
+        cli.fail(
+            f"--checkpoint and --baseline={args.baseline} contradict each other: give one "
+            "(a baseline is evaluated instead of a checkpoint)."
+        )
+    output = cli.check_output_file(args.output, "--output") if args.output is not None else None
+    if args.data is not None:
+        try:
+            linear_probe.fsdd_dir(args.data)
+        except FileNotFoundError as e:
+            cli.fail(str(e))
     frames_factory, config = _frames_factory(args)
     results, features = [], {}  # features: shared by tasks probing the same clips the same way.
     for task in args.eval:
@@ -79,8 +87,11 @@ def main(argv):
             probe_cfg.data = args.data
         if args.pooling:
             probe_cfg.pooling = args.pooling
-        data_dir = linear_probe.fsdd_dir(probe_cfg.data)
-        data = linear_probe.load_fsdd(data_dir)
+        try:
+            data_dir = linear_probe.fsdd_dir(probe_cfg.data)
+            data = linear_probe.load_fsdd(data_dir)
+        except FileNotFoundError as e:  # A folder without FSDD-named recordings.
+            cli.fail(str(e))
         key = (data_dir, probe_cfg.pooling, probe_cfg.batch_size)
         if key not in features:
             frames_fn = frames_factory(probe_cfg.batch_size)
@@ -97,11 +108,10 @@ def main(argv):
         )
         print(json.dumps(record))
         results.append(record)
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump(results, f, indent=1)
+    if output:
+        cli.write_atomically(output, lambda f: f.write(json.dumps(results, indent=1).encode()))
 
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

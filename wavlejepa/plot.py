@@ -132,7 +132,7 @@ def embedding_scatter(points_Nx2: np.ndarray, labelings: dict[str, tuple]) -> Fi
     return fig
 
 
-def fsdd_embedding_figure(embedder: embed.Embedder, data: str = "auto") -> Figure:
+def fsdd_embedding_figure(embedder: embed.Embedder, data: str = "sample") -> Figure:
     """PCA of the mean-pooled clip embeddings of every FSDD clip, by digit and by speaker."""
     fsdd = linear_probe.load_fsdd(linear_probe.fsdd_dir(data))
     splits = linear_probe.SPLITS
@@ -159,7 +159,7 @@ def make_plots(
     workdir: str,
     output_dir: str = "",
     checkpoint: str = "",
-    data: str = "auto",
+    data: str = "sample",
 ) -> list[str]:
     """Writes the PNGs of a run; returns their paths."""
     output_dir = output_dir or workdir
@@ -177,7 +177,7 @@ def _define_flags() -> None:
     flags.DEFINE_string("workdir", None, "Run directory holding metrics.jsonl.", required=True)
     flags.DEFINE_string("output_dir", "", "Where the PNGs go (default: the workdir).")
     flags.DEFINE_string("checkpoint", "", "Also plot the PCA of this checkpoint's embeddings.")
-    flags.DEFINE_string("data", "auto", "FSDD for the PCA: auto, full, sample or a folder.")
+    flags.DEFINE_string("data", "sample", "FSDD for the PCA: sample or a folder of recordings.")
 
 
 def main(argv):

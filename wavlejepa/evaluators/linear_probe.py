@@ -4,11 +4,11 @@ A softmax classifier on standardised clip embeddings (the mean of the frames, or
 fit with full-batch L-BFGS for each weight decay of a small grid on the train split; the decay
 with the best validation accuracy is kept and its test accuracy reported. Turned on per task:
 
-  config.evals.fsdd_digits = ml_collections.ConfigDict(dict(data="auto", pooling="mean"))
+  config.evals.fsdd_digits = ml_collections.ConfigDict(dict(data="sample", pooling="mean"))
 
 (any key of `default_config()` may be set), or standalone with `python -m wavlejepa.evaluate`.
-Clips are read from `{digit}_{speaker}_{take}.wav` (labels from the names): the full FSDD in
-`../shared/data/fsdd/recordings` beside the repo when present, else the sample in the package.
+Clips are read from `{digit}_{speaker}_{take}.wav` (labels from the names): the 300-clip sample in
+the package ("sample"), or any folder of such files (e.g. the full FSDD's `recordings/`).
 """
 
 import functools
@@ -28,7 +28,6 @@ from wavlejepa.data import audio_folder, decode
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DIR = os.path.join(_PACKAGE, "data", "samples", "fsdd")
-FULL_DIR = os.path.join(_PACKAGE, os.pardir, os.pardir, "shared", "data", "fsdd", "recordings")
 TASKS = {"fsdd_digits": "digit", "fsdd_speakers": "speaker"}  # evaluator name -> label
 SPLITS = ("train", "validation", "test")
 _NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)$")
@@ -39,7 +38,7 @@ FramesFn = Callable[[list[np.ndarray]], list[np.ndarray]]  # 16 kHz clips -> [fr
 def default_config() -> ml_collections.ConfigDict:
     """Knobs of one probe task (`config.evals.<task>` overrides any of them)."""
     cfg = ml_collections.ConfigDict()
-    cfg.data = "auto"  # "auto" (full FSDD if present, else the sample), "full", "sample", a dir.
+    cfg.data = "sample"  # "sample" (the 300 clips in the package) or a folder of FSDD recordings.
     cfg.pooling = "mean"  # Clip embedding: "mean" of frames or "mean_std" (both, concatenated).
     cfg.weight_decays = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # L2 grid, picked on validation.
     cfg.steps = 200  # Full-batch L-BFGS iterations (the problem is convex and small).
@@ -48,12 +47,17 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 def fsdd_dir(data: str) -> str:
-    """The folder of recordings that `data` names (see default_config)."""
-    if data == "auto":
-        data = "full" if os.path.isdir(FULL_DIR) else "sample"
-    path = {"full": FULL_DIR, "sample": SAMPLE_DIR}.get(data, data)
+    """The folder of recordings that `data` names (see default_config).
+
+    Raises:
+      FileNotFoundError: no such folder (the message says what to give).
+    """
+    path = SAMPLE_DIR if data == "sample" else os.path.expanduser(data)
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"No FSDD recordings at {os.path.abspath(path)} (data={data!r}).")
+        raise FileNotFoundError(
+            f"Probe data {data!r} is not a folder: give 'sample' (the clips bundled with the "
+            "package) or a folder of FSDD recordings ({digit}_{speaker}_{take}.wav)."
+        )
     return os.path.normpath(path)
 
 

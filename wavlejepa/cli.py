@@ -3,6 +3,7 @@
 Checks here run before any heavy work, so a bad flag never costs the user a finished job.
 """
 
+import logging
 import os
 import sys
 from typing import NoReturn
@@ -60,11 +61,28 @@ def write_atomically(path: str, write) -> None:
             os.remove(partial)
 
 
+def enable_compilation_cache() -> str | None:
+    """Turns on JAX's persistent compilation cache, so a second run of a tool does not compile
+    again: $JAX_COMPILATION_CACHE_DIR when set (JAX reads it itself), else
+    $XDG_CACHE_HOME/wavlejepa/jax (~/.cache/wavlejepa/jax). Returns the folder."""
+    import jax
+
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return os.environ["JAX_COMPILATION_CACHE_DIR"]
+    cache_home = os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache"))
+    folder = os.path.join(cache_home, "wavlejepa", "jax")
+    jax.config.update("jax_compilation_cache_dir", folder)
+    return folder
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing for `app.run(main, flags_parser=cli.parse_flags)`, with a config
     file's errors (missing file, misspelt key, bad value) as one line instead of a traceback."""
     from absl import flags  # Imported here: the other helpers need no absl.
 
+    # JAX logs at INFO that it found no TPU on every machine without one.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    enable_compilation_cache()
     try:
         rest = flags.FLAGS(argv)
         for name in list(flags.FLAGS):

@@ -16,7 +16,7 @@ import numpy as np
 from absl import app, flags
 
 import wavlejepa.data
-from wavlejepa import checkpointing, model
+from wavlejepa import checkpointing, cli, model
 from wavlejepa.data import decode, pcm, pipeline
 
 
@@ -61,4 +61,4 @@ def main(argv):
 if __name__ == "__main__":
     flags.DEFINE_string("checkpoint", None, "Workdir or checkpoint directory.", required=True)
     flags.DEFINE_integer("num_clips", 120, "Bundled FSDD clips to embed.")
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -7,7 +7,7 @@ import jax
 from absl import app
 from ml_collections import config_flags
 
-from wavlejepa import model
+from wavlejepa import cli, model
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 
@@ -28,4 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -14,7 +14,6 @@ display is needed and a notebook's backend is left alone.
 import io
 import json
 import os
-import sys
 
 import ml_collections
 import numpy as np
@@ -22,7 +21,7 @@ from absl import app, flags
 from etils import epath
 from matplotlib.figure import Figure
 
-from wavlejepa import embed, reporting
+from wavlejepa import cli, embed, reporting
 from wavlejepa.evaluators import linear_probe
 
 METRICS_FILE = reporting.METRICS_FILE
@@ -187,11 +186,11 @@ def main(argv):
     try:
         paths = make_plots(args.workdir, args.output_dir, args.checkpoint, args.data)
     except (FileNotFoundError, embed.CheckpointError) as e:
-        sys.exit(f"error: {e}")
+        cli.fail(str(e))
     for path in paths:
         print(f"Wrote {path}")
 
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -7,12 +7,13 @@ import grain
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import scipy.signal
 import tensorflow_datasets as tfds
 from grain._src.python.dataset.transformations import process_prefetch
 
 import wavlejepa.data
 from configs import cpu_debug, default, quickstart
-from wavlejepa.data import pipeline, transforms
+from wavlejepa.data import pipeline, resampled, sources, transforms
 
 NAME = "fsdd_sample"
 
@@ -346,9 +347,19 @@ def test_catalog_dataset_by_name_with_mock_data(tmp_path):
         )
         assert batch.shape == (4, 8_160) and batch.dtype == np.float32
         assert np.all(np.isfinite(batch))
-        config.name = "spoken_digit"  # TFDS's FSDD: 8 kHz.
-        with pytest.raises(ValueError, match="sampled at 8000 Hz.*sample_rate is 16000"):
-            pipeline.create_train_loader(config, batch_size=4, seed=0, shard_index=0, shard_count=1)
+        config.name = "spoken_digit"  # TFDS's FSDD: 8 kHz, resampled to 16 kHz as it is read.
+        source = sources.open_source(config, "train")
+        assert isinstance(source, resampled.ResampledSource) and len(source) == 10
+        raw = np.asarray(source.source[3]["audio"], np.float64) / 32768
+        want = np.clip(np.round(scipy.signal.resample_poly(raw, 2, 1) * 32768), -32768, 32767)
+        np.testing.assert_array_equal(source[3]["audio"], want.astype(np.int16))
+        (batch,) = _take(
+            pipeline.create_train_loader(
+                config, batch_size=4, seed=0, shard_index=0, shard_count=1
+            ),
+            1,
+        )
+        assert batch.shape == (4, 8_160) and np.all(np.isfinite(batch))
 
 
 def test_missing_datasets_say_how_to_prepare(tmp_path):

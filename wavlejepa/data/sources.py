@@ -9,7 +9,7 @@ import os
 import tensorflow_datasets as tfds
 from absl import logging
 
-from wavlejepa.data import audio_folder
+from wavlejepa.data import audio_folder, resampled
 
 
 def _data_dir(dataset_config) -> str | None:
@@ -105,8 +105,8 @@ def open_source(dataset_config, split: str):
 
     Raises:
       ValueError: the dataset is missing or unprepared (the message says how to prepare it), has
-        no random-access files or no such split, has no `audio_key` feature, or its sample rate is
-        not config.dataset.sample_rate.
+        no random-access files or no such split, or has no `audio_key` feature. A dataset at
+        another rate than config.dataset.sample_rate is resampled as it is read.
     """
     builder = _open_builder(dataset_config)
     info, name, key = builder.info, dataset_config.name, dataset_config.audio_key
@@ -123,17 +123,20 @@ def open_source(dataset_config, split: str):
             key,
             dataset_config.sample_rate,
         )
-    elif rate != dataset_config.sample_rate:
-        raise ValueError(
-            f"Dataset {name!r} is sampled at {rate} Hz but config.dataset.sample_rate is "
-            f"{dataset_config.sample_rate}: resample it (e.g. rebuild it as an audio_folder, "
-            "which resamples) rather than change the model's rate."
-        )
     try:
-        return builder.as_data_source(split=split)
+        source = builder.as_data_source(split=split)
     except (ValueError, KeyError, NotImplementedError, OSError) as e:
         if not builder.is_prepared():
             problem = f"is not prepared in {builder.data_dir}. " + _how_to_prepare(dataset_config)
         else:
             problem = f"cannot give split {split!r} from {builder.data_dir}: {e}"
         raise ValueError(f"Dataset {name!r} {problem}") from e
+    if rate is not None and rate != dataset_config.sample_rate:
+        logging.info(
+            "%s is sampled at %d Hz: resampling to %d Hz as it is read.",
+            name,
+            rate,
+            dataset_config.sample_rate,
+        )
+        return resampled.ResampledSource(source, key, rate, dataset_config.sample_rate)
+    return source

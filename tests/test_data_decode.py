@@ -161,3 +161,16 @@ def test_compressed_formats(tmp_path, fmt):
     assert clip.duration_seconds == pytest.approx(1.0, abs=0.1)
     # Decoders output float: read as float32 (ours) or float64 (reference), rounding may differ.
     np.testing.assert_allclose(clip.audio, _expected_int16(path), rtol=0, atol=1)
+
+
+def test_keep_float_keeps_what_int16_would_round_away(tmp_path):
+    # A float WAV whose samples are far below one int16 step: stored datasets call it silent,
+    # embedding reads it as it is.
+    path = str(tmp_path / "quiet.wav")
+    quiet = (1e-6 * np.sin(np.arange(4000) / 7.0)).astype(np.float32)
+    sf.write(path, quiet, 16_000, subtype="FLOAT")
+    clip = decode.decode_file(path, keep_float=True, allow_silent=True)
+    assert clip.audio.dtype == np.float32
+    np.testing.assert_array_equal(clip.audio, quiet)
+    with pytest.raises(decode.BadAudioError, match="silent"):
+        decode.decode_file(path)

@@ -292,11 +292,13 @@ def embed_files(
         audio, names = [], []
         for path in paths[s : s + chunk]:
             try:
-                clip = decode.decode_file(path, sample_rate=SAMPLE_RATE, allow_silent=True)
+                clip = decode.decode_file(
+                    path, sample_rate=SAMPLE_RATE, allow_silent=True, keep_float=True
+                )
             except decode.BadAudioError as e:
                 skipped.append((path, e.reason))
                 continue
-            audio.append(decode.int16_to_float(clip.audio))
+            audio.append(clip.audio)
             names.append(path)
         results += embedder.embed(audio)
         done += names

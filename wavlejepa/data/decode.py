@@ -45,7 +45,7 @@ class BadAudioError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class DecodedClip:
-    audio: np.ndarray  # int16 [samples] at the target rate, mono.
+    audio: np.ndarray  # int16 [samples] at the target rate, mono (float32 with keep_float).
     original_sample_rate: int  # Rate of the source file before resampling.
     duration_seconds: float  # Of the source file (= of `audio` up to one sample).
 
@@ -91,11 +91,14 @@ def decode_file(
     sample_rate: int = 16_000,
     min_duration_seconds: float = 0.0,
     allow_silent: bool = False,
+    keep_float: bool = False,
 ) -> DecodedClip:
     """Reads, validates, downmixes (channel mean) and resamples one file.
 
     A FIFO, socket or device is never opened (reading one can block forever): "unreadable".
     `allow_silent` accepts all-zero audio (valid input to embed; no use for training).
+    `keep_float` returns float32 audio in [-1, 1] without the int16 rounding datasets store
+    (24-bit and float files keep their resolution when embedded).
 
     Raises:
       BadAudioError: with the first reason in `REASONS` that applies.
@@ -132,7 +135,8 @@ def decode_file(
     if duration < min_duration_seconds:
         raise BadAudioError(path, "too_short", f"{duration:.3f} s < {min_duration_seconds} s")
     mono = data.astype(np.float64).mean(axis=1)
-    audio = to_int16(resample(mono, rate, sample_rate))
-    if not allow_silent and not np.any(audio):
+    resampled = resample(mono, rate, sample_rate)
+    audio = resampled.astype(np.float32) if keep_float else to_int16(resampled)
+    if not allow_silent and not np.any(to_int16(resampled)):
         raise BadAudioError(path, "silent")
     return DecodedClip(audio=audio, original_sample_rate=rate, duration_seconds=duration)

@@ -304,7 +304,10 @@ def test_cli_builds_and_prints_summary(tmp_path):
         "--validation_fraction=0.3",
         "--test_fraction=0.3",
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True).stdout
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=True)
+    out = run.stdout
+    assert "\x1b[" not in run.stdout + run.stderr  # Piped: no progress bars' escape codes.
+    assert "Downloading" not in run.stdout + run.stderr and "libtpu" not in run.stderr
     assert f"Files read: {len(BAD_FILES) + len(GOOD_FILES)}" in out
     assert "(3 in all)" in out  # Clips written.
     assert "Hours of audio:" in out

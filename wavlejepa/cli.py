@@ -61,6 +61,20 @@ def write_atomically(path: str, write) -> None:
             os.remove(partial)
 
 
+def quiet_orbax_logs() -> None:
+    """Hides orbax's INFO lines (dozens per save or load) so a program's own lines stay readable."""
+    from absl import logging as absl_logging
+
+    logger = absl_logging.get_absl_logger()
+    if not any(isinstance(f, _OrbaxInfoFilter) for f in logger.filters):
+        logger.addFilter(_OrbaxInfoFilter())
+
+
+class _OrbaxInfoFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
 def enable_compilation_cache() -> str | None:
     """Turns on JAX's persistent compilation cache, so a second run of a tool does not compile
     again: $JAX_COMPILATION_CACHE_DIR when set (JAX reads it itself), else
@@ -82,6 +96,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
     # JAX logs at INFO that it found no TPU on every machine without one.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    quiet_orbax_logs()
     enable_compilation_cache()
     try:
         rest = flags.FLAGS(argv)

@@ -9,8 +9,10 @@ looks finished, so re-running also finishes it.
 """
 
 import os
+import sys
 
 import ml_collections
+import tensorflow_datasets as tfds
 from absl import app, flags
 
 from wavlejepa import cli
@@ -51,6 +53,8 @@ def _dataset_config() -> ml_collections.ConfigDict:
 def main(argv):
     del argv
     dataset_config = _dataset_config()
+    if not sys.stderr.isatty():  # Piped: no progress bars full of escape codes.
+        tfds.disable_progress_bar()
     try:
         sources.ensure_built(dataset_config, strict=_STRICT.value)
     except decode.BadAudioError as e:

@@ -7,9 +7,7 @@ s - 1 updates.
 """
 
 import json
-import logging as pylogging
 import math
-import os
 import time
 
 import jax
@@ -25,20 +23,6 @@ from wavlejepa.nets import waveform
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"  # The run's full config, written into the workdir at start.
 _FIX = "the peak learning rate is likely too high: try configs/conservative.py"
-
-
-def quiet_orbax_logs() -> None:
-    """Hides orbax's INFO lines (dozens per save) so the run's own lines stay readable."""
-    logger = logging.get_absl_logger()
-    if not any(isinstance(f, _OrbaxInfoFilter) for f in logger.filters):
-        logger.addFilter(_OrbaxInfoFilter())
-
-
-class _OrbaxInfoFilter(pylogging.Filter):
-    def filter(self, record: pylogging.LogRecord) -> bool:
-        return (
-            record.levelno >= pylogging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
-        )
 
 
 def sigreg_collapse_value(config: ml_collections.ConfigDict) -> float:

@@ -24,6 +24,7 @@ from jax.sharding import PartitionSpec as P
 
 from wavlejepa import (
     checkpointing,
+    cli,
     config_validation,
     evaluators,
     model_sizes,
@@ -108,7 +109,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / reporting.CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
         logging.info("Config written to %s", workdir / reporting.CONFIG_FILE)
-    reporting.quiet_orbax_logs()
+    cli.quiet_orbax_logs()
 
     # Mesh: one "data" axis over every device of every host (in the interconnect's order). Auto
     # axes: shardings propagate through model code written without sharding annotations.

@@ -18,6 +18,7 @@ import types
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from wavlejepa.data import decode
 
@@ -219,6 +220,14 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                     "original_sample_rate": np.int32(clip.original_sample_rate),
                 },
             )
+
+    # TFDS prints "Downloading and preparing dataset Unknown size ..." and "... downloaded and
+    # prepared" to stdout; nothing is downloaded here, and prepare_dataset prints its own summary.
+    def _log_download_bytes(self) -> None:
+        logging.info("Building %s from %s into %s", self.name, self.audio_dir, self.data_dir)
+
+    def _log_download_done(self) -> None:
+        logging.info("Built %s in %s", self.name, self.data_dir)
 
     def _download_and_prepare(self, dl_manager, download_config):
         # self.data_dir is still the temporary folder here: both files land in it before the

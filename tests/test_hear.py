@@ -10,6 +10,8 @@ of the hop, very short sounds, and batch consistency.
 """
 
 import os
+import subprocess
+import sys
 from unittest import mock
 
 import jax
@@ -134,6 +136,13 @@ class LoadModelTest(absltest.TestCase):
     def test_missing_checkpoint_is_a_clear_error(self):
         with self.assertRaisesRegex(embed.CheckpointError, "does not exist"):
             hear.load_model("/nonexistent/wavlejepa_run")
+
+    def test_importing_the_module_does_not_import_tensorflow(self):
+        probe = "import sys, wavlejepa.hear; print('tensorflow' in sys.modules)"
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+        )
+        self.assertEqual(out.stdout.strip(), "False")
 
     def test_an_audio_file_is_not_taken_for_a_checkpoint(self):
         wav = os.path.join(REPO, "wavlejepa", "data", "samples", "fsdd", "0_george_0.wav")

@@ -9,13 +9,13 @@ Frame embeddings are at 100 Hz with timestamps (ms) at frame centres, 7.5 ms + 1
 scene embedding is their mean. tf.Tensor audio gives tf.float32 tensors, numpy gives numpy.
 """
 
+import functools
 import importlib.util
 import os
 
 import jax
 import ml_collections
 import numpy as np
-import tensorflow as tf
 
 from wavlejepa import embed, model_sizes
 from wavlejepa import model as model_lib
@@ -24,16 +24,23 @@ from wavlejepa.nets import waveform
 DEFAULT_SIZE = "base"  # The size of configs/default.py, used when no model file is given.
 
 
-class WavLeJEPAModel(tf.Module):
-    """What the HEAR API calls a model: a tf.Module holding a (JAX) `embed.Embedder`."""
+@functools.cache
+def model_class() -> type:
+    """`WavLeJEPAModel`, what the HEAR API calls a model: a tf.Module holding a (JAX)
+    `embed.Embedder`. Built on first use, so importing this module does not import TensorFlow
+    (~6 s); only loading a model does, as the HEAR API asks for a tf.Module."""
+    import tensorflow as tf
 
-    sample_rate = embed.SAMPLE_RATE
+    class WavLeJEPAModel(tf.Module):
+        sample_rate = embed.SAMPLE_RATE
 
-    def __init__(self, embedder: embed.Embedder):
-        super().__init__(name="wavlejepa")
-        self.embedder = embedder
-        self.scene_embedding_size = int(embedder.dim)
-        self.timestamp_embedding_size = int(embedder.dim)
+        def __init__(self, embedder: embed.Embedder):
+            super().__init__(name="wavlejepa")
+            self.embedder = embedder
+            self.scene_embedding_size = int(embedder.dim)
+            self.timestamp_embedding_size = int(embedder.dim)
+
+    return WavLeJEPAModel
 
 
 def _config_from_file(path: str) -> ml_collections.ConfigDict:
@@ -44,7 +51,7 @@ def _config_from_file(path: str) -> ml_collections.ConfigDict:
     return module.get_config()
 
 
-def load_model(model_file_path: str = "") -> WavLeJEPAModel:
+def load_model(model_file_path: str = ""):
     """Loads a model for the HEAR API.
 
     Args:
@@ -57,22 +64,27 @@ def load_model(model_file_path: str = "") -> WavLeJEPAModel:
     if not model_file_path:
         cfg = model_sizes.model_config(DEFAULT_SIZE)
         params = jax.jit(lambda key: model_lib.init(key, cfg))(jax.random.key(0))
-        return WavLeJEPAModel(embed.Embedder(params, cfg))
+        return model_class()(embed.Embedder(params, cfg))
     if model_file_path.endswith(".py") and os.path.isfile(model_file_path):
-        return WavLeJEPAModel(embed.Embedder.random_init(_config_from_file(model_file_path)))
-    return WavLeJEPAModel(embed.Embedder.from_checkpoint(model_file_path))
+        return model_class()(embed.Embedder.random_init(_config_from_file(model_file_path)))
+    return model_class()(embed.Embedder.from_checkpoint(model_file_path))
+
+
+def _is_tf(x) -> bool:
+    """Whether x is a TensorFlow tensor, without importing TensorFlow."""
+    return type(x).__module__.startswith("tensorflow")
 
 
 def _as_numpy(audio) -> tuple[np.ndarray, bool]:
     """(float32 [n, samples], whether the input was a tf.Tensor)."""
-    is_tf = isinstance(audio, tf.Tensor)
+    is_tf = _is_tf(audio)
     array = np.asarray(audio.numpy() if is_tf else audio, np.float32)
     if array.ndim != 2:
         raise ValueError(f"HEAR audio is [n_sounds, samples]; got shape {array.shape}.")
     return array, is_tf
 
 
-def _frames(audio_NxS: np.ndarray, model: WavLeJEPAModel) -> tuple[np.ndarray, np.ndarray]:
+def _frames(audio_NxS: np.ndarray, model) -> tuple[np.ndarray, np.ndarray]:
     """float32 embeddings [n, frames, dim] and timestamps [n, frames] in milliseconds."""
     if not len(audio_NxS):  # No sounds: empty outputs of the right rank.
         embedder, num_samples = model.embedder, audio_NxS.shape[1]
@@ -86,18 +98,24 @@ def _frames(audio_NxS: np.ndarray, model: WavLeJEPAModel) -> tuple[np.ndarray, n
     return embeddings, timestamps
 
 
-def get_timestamp_embeddings(audio, model: WavLeJEPAModel):
+def get_timestamp_embeddings(audio, model):
     """audio [n, samples] at 16 kHz -> (embeddings [n, frames, dim], timestamps [n, frames] ms)."""
     audio_NxS, is_tf = _as_numpy(audio)
     embeddings, timestamps = _frames(audio_NxS, model)
     if is_tf:
+        import tensorflow as tf  # Already imported by whoever made the input.
+
         return tf.constant(embeddings, tf.float32), tf.constant(timestamps, tf.float32)
     return embeddings, timestamps
 
 
-def get_scene_embeddings(audio, model: WavLeJEPAModel):
+def get_scene_embeddings(audio, model):
     """audio [n, samples] at 16 kHz -> [n, dim]: the mean of each sound's frame embeddings."""
     audio_NxS, is_tf = _as_numpy(audio)
     embeddings, _ = _frames(audio_NxS, model)
     scene = embeddings.mean(axis=1).astype(np.float32)
-    return tf.constant(scene, tf.float32) if is_tf else scene
+    if is_tf:
+        import tensorflow as tf  # Already imported by whoever made the input.
+
+        return tf.constant(scene, tf.float32)
+    return scene

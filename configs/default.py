@@ -12,6 +12,7 @@ Override anything from the command line: `--config.optimizer.peak_lr=2e-4`.
 import ml_collections
 
 from wavlejepa import model_sizes
+from wavlejepa.data import pcm
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -80,7 +81,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.split = "train"  # Split trained on.
     config.dataset.eval_split = "validation"  # Split of the held-out loss.
     config.dataset.audio_key = "audio"  # Feature holding the waveform.
-    config.dataset.sample_rate = 16_000  # The model's rate; datasets must already be at it.
+    config.dataset.sample_rate = pcm.SAMPLE_RATE  # The model's rate; other rates are resampled.
     config.dataset.crop_seconds = 2.01  # 32,160 samples = 200 frames.
     config.dataset.crops_per_clip = 8  # Random crops from each clip (WavJEPA: 8).
     # Clips shorter than a crop: "pack" joins them end to end (crops full of audio, no two alike:

@@ -30,10 +30,10 @@ from etils import epath
 from tqdm import tqdm
 
 from wavlejepa import checkpointing, cli, model
-from wavlejepa.data import audio_folder, decode, transforms
+from wavlejepa.data import audio_folder, decode, pcm, transforms
 from wavlejepa.nets import waveform
 
-SAMPLE_RATE = 16_000  # The model's input rate.
+SAMPLE_RATE = pcm.SAMPLE_RATE  # The model's input rate.
 DEFAULT_WINDOW_SECONDS = 2.01  # WavJEPA's training crop (configs/default.py): 200 frames.
 
 

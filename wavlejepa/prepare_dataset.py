@@ -15,20 +15,30 @@ import ml_collections
 import tensorflow_datasets as tfds
 from absl import app, flags
 
+from configs import default
 from wavlejepa import cli
 from wavlejepa.data import audio_folder, decode, sources
+
+_DEFAULTS = default.get_config().dataset  # One place for the build defaults: the config's.
 
 _AUDIO_DIR = flags.DEFINE_string("audio_dir", None, "Folder of audio files (searched recursively).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir the dataset is written to.")
 _NAME = flags.DEFINE_string("name", "audio_folder", "Dataset name (snake_case) in data_dir.")
 _STRICT = flags.DEFINE_bool("strict", False, "Stop at the first bad file instead of skipping it.")
-_MIN_DURATION = flags.DEFINE_float("min_duration", 0.1, "Skip files shorter than this (seconds).")
-_VALIDATION = flags.DEFINE_float("validation_fraction", 0.05, "Share of files in 'validation'.")
-_TEST = flags.DEFINE_float("test_fraction", 0.05, "Share of files in 'test'.")
-_SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16_000, "Rate the audio is resampled to.")
-_LABEL_FROM = flags.DEFINE_enum(
-    "label_from", "none", audio_folder.LABEL_FROM, "Label from the parent folder, a CSV, or none."
+_MIN_DURATION = flags.DEFINE_float(
+    "min_duration", _DEFAULTS.min_duration_seconds, "Skip files shorter than this (seconds)."
 )
+_VALIDATION = flags.DEFINE_float(
+    "validation_fraction", _DEFAULTS.validation_fraction, "Share of files in 'validation'."
+)
+_TEST = flags.DEFINE_float("test_fraction", _DEFAULTS.test_fraction, "Share of files in 'test'.")
+_SAMPLE_RATE = flags.DEFINE_integer(
+    "sample_rate", _DEFAULTS.sample_rate, "Rate the audio is resampled to."
+)
+_LABEL_FROM = flags.DEFINE_enum(
+    "label_from", _DEFAULTS.label_from, audio_folder.LABEL_FROM,
+    "Label from the parent folder, a CSV, or none.",
+)  # fmt: skip
 _LABEL_CSV = flags.DEFINE_string("label_csv", "", "label_from=csv: `relative/path,label` rows.")
 flags.mark_flags_as_required(["audio_dir", "data_dir"])
 

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from wavlejepa.data import decode
+from wavlejepa.data import decode, pcm
 
 LABEL_FROM = ("none", "folder", "csv")
 SPLITS = ("train", "validation", "test")
@@ -99,7 +99,7 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         validation_fraction: float = 0.05,
         test_fraction: float = 0.05,
         min_duration_seconds: float = 0.1,
-        sample_rate: int = 16_000,
+        sample_rate: int = pcm.SAMPLE_RATE,
         strict: bool = False,
         **kwargs,
     ):

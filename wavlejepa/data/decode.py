@@ -14,7 +14,11 @@ import numpy as np
 import scipy.signal
 import soundfile as sf
 
-from wavlejepa.data.pcm import int16_to_float, to_int16  # noqa: F401  (int16_to_float: for readers)
+from wavlejepa.data.pcm import (  # noqa: F401  (int16_to_float: for readers)
+    SAMPLE_RATE,
+    int16_to_float,
+    to_int16,
+)
 
 # Reason codes, in the order the checks run. The builder's summary and skipped.tsv use these.
 REASONS = (
@@ -88,7 +92,7 @@ def wav_declared_frames(path: str) -> int | None:
 def decode_file(
     path: str,
     *,
-    sample_rate: int = 16_000,
+    sample_rate: int = SAMPLE_RATE,
     min_duration_seconds: float = 0.0,
     allow_silent: bool = False,
     keep_float: bool = False,

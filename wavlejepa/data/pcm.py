@@ -1,10 +1,12 @@
-"""16-bit PCM <-> float audio, the project's one convention: float = int16 / 32768, in [-1, 1).
+"""The project's audio conventions: the model's rate (16 kHz), and 16-bit PCM <-> float audio
+with float = int16 / 32768, in [-1, 1).
 
 Its own module so grain workers (transforms.py) need not import the decoders (scipy, soundfile).
 """
 
 import numpy as np
 
+SAMPLE_RATE = 16_000  # The model's input rate: 160-sample hop = 100 frames/s (nets/waveform.py).
 INT16_SCALE = 32768.0  # As soundfile reads int16 files as float.
 
 

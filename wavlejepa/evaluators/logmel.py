@@ -7,7 +7,9 @@ audio, log(power + 1e-6), all with `tf.signal` (stft + linear_to_mel_weight_matr
 import numpy as np
 import tensorflow as tf
 
-SAMPLE_RATE = 16_000
+from wavlejepa.data import pcm
+
+SAMPLE_RATE = pcm.SAMPLE_RATE
 NUM_MEL_BINS = 80
 WINDOW_SAMPLES = 400  # 25 ms.
 HOP_SAMPLES = 160  # 10 ms: the model's frame rate too.

@@ -26,7 +26,9 @@ def get_config():
     config.eval_every_steps = 100
     config.checkpoint_every_steps = 100
     config.loss.num_slices = 256
-    config.optimizer.peak_lr = 1e-3
+    # Batch 32, not WavJEPA's 512: 1e-3 made the digit probe peak at step 100 and fall back to
+    # random init by 300; 2e-4 rises at every eval (README, "Does training learn?").
+    config.optimizer.peak_lr = 2e-4
     config.optimizer.warmup_steps = 30
 
     cache = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))

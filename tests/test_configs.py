@@ -89,13 +89,18 @@ def test_train_fails_before_any_compute(tmp_path):
     assert not workdir.exists()
 
 
-def test_unknown_key_on_the_command_line_names_it(tmp_path):
-    result = subprocess.run(
+def _main(workdir, override):
+    """`python -m wavlejepa.main` on cpu_debug with one --config override."""
+    return subprocess.run(
         [sys.executable, "-m", "wavlejepa.main", "--config=configs/cpu_debug.py",
-         f"--workdir={tmp_path}", "--config.optimizer.peak_lrr=1e-3"],
+         f"--workdir={workdir}", override],
         cwd=REPO, capture_output=True, text=True, timeout=120,
         env=dict(os.environ, JAX_PLATFORMS="cpu"),
     )  # fmt: skip
+
+
+def test_unknown_key_on_the_command_line_names_it(tmp_path):
+    result = _main(tmp_path, "--config.optimizer.peak_lrr=1e-3")
     assert result.returncode != 0
     assert 'Did you mean "peak_lr" instead of "peak_lrr"?' in result.stderr
     assert not any(tmp_path.iterdir())
@@ -117,12 +122,7 @@ def test_the_size_picks_the_model_and_hand_changes_are_kept():
 
 
 def test_a_bad_value_on_the_command_line_is_one_line(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "wavlejepa.main", "--config=configs/cpu_debug.py",
-         f"--workdir={tmp_path / 'run'}", "--config.loss.sigreg_weight=3"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
-    )  # fmt: skip
+    result = _main(tmp_path / "run", "--config.loss.sigreg_weight=3")
     assert result.returncode == 2
     assert "config.loss.sigreg_weight=3.0 must be in [0, 1]" in result.stderr
     assert "Traceback" not in result.stderr

@@ -12,21 +12,21 @@ import optax
 from wavlejepa import losses, train_state
 
 
+def _objective(params: dict, state: train_state.TrainState, batch: dict, key, config):
+    """`losses.objective` of `params` on a batch, with the state's EMA teacher (if any)."""
+    return losses.objective(
+        params, batch["audio"], key, config, lengths_B=batch.get("lengths"), teacher=state.teacher
+    )
+
+
 def train_step(
     state: train_state.TrainState, batch: dict, *, config: ml_collections.ConfigDict
 ) -> tuple[train_state.TrainState, dict]:
     """One AdamW step on `batch["audio"] [batch, samples]` (and `batch["lengths"] [batch]`, real
     samples per crop, when the pipeline pads); returns the new state and metrics."""
     key = jax.random.fold_in(state.rng, state.step)
-    grad_fn = jax.value_and_grad(losses.objective, has_aux=True)
-    (_, metrics), grads = grad_fn(
-        state.params,
-        batch["audio"],
-        key,
-        config,
-        lengths_B=batch.get("lengths"),
-        teacher=state.teacher,
-    )
+    grad_fn = jax.value_and_grad(_objective, has_aux=True)
+    (_, metrics), grads = grad_fn(state.params, state, batch, key, config)
     optimizer = train_state.create_optimizer(config)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -44,12 +44,5 @@ def eval_step(
 ) -> dict:
     """The training losses on a held-out batch, without gradients; masks from a fixed key."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
-    _, metrics = losses.objective(
-        state.params,
-        batch["audio"],
-        key,
-        config,
-        lengths_B=batch.get("lengths"),
-        teacher=state.teacher,
-    )
+    _, metrics = _objective(state.params, state, batch, key, config)
     return metrics

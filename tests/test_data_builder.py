@@ -356,3 +356,19 @@ def test_full_fsdd_builds_all_2500(tmp_path):
     assert sum(builder.report["seconds"].values()) == pytest.approx(total_seconds, rel=1e-9)
     info = tfds.builder("fsdd", data_dir=str(tmp_path)).info
     assert sum(s.num_examples for s in info.splits.values()) == 2500
+
+
+def test_the_same_files_elsewhere_are_the_same_source(tmp_path):
+    # A moved checkout or another install of the bundled sample: same names and sizes, other path.
+    first, moved = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    sf.write(first / "tone.wav", _tone(8000, 16_000), 16_000)
+    shutil.copytree(first, moved)
+    meta = dict(audio_dir=str(first), fingerprint=audio_folder.folder_fingerprint(str(first)))
+    assert audio_folder.source_mismatch(meta, str(moved)) == ""
+    sf.write(moved / "more.wav", _tone(800, 16_000), 16_000)
+    assert "it was built from" in audio_folder.source_mismatch(meta, str(moved))
+    # Without a recorded fingerprint (an older dataset) the path decides.
+    assert "it was built from" in audio_folder.source_mismatch(
+        dict(audio_dir=str(first)), str(moved)
+    )

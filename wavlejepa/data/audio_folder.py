@@ -275,14 +275,22 @@ def folder_fingerprint(audio_dir: str, exclude: str = "") -> str:
 
 
 def source_mismatch(metadata: dict, audio_dir: str, exclude: str = "") -> str:
-    """Why a prepared dataset was not built from audio_dir as it is now, or "" if it was (or
-    the dataset predates the record)."""
-    built_from = metadata.get("audio_dir")
-    if built_from and os.path.abspath(audio_dir) != built_from:
-        return f"it was built from {built_from}, not {os.path.abspath(audio_dir)}"
+    """Why a prepared dataset was not built from the files now in audio_dir, or "" if it was.
+
+    The fingerprint (file names and sizes) decides: the same files in another place (a moved
+    checkout, another install of the bundled sample) are the same data. A dataset built before
+    fingerprints were recorded falls back to comparing the folder's path.
+    """
+    built_from, here = metadata.get("audio_dir"), os.path.abspath(audio_dir)
     fingerprint = metadata.get("fingerprint")
-    if fingerprint and fingerprint != folder_fingerprint(audio_dir, exclude=exclude):
-        return f"the files in {os.path.abspath(audio_dir)} changed since it was built"
+    if fingerprint:
+        if fingerprint == folder_fingerprint(audio_dir, exclude=exclude):
+            return ""
+        if built_from and built_from != here:
+            return f"it was built from {built_from}, not {here}"
+        return f"the files in {here} changed since it was built"
+    if built_from and built_from != here:
+        return f"it was built from {built_from}, not {here}"
     return ""
 
 

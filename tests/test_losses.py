@@ -300,3 +300,66 @@ class PaddingTest(chex.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+class PackedClipsTest(chex.TestCase):
+    """attend_within_clips: every attention stays inside a packed crop's source clip."""
+
+    def test_no_frame_of_one_clip_reaches_another_clips_outputs(self):
+        config, params, audio = _setup(batch=2)
+        frames = model.waveform.apply(params["waveform_encoder"], audio, config.model)
+        num_frames = frames.shape[1]
+        masks = masking.sample(jax.random.PRNGKey(5), config.masking, 2, num_frames)
+        # Crop 0 packs three clips (frames 0-14, 15-31, 32-49 by their centres), crop 1 one.
+        starts = jnp.array([[0, 2400, 5000, -1], [0, -1, -1, -1]])
+        ids = np.asarray(waveform.frame_clip_ids(starts, num_frames, config.model))
+        np.testing.assert_array_equal(np.bincount(ids[0]), [15, 16, 19])
+        out = model.forward_from_frames(
+            params, frames, masks, config.model, clip_ids_BxT=jnp.asarray(ids)
+        )
+        ctx = np.asarray(masks.context_indices[0, : masks.context_lengths[0]])
+        tgt = np.asarray(masks.target_indices[0]).reshape(-1)
+        valid = np.asarray(out["target_valid"][0]).reshape(-1)
+        for clip in range(3):
+            # A target is kept iff its clip holds a context frame.
+            has_context = np.any(ids[0, ctx] == clip)
+            np.testing.assert_array_equal(valid[ids[0, tgt] == clip], has_context)
+
+        def influence(name, select):
+            def total(f):
+                o = model.forward_from_frames(
+                    params, f, masks, config.model, clip_ids_BxT=jnp.asarray(ids)
+                )
+                return jnp.sum(o[name] * select)
+
+            return np.abs(np.asarray(jax.grad(total)(frames)[0])).sum(-1)  # [frames] of crop 0.
+
+        for clip in range(3):
+            outside = ids[0] != clip
+            frame_sel = np.zeros((2, num_frames, 1), bool)
+            frame_sel[0, :, 0] = ids[0] == clip
+            grad = influence("projected_frames", jnp.asarray(frame_sel))
+            self.assertGreater(grad[~outside].min(), 0.0)
+            np.testing.assert_array_equal(grad[outside], 0.0)
+            target_ids = ids[0, np.asarray(masks.target_indices[0])]  # [groups, group_frames]
+            sel = np.zeros(out["predictions"].shape[:3], bool)
+            sel[0] = (target_ids == clip) & np.asarray(out["target_valid"][0])
+            if sel.any():
+                grad = influence("predictions", jnp.asarray(sel)[..., None])
+                np.testing.assert_array_equal(grad[outside], 0.0)
+                self.assertGreater(grad[np.intersect1d(ctx, np.flatnonzero(~outside))].min(), 0.0)
+
+    def test_one_clip_per_crop_or_the_option_off_changes_nothing(self):
+        config, params, audio = _setup(batch=2)
+        key = jax.random.PRNGKey(2)
+        _, plain = losses.objective(params, audio, key, config)
+        config.model.attend_within_clips = True
+        one_clip = jnp.array([[0, -1, -1], [0, -1, -1]])
+        _, single = losses.objective(params, audio, key, config, clip_starts_BxC=one_clip)
+        chex.assert_trees_all_close(single, plain, rtol=1e-5, atol=1e-6)
+        packed = jnp.array([[0, 2400, 5000], [0, 4000, -1]])
+        _, within = losses.objective(params, audio, key, config, clip_starts_BxC=packed)
+        self.assertFalse(np.allclose(within["invariance"], plain["invariance"]))
+        config.model.attend_within_clips = False
+        _, off = losses.objective(params, audio, key, config, clip_starts_BxC=packed)
+        chex.assert_trees_all_close(off, plain, rtol=1e-5, atol=1e-6)

@@ -73,6 +73,23 @@ class WaveformTest(chex.TestCase):
             alone = model.embed(params, audio[b : b + 1, :n], cfg)[0]
             np.testing.assert_allclose(got[b, : alone.shape[0]], alone, atol=2e-5)
 
+    def test_receptive_field_and_clip_ids_against_hand_counts(self):
+        cfg = _tiny()
+        self.assertEqual(waveform.receptive_field(cfg), (160, 240))  # 10 + 2*5 + ... + 1*80.
+        # Frame t reads samples [160 t, 160 t + 240): its centre is 160 t + 120.
+        starts = jnp.array([[0, 1000, 2000, -1], [0, -1, -1, -1], [0, 120, 121, -1]])
+        got = waveform.frame_clip_ids(starts, 10, cfg)
+        centres = 160 * np.arange(10) + 120
+        want = np.stack(
+            [
+                (centres >= 1000).astype(int) + (centres >= 2000),  # 1000 <= 1080 (t = 6).
+                np.zeros(10, int),
+                1 + (centres >= 121).astype(int),  # Frame 0's centre is 120: already clip 1.
+            ]
+        )
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got[0, 5:8], [0, 1, 1])
+
     def test_too_short_audio_raises(self):
         with self.assertRaisesRegex(ValueError, "too short"):
             waveform.num_frames(200, _tiny())
@@ -148,6 +165,21 @@ class TransformerTest(chex.TestCase):
             kv_lengths_B=jnp.asarray(lengths),
         )
         np.testing.assert_allclose(got2[0], got[0], rtol=1e-6)
+
+    def test_same_clip_mask_equals_attention_within_each_clip_alone(self):
+        # Packed tokens attend only to their own clip: the same as running each clip on its own.
+        params = transformer.attention_init(jax.random.PRNGKey(3), 16, 16, 32)
+        x = jax.random.normal(jax.random.PRNGKey(4), (1, 7, 16))
+        ids = jnp.array([[0, 0, 0, 1, 1, 2, 2]])
+        lengths = jnp.array([6])  # The last token is padding.
+        mask = transformer.same_clip_mask(ids, ids)
+        chex.assert_shape(mask, (1, 1, 7, 7))
+        got = transformer.attention_apply(
+            params, x, x, num_heads=4, mask_Bx1xTxS=mask, kv_lengths_B=lengths
+        )
+        for lo, hi in [(0, 3), (3, 5), (5, 6)]:
+            alone = transformer.attention_apply(params, x[:, lo:hi], x[:, lo:hi], num_heads=4)
+            np.testing.assert_allclose(got[:, lo:hi], alone, rtol=1e-5, atol=1e-6)
 
     def test_scan_over_stacked_blocks_equals_blocks_in_turn(self):
         key = jax.random.PRNGKey(3)

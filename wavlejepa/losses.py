@@ -118,6 +118,7 @@ def objective(
     *,
     lengths_B: jax.Array | None = None,
     teacher: dict | None = None,
+    clip_starts_BxC: jax.Array | None = None,
 ) -> tuple[jax.Array, dict]:
     """Loss of one batch of crops and its metrics; `key` draws the masks and SIGReg slices.
 
@@ -126,6 +127,8 @@ def objective(
       lengths_B: real samples at the start of each crop (the rest is padding); None = all.
       teacher: the EMA teacher's encoder params (`train_state.TrainState.teacher`), used when
         `config.loss.targets == "ema"`.
+      clip_starts_BxC: where source clips begin in each packed crop (the pipeline's
+        "clip_starts"); with `config.model.attend_within_clips` attention stays inside a clip.
     """
     k_masks, k_slices = jax.random.split(key)
     batch, num_samples = audio_BxS.shape
@@ -143,6 +146,7 @@ def objective(
         lengths_B=lengths_B,
         target_blocks=target_blocks,
         teacher=teacher if config.loss.targets == "ema" else None,
+        clip_starts_BxC=clip_starts_BxC if config.model.attend_within_clips else None,
     )
     chex.assert_shape(out["projected_frames"], (batch, num_frames, config.model.projector_dim))
 
@@ -177,5 +181,6 @@ def objective(
         "sigreg": reg,
         "context_frames": jnp.mean(out["context_lengths"].astype(jnp.float32)),
         "real_frames": jnp.mean(jnp.sum(out["frame_valid"], axis=1).astype(jnp.float32)),
+        "target_frames": jnp.mean(jnp.sum(out["target_valid"], axis=(1, 2)).astype(jnp.float32)),
     }
     return loss, metrics

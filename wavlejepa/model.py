@@ -59,12 +59,17 @@ def forward(
     lengths_B: jax.Array | None = None,
     target_blocks: int = 0,
     teacher: dict | None = None,
+    clip_starts_BxC: jax.Array | None = None,
 ) -> dict:
     """The training forward pass, everything the objective needs in SIGReg's (projector) space.
 
     Args:
       audio_BxS: normalised crops; `lengths [batch]` real samples at the start of each (default:
         all). Padding frames are dropped from the masks and from every attention.
+      clip_starts_BxC: where source clips begin in each packed crop (the pipeline's
+        "clip_starts"; None = one clip a crop). Every attention then stays inside a clip, and a
+        target whose clip holds no context frame is dropped (target_valid False): nothing in
+        the context can tell about it.
     Returns a dict of:
       projected_frames [B, T, P]: projector(encoder(all frames)) - the targets' space (same
         params, gradients flow: LeJEPA has no teacher and no stop-gradient).
@@ -87,6 +92,9 @@ def forward(
     else:
         valid_frames_B = waveform.valid_frames(lengths_B, cfg)
         masks = masking.restrict(masks, valid_frames_B)
+    clip_ids_BxT = None
+    if clip_starts_BxC is not None:
+        clip_ids_BxT = waveform.frame_clip_ids(clip_starts_BxC, num_frames, cfg)
     out = forward_from_frames(
         params,
         frames_BxTxD,
@@ -94,6 +102,7 @@ def forward(
         cfg,
         valid_frames_B=valid_frames_B,
         target_blocks=0 if teacher else target_blocks,
+        clip_ids_BxT=clip_ids_BxT,
     )
     if teacher and target_blocks:
         with jax.named_scope("teacher"):
@@ -105,6 +114,7 @@ def forward(
                 teacher_frames,
                 cfg,
                 lengths_B=valid_frames_B,
+                clip_ids_BxT=clip_ids_BxT,
                 top_blocks=target_blocks,
             )
             groups, group_frames = masks.target_indices.shape[1:]
@@ -121,9 +131,11 @@ def forward_from_frames(
     *,
     valid_frames_B: jax.Array | None = None,
     target_blocks: int = 0,
+    clip_ids_BxT: jax.Array | None = None,
 ) -> dict:
     """`forward` after the waveform encoder (`frames [B, T, D]` with positions); masks must
-    already exclude frames past `valid_frames [B]` (`masking.restrict`)."""
+    already exclude frames past `valid_frames [B]` (`masking.restrict`). `clip_ids [B, T]`
+    (`waveform.frame_clip_ids`) keeps every attention inside a source clip."""
     batch, num_groups, group_frames = masks.target_indices.shape
     num_frames = frames_BxTxD.shape[1]
     chex.assert_shape(masks.context_indices, (batch, None))
@@ -134,6 +146,7 @@ def forward_from_frames(
             frames_BxTxD,
             cfg,
             lengths_B=valid_frames_B,
+            clip_ids_BxT=clip_ids_BxT,
             top_blocks=target_blocks,
         )
         extra = {}
@@ -145,10 +158,32 @@ def forward_from_frames(
         targets = _gather_frames(projected_BxTxP, masks.target_indices.reshape(batch, -1))
         targets_BxGxQxP = targets.reshape(batch, num_groups, group_frames, -1)
 
+    target_valid_BxGxQ = jnp.arange(group_frames)[None, None, :] < masks.target_lengths[..., None]
+    clip_masks, context_ids_BxK = {}, None
+    if clip_ids_BxT is not None:
+        context_ids_BxK = jnp.take_along_axis(clip_ids_BxT, masks.context_indices, axis=1)
+        target_ids_BxGxQ = jnp.take_along_axis(
+            clip_ids_BxT, masks.target_indices.reshape(batch, -1), axis=1
+        ).reshape(batch, num_groups, group_frames)
+        context_valid_BxK = (
+            jnp.arange(context_ids_BxK.shape[1])[None, :] < masks.context_lengths[:, None]
+        )
+        same_clip_BxGxQxK = target_ids_BxGxQ[..., None] == context_ids_BxK[:, None, None, :]
+        has_context_BxGxQ = jnp.any(same_clip_BxGxQxK & context_valid_BxK[:, None, None, :], -1)
+        target_valid_BxGxQ = target_valid_BxGxQ & has_context_BxGxQ
+        clip_masks = {
+            "target_clip_ids_BxQ": target_ids_BxGxQ.reshape(batch * num_groups, group_frames),
+            "context_clip_ids_BxK": jnp.repeat(context_ids_BxK, num_groups, axis=0),
+        }
+
     with jax.named_scope("context"):
         context_frames = _gather_frames(frames_BxTxD, masks.context_indices)
         context_BxKxD = encoder.apply(
-            params["context_encoder"], context_frames, cfg, lengths_B=masks.context_lengths
+            params["context_encoder"],
+            context_frames,
+            cfg,
+            lengths_B=masks.context_lengths,
+            clip_ids_BxT=context_ids_BxK,
         )
 
     with jax.named_scope("predictor"):
@@ -161,6 +196,7 @@ def forward_from_frames(
             masks.target_lengths.reshape(batch * num_groups),
             cfg,
             num_frames=num_frames,
+            **clip_masks,
         )
         predictions_BxGxQxP = projector.apply(params["projector"], predictions, cfg).reshape(
             batch, num_groups, group_frames, -1
@@ -174,7 +210,7 @@ def forward_from_frames(
         "frame_valid": jnp.arange(num_frames)[None, :] < valid_frames_B[:, None],
         "predictions": predictions_BxGxQxP,
         "targets": targets_BxGxQxP,
-        "target_valid": jnp.arange(group_frames)[None, None, :] < masks.target_lengths[..., None],
+        "target_valid": target_valid_BxGxQ,
         "context_lengths": masks.context_lengths,
         **extra,
     }

@@ -15,7 +15,13 @@ from wavlejepa import losses, train_state
 def _objective(params: dict, state: train_state.TrainState, batch: dict, key, config):
     """`losses.objective` of `params` on a batch, with the state's EMA teacher (if any)."""
     return losses.objective(
-        params, batch["audio"], key, config, lengths_B=batch.get("lengths"), teacher=state.teacher
+        params,
+        batch["audio"],
+        key,
+        config,
+        lengths_B=batch.get("lengths"),
+        teacher=state.teacher,
+        clip_starts_BxC=batch.get("clip_starts"),
     )
 
 

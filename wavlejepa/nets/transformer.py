@@ -2,7 +2,8 @@
 
 Padding is given as lengths: the valid tokens of each example come first (the masking module
 gathers them that way), which `jax.nn.dot_product_attention` takes as `*_seq_lengths` and the
-cuDNN kernel supports without a dense mask.
+cuDNN kernel supports without a dense mask. Packed crops add a boolean mask (`same_clip_mask`):
+a token attends only to tokens of its own source clip, as in sequence packing.
 """
 
 import jax
@@ -21,6 +22,11 @@ def attention_init(key: jax.Array, query_dim: int, kv_dim: int, width: int) -> d
     }
 
 
+def same_clip_mask(query_ids_BxT: jax.Array, key_ids_BxS: jax.Array) -> jax.Array:
+    """bool `[batch, 1, queries, keys]`: query t may attend to key s iff both are of one clip."""
+    return (query_ids_BxT[:, :, None] == key_ids_BxS[:, None, :])[:, None]
+
+
 def attention_apply(
     params: dict,
     x_BxTxD: jax.Array,
@@ -29,10 +35,14 @@ def attention_apply(
     num_heads: int,
     query_lengths_B: jax.Array | None = None,
     kv_lengths_B: jax.Array | None = None,
+    mask_Bx1xTxS: jax.Array | None = None,
 ) -> jax.Array:
     """Multi-head attention from `x [batch, queries, dim]` to `kv [batch, keys, kv_dim]`.
 
     Keys at or past `kv_lengths[b]` are ignored; outputs past `query_lengths[b]` are zero.
+    `mask [batch, 1, queries, keys]` (bool, optional) also hides the keys it marks False; a
+    query left with no key gets the mean of the values (masked logits are large negative, never
+    -inf), which callers drop.
     """
     batch, num_queries, _ = x_BxTxD.shape
     num_keys = kv_BxSxE.shape[1]
@@ -44,7 +54,12 @@ def attention_apply(
     k = layers.dense_apply(params["key"], kv_BxSxE).reshape(batch, num_keys, num_heads, head_dim)
     v = layers.dense_apply(params["value"], kv_BxSxE).reshape(batch, num_keys, num_heads, head_dim)
     out_BxTxNxH = jax.nn.dot_product_attention(
-        q, k, v, query_seq_lengths=query_lengths_B, key_value_seq_lengths=kv_lengths_B
+        q,
+        k,
+        v,
+        mask=mask_Bx1xTxS,
+        query_seq_lengths=query_lengths_B,
+        key_value_seq_lengths=kv_lengths_B,
     )
     return layers.dense_apply(params["out"], out_BxTxNxH.reshape(batch, num_queries, width))
 
@@ -86,8 +101,13 @@ def block_apply(
     lengths_B: jax.Array | None = None,
     context_BxSxD: jax.Array | None = None,
     context_lengths_B: jax.Array | None = None,
+    self_mask_Bx1xTxT: jax.Array | None = None,
+    cross_mask_Bx1xTxS: jax.Array | None = None,
 ) -> jax.Array:
-    """`x [batch, tokens, width]` -> same shape; valid tokens of x come first (`lengths`)."""
+    """`x [batch, tokens, width]` -> same shape; valid tokens of x come first (`lengths`).
+
+    The optional masks (`same_clip_mask`) restrict self- and cross-attention further.
+    """
     h = layers.layer_norm_apply(params["self_attention_norm"], x_BxTxD)
     x_BxTxD = x_BxTxD + attention_apply(
         params["self_attention"],
@@ -96,6 +116,7 @@ def block_apply(
         num_heads=num_heads,
         query_lengths_B=lengths_B,
         kv_lengths_B=lengths_B,
+        mask_Bx1xTxS=self_mask_Bx1xTxT,
     )
     if "cross_attention" in params:
         h = layers.layer_norm_apply(params["cross_attention_norm"], x_BxTxD)
@@ -106,6 +127,7 @@ def block_apply(
             num_heads=num_heads,
             query_lengths_B=lengths_B,
             kv_lengths_B=context_lengths_B,
+            mask_Bx1xTxS=cross_mask_Bx1xTxS,
         )
     h = layers.layer_norm_apply(params["mlp_norm"], x_BxTxD)
     return x_BxTxD + mlp_apply(params["mlp"], h)

@@ -39,6 +39,34 @@ def valid_frames(
     return jnp.maximum(length, 1)
 
 
+def receptive_field(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
+    """(stride, width) in samples of one frame: frame t reads samples [t * stride, t * stride +
+    width), e.g. (160, 240) for WavJEPA's stack."""
+    stride, width = 1, 1
+    for kernel, layer_stride in zip(cfg.conv_kernels, cfg.conv_strides, strict=True):
+        width += (kernel - 1) * stride
+        stride *= layer_stride
+    return stride, width
+
+
+def frame_clip_ids(
+    clip_starts_BxC: jax.Array, num_frames: int, cfg: ml_collections.ConfigDict
+) -> jax.Array:
+    """Which source clip of a packed crop each frame belongs to: int32 `[batch, frames]`.
+
+    `clip_starts [batch, C]` are the sample offsets where clips begin in each crop (the input
+    pipeline's "clip_starts": 0, then later starts, then -1s). A frame belongs to the clip its
+    receptive field's centre lies in: id = the number of later starts at or before that centre
+    (0 for the crop's first clip).
+    """
+    stride, width = receptive_field(cfg)
+    centres_T = jnp.arange(num_frames) * stride + width // 2
+    starts_BxC = jnp.asarray(clip_starts_BxC, jnp.int32)
+    later_BxC = starts_BxC > 0  # The first entry (0) and the -1 padding open no new clip.
+    begun_BxTxC = later_BxC[:, None, :] & (starts_BxC[:, None, :] <= centres_T[None, :, None])
+    return jnp.sum(begun_BxTxC, axis=-1, dtype=jnp.int32)
+
+
 def init(key: jax.Array, cfg: ml_collections.ConfigDict) -> dict:
     keys = jax.random.split(key, len(cfg.conv_kernels) + 1)
     params, in_channels = {}, 1

@@ -1,6 +1,12 @@
-"""wavlejepa/cli.py: the persistent compilation cache of the command-line tools."""
+"""wavlejepa/cli.py: --help of every tool (exit 0, before any heavy import) and the persistent
+compilation cache."""
+
+import os
+import subprocess
+import sys
 
 import jax
+import pytest
 
 from wavlejepa import cli
 
@@ -17,3 +23,33 @@ def test_compilation_cache_goes_under_the_user_cache_unless_jax_is_told(tmp_path
         assert cli.enable_compilation_cache() == str(tmp_path / "mine")
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = {  # module -> a flag its --help must list
+    "main": "--workdir",
+    "embed": "--checkpoint",
+    "evaluate": "--baseline",
+    "prepare_dataset": "--audio_dir",
+    "plot": "--output_dir",
+}
+HEAVY = ("jax", "tensorflow", "tensorflow_datasets", "clu", "orbax", "optax")
+
+
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_help_exits_0_with_the_flags_and_imports_nothing_heavy(tool):
+    # --help is handled in cli.parse_flags; the program's main() (which imports JAX) never runs.
+    # `sys.modules` at exit tells what was imported.
+    code = (
+        "import atexit, runpy, sys\n"
+        f"atexit.register(lambda: print('HEAVY', [m for m in {HEAVY!r} if m in sys.modules]))\n"
+        f"sys.argv = ['{tool}', '--help']\n"
+        f"runpy.run_module('wavlejepa.{tool}', run_name='__main__')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert TOOLS[tool] in result.stdout
+    assert "HEAVY []" in result.stdout

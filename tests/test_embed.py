@@ -1,4 +1,5 @@
-"""Tests of wavlejepa/embed.py: windows, timestamps, normalisation, recompiles, checkpoints, CLI."""
+"""Tests of wavlejepa/embedding.py and its CLI (embed.py): windows, timestamps, normalisation,
+recompiles, checkpoints."""
 
 import os
 import shutil
@@ -15,7 +16,7 @@ import soundfile as sf
 from absl.testing import absltest, parameterized
 
 from configs import cpu_debug
-from wavlejepa import checkpointing, embed, model
+from wavlejepa import checkpointing, embedding, model
 from wavlejepa.nets import waveform
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,10 +43,10 @@ def save_checkpoint(workdir, config, params):
 class GeometryTest(parameterized.TestCase):
     def test_receptive_field_and_hop_match_the_conv_stack(self):
         cfg = _config().model
-        self.assertEqual(embed.hop_samples(cfg), 160)
-        self.assertEqual(embed.receptive_samples(cfg), 240)
+        self.assertEqual(waveform.hop_samples(cfg), 160)
+        self.assertEqual(waveform.receptive_samples(cfg), 240)
         for frames in (1, 2, 7, 50, 200):
-            n = embed.samples_for_frames(frames, cfg)
+            n = waveform.samples_for_frames(frames, cfg)
             self.assertEqual(waveform.num_frames(n, cfg), frames)
             if frames > 1:  # One sample fewer loses exactly one frame.
                 self.assertEqual(waveform.num_frames(n - 1, cfg), frames - 1)
@@ -57,13 +58,15 @@ class GeometryTest(parameterized.TestCase):
     def test_windows_give_every_frame_once_in_order(self, num_samples):
         cfg = _config().model
         buckets = [7, 13, 25, 50]
-        windows = embed.plan_windows(num_samples, 50, buckets, cfg)
+        windows = embedding.plan_windows(num_samples, 50, buckets, cfg)
         expected = (num_samples - 240) // 160 + 1 if num_samples >= 240 else 1
         frames = []
         for w in windows:
             self.assertIn(w.bucket_frames, buckets)
             self.assertLessEqual(w.stop, num_samples)
-            self.assertLessEqual(w.stop - w.start, embed.samples_for_frames(w.bucket_frames, cfg))
+            self.assertLessEqual(
+                w.stop - w.start, waveform.samples_for_frames(w.bucket_frames, cfg)
+            )
             self.assertLessEqual(w.keep_to, w.valid_frames)
             # Local frame k of the window starts at sample start + 160 k in the clip.
             self.assertEqual(w.start % 160, 0)
@@ -72,16 +75,16 @@ class GeometryTest(parameterized.TestCase):
 
     def test_frame_times_are_centres_and_never_past_the_end(self):
         cfg = _config().model
-        t = embed.frame_times(5, 1000, cfg)
+        t = embedding.frame_times(5, 1000, cfg)
         np.testing.assert_allclose(t, [0.0075, 0.0175, 0.0275, 0.0375, 0.0475])
-        self.assertEqual(embed.frame_times(1, 100, cfg)[0], 50 / 16000)
+        self.assertEqual(embedding.frame_times(1, 100, cfg)[0], 50 / 16000)
 
 
 class EmbedderTest(chex.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.config = _config()
-        cls.embedder = embed.Embedder.random_init(cls.config, seed=3, batch_size=4)
+        cls.embedder = embedding.Embedder.random_init(cls.config, seed=3, batch_size=4)
         cls.rng = np.random.default_rng(0)
 
     def _reference(self, audio):
@@ -136,9 +139,11 @@ class EmbedderTest(chex.TestCase):
 
     def test_new_lengths_do_not_recompile(self):
         chex.clear_trace_counter()
-        counted = jax.jit(chex.assert_max_traces(embed.embed_windows, n=4), static_argnames="cfg")
-        fresh = embed.Embedder.random_init(self.config, seed=3, batch_size=2)
-        with mock.patch.object(embed, "_embed_windows_jit", counted):
+        counted = jax.jit(
+            chex.assert_max_traces(embedding.embed_windows, n=4), static_argnames="cfg"
+        )
+        fresh = embedding.Embedder.random_init(self.config, seed=3, batch_size=2)
+        with mock.patch.object(embedding, "_embed_windows_jit", counted):
             # 14 lengths over all 4 buckets and several windows: at most one trace per bucket.
             lengths = [100, 900, 1500, 2100, 2500, 3000, 3999, 4100, 6000, 8080, 9000, 17_000,
                        30_001, 7777]  # fmt: skip
@@ -150,7 +155,7 @@ class EmbedderTest(chex.TestCase):
         replicated = jax.device_put(
             self.embedder.params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         )
-        e = embed.Embedder(replicated, self.config.model, window_seconds=0.51)
+        e = embedding.Embedder(replicated, self.config.model, window_seconds=0.51)
         leaf = jax.tree.leaves(e.params)[0]
         self.assertLen(leaf.sharding.device_set, 1)
         audio = self.rng.normal(size=5000)
@@ -167,17 +172,17 @@ class CheckpointAndCliTest(absltest.TestCase):
 
     def test_missing_and_corrupt_checkpoints_raise_a_clear_error(self):
         tmp = self._tempdir()
-        with self.assertRaisesRegex(embed.CheckpointError, "does not exist"):
-            embed.Embedder.from_checkpoint(os.path.join(tmp, "nope"))
-        with self.assertRaisesRegex(embed.CheckpointError, "No finished checkpoint"):
-            embed.Embedder.from_checkpoint(tmp)
+        with self.assertRaisesRegex(embedding.CheckpointError, "does not exist"):
+            embedding.Embedder.from_checkpoint(os.path.join(tmp, "nope"))
+        with self.assertRaisesRegex(embedding.CheckpointError, "No finished checkpoint"):
+            embedding.Embedder.from_checkpoint(tmp)
         step = os.path.join(tmp, "best", "3")
         os.makedirs(os.path.join(step, "params"))
         open(os.path.join(step, "commit_success.txt"), "w").close()
         with open(os.path.join(step, "params", "_METADATA"), "w") as f:
             f.write("not json")
-        with self.assertRaisesRegex(embed.CheckpointError, "best can be loaded: step 3: "):
-            embed.Embedder.from_checkpoint(tmp)
+        with self.assertRaisesRegex(embedding.CheckpointError, "best can be loaded: step 3: "):
+            embedding.Embedder.from_checkpoint(tmp)
 
     def test_cli_embeds_a_folder_and_skips_bad_files(self):
         config = _config()
@@ -208,7 +213,7 @@ class CheckpointAndCliTest(absltest.TestCase):
         self.assertEqual(sorted(out["skipped_reasons"]), ["corrupt", "unknown_extension"])
         np.testing.assert_array_equal(out["offsets"], [0, 49, 49 + 124])
         # The checkpoint's params, not fresh ones: compare with an in-process embedding.
-        e = embed.Embedder(params, config.model, window_seconds=config.dataset.crop_seconds)
+        e = embedding.Embedder(params, config.model, window_seconds=config.dataset.crop_seconds)
         audio, rate = sf.read(os.path.join(folder, "sub", "b.flac"))
         ref = e.embed_one(audio, rate)
         np.testing.assert_allclose(out["frames"][49:], ref.frames, atol=1e-5)  # float32 end to end

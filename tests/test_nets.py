@@ -75,7 +75,8 @@ class WaveformTest(chex.TestCase):
 
     def test_receptive_field_and_clip_ids_against_hand_counts(self):
         cfg = _tiny()
-        self.assertEqual(waveform.receptive_field(cfg), (160, 240))  # 10 + 2*5 + ... + 1*80.
+        self.assertEqual(waveform.hop_samples(cfg), 160)
+        self.assertEqual(waveform.receptive_samples(cfg), 240)  # 10 + 2*5 + ... + 1*80.
         # Frame t reads samples [160 t, 160 t + 240): its centre is 160 t + 120.
         starts = jnp.array([[0, 1000, 2000, -1], [0, -1, -1, -1], [0, 120, 121, -1]])
         got = waveform.frame_clip_ids(starts, 10, cfg)

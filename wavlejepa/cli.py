@@ -9,6 +9,7 @@ import sys
 from typing import NoReturn
 
 USAGE_ERROR = 2  # The exit code of a bad flag or input (absl's own flag errors give 1).
+HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull")
 
 
 def fail(message: str) -> NoReturn:
@@ -92,12 +93,13 @@ def enable_compilation_cache() -> str | None:
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing for `app.run(main, flags_parser=cli.parse_flags)`, with a config
     file's errors (missing file, misspelt key, bad value) as one line instead of a traceback."""
-    from absl import flags  # Imported here: the other helpers need no absl.
+    from absl import app, flags  # Imported here: the other helpers need no absl.
 
-    # JAX logs at INFO that it found no TPU on every machine without one.
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-    quiet_orbax_logs()
-    enable_compilation_cache()
+    # absl's own --help exits 1; ours prints the program's docstring and flags and exits 0,
+    # before anything heavy is imported (the tools import JAX in main()).
+    asked = [a.split("=")[0] for a in argv[1:] if a.split("=")[0] in HELP_FLAGS]
+    if asked:
+        app.usage(shorthelp=asked[0] != "--helpfull", writeto_stdout=True, exitcode=0)
     try:
         rest = flags.FLAGS(argv)
         for name in list(flags.FLAGS):
@@ -114,4 +116,8 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(" ".join(str(cause).split()))
     except (AttributeError, ValueError, TypeError) as e:
         fail(" ".join(str(e).split()))
+    # JAX logs at INFO that it found no TPU on every machine without one.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    quiet_orbax_logs()
+    enable_compilation_cache()
     return rest

@@ -1,9 +1,4 @@
-r"""Embeds audio of any length and rate with a trained (or untrained) WavLeJEPA model.
-
-Audio is resampled to 16 kHz, cut into windows of the training crop length, each window
-normalised like a training crop, and embedded in fixed-size jitted batches whose lengths come from
-a few buckets, so new clip lengths never recompile. Frame embeddings come back at 100 Hz with the
-time of each frame's centre; a clip embedding is the mean of its frames.
+r"""Embeds a file or a folder of audio with a trained WavLeJEPA model, into one .npz.
 
   python -m wavlejepa.embed --checkpoint=/tmp/wj/run --input=clips/ --output=embeddings.npz
 
@@ -11,339 +6,37 @@ The .npz holds `paths [N]`, `clip [N, D]`, `frames [sum of frames, D]`, `timesta
 and `offsets [N + 1]` (clip i's frames are `frames[offsets[i]:offsets[i + 1]]`), and
 `skipped_paths`/`skipped_reasons` for files that could not be read (silent files are embedded:
 silence is valid input). The output path is checked before any work and written exactly as
-given; no file is written when nothing could be embedded (exit code 2).
+given; no file is written when nothing could be embedded (exit code 2). From Python, use
+`wavlejepa.embedding.Embedder`.
 """
 
 import collections
-import dataclasses
-import functools
-import math
 import os
 import sys
-from collections.abc import Sequence
 
-import jax
-import ml_collections
-import numpy as np
 from absl import app, flags
-from etils import epath
-from tqdm import tqdm
 
-from wavlejepa import checkpointing, cli, model
-from wavlejepa.data import audio_folder, decode, pcm, transforms
-from wavlejepa.nets import waveform
+from wavlejepa import cli
 
-SAMPLE_RATE = pcm.SAMPLE_RATE  # The model's input rate.
-DEFAULT_WINDOW_SECONDS = 2.01  # WavJEPA's training crop (configs/default.py): 200 frames.
-
-
-CheckpointError = checkpointing.CheckpointError  # Missing, empty, or cannot be restored.
-
-
-def load_checkpoint(
-    directory: str, step: int | None = None
-) -> tuple[dict, ml_collections.ConfigDict]:
-    """(params, config) of a workdir or checkpoint directory (`checkpointing.load_params`).
-
-    Raises:
-      CheckpointError: no such directory, no finished checkpoint, or one that fails to load.
-    """
-    path = epath.Path(directory)  # epath: local or gs:// alike.
-    if path.is_file():
-        raise CheckpointError(
-            f"{directory!r} is a file, not a checkpoint directory: give a training workdir "
-            "(or one of its checkpoints/<step> folders)."
-        )
-    if not path.is_dir():
-        raise CheckpointError(f"Checkpoint directory {directory!r} does not exist.")
-    try:
-        return checkpointing.load_params(directory, step)
-    except CheckpointError:
-        raise
-    except Exception as e:  # orbax/json/tensorstore errors all mean "not a usable checkpoint".
-        raise CheckpointError(
-            f"Cannot load a WavLeJEPA checkpoint from {directory!r}: {checkpointing.one_line(e)}"
-        ) from e
-
-
-def hop_samples(cfg: ml_collections.ConfigDict) -> int:
-    """Samples between frames: the product of the conv strides (160 -> 100 Hz)."""
-    return math.prod(cfg.conv_strides)
-
-
-def receptive_samples(cfg: ml_collections.ConfigDict) -> int:
-    """Samples one frame sees (240 = 15 ms): frame i covers [hop * i, hop * i + this)."""
-    field, jump = 1, 1
-    for kernel, stride in zip(cfg.conv_kernels, cfg.conv_strides, strict=True):
-        field, jump = field + (kernel - 1) * jump, jump * stride
-    return field
-
-
-def samples_for_frames(frames: int, cfg: ml_collections.ConfigDict) -> int:
-    """The fewest samples that give `frames` frames."""
-    return receptive_samples(cfg) + (frames - 1) * hop_samples(cfg)
-
-
-def frame_times(num_frames: int, num_samples: int, cfg: ml_collections.ConfigDict) -> np.ndarray:
-    """Centres of frames 0..num_frames-1 in seconds, float64 `[num_frames]`.
-
-    Audio shorter than one frame still gets one (zero-padded) frame, placed at the audio's centre
-    so that no time lies past its end.
-    """
-    if num_samples < receptive_samples(cfg):
-        return np.full((num_frames,), num_samples / 2 / SAMPLE_RATE)
-    i = np.arange(num_frames, dtype=np.float64)
-    return (hop_samples(cfg) * i + receptive_samples(cfg) / 2) / SAMPLE_RATE
-
-
-@dataclasses.dataclass(frozen=True)
-class Window:
-    """One model input cut from a clip: audio[start:stop], zero-padded to `bucket_frames`.
-
-    Its local frames [keep_from, keep_to) are the clip's frames [start / hop + keep_from, ...).
-    """
-
-    start: int
-    stop: int
-    bucket_frames: int
-    valid_frames: int  # Frames of real audio (attention ignores the padded ones).
-    keep_from: int
-    keep_to: int
-
-
-def plan_windows(
-    num_samples: int, window_frames: int, buckets: Sequence[int], cfg: ml_collections.ConfigDict
-) -> list[Window]:
-    """Windows that together give every frame of a clip of `num_samples` once, in order.
-
-    A clip of at most `window_frames` frames is one window padded to the smallest bucket that holds
-    it. A longer one is cut into windows of exactly `window_frames` frames (no padding) at
-    multiples of that; the last is aligned to the clip's end and keeps only its new frames.
-    """
-    if num_samples < 1:
-        raise ValueError("Cannot embed empty audio.")
-    frames = waveform.num_frames(max(num_samples, receptive_samples(cfg)), cfg)
-    hop = hop_samples(cfg)
-    if frames <= window_frames:
-        bucket = min(b for b in buckets if b >= frames)
-        # Trailing samples that make no whole frame of the bucket are dropped.
-        stop = min(num_samples, samples_for_frames(bucket, cfg))
-        return [Window(0, stop, bucket, frames, 0, frames)]
-    offsets = list(range(0, frames - window_frames, window_frames)) + [frames - window_frames]
-    windows, done = [], 0
-    for offset in offsets:
-        start = offset * hop
-        stop = start + samples_for_frames(window_frames, cfg)
-        keep_from = done - offset
-        windows.append(Window(start, stop, window_frames, window_frames, keep_from, window_frames))
-        done = offset + window_frames
-    return windows
-
-
-def embed_windows(
-    params: dict, audio_BxS: jax.Array, lengths_B: jax.Array, *, cfg: ml_collections.ConfigDict
-) -> jax.Array:
-    """`model.embed` where window b has only `lengths[b]` real samples (the rest padding).
-
-    The padding is ignored as in training. Returns `[batch, frames, encoder_width]` float32.
-    """
-    return model.embed(params, audio_BxS, cfg, lengths_B=lengths_B).astype(np.float32)
-
-
-def _local_copy(x):
-    """A replicated (possibly multi-host) array -> this host's copy on one device."""
-    if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1 and x.is_fully_replicated:
-        return x.addressable_data(0)
-    return x
-
-
-# One compiled program per (bucket, batch size, model config), shared by every Embedder.
-_embed_windows_jit = jax.jit(embed_windows, static_argnames="cfg")
-
-
-@dataclasses.dataclass(frozen=True)
-class ClipEmbedding:
-    frames: np.ndarray  # float32 [frames, dim] at 100 Hz.
-    timestamps: np.ndarray  # float64 [frames]: frame centres in seconds from the clip's start.
-
-    @property
-    def clip(self) -> np.ndarray:
-        """float32 [dim]: the mean of the frames."""
-        return self.frames.mean(axis=0)
-
-
-class Embedder:
-    """Frozen params + model config -> embeddings of clips of any length, batched and jitted."""
-
-    def __init__(
-        self,
-        params: dict,
-        model_cfg: ml_collections.ConfigDict,
-        *,
-        window_seconds: float = DEFAULT_WINDOW_SECONDS,
-        batch_size: int = 16,
-        num_buckets: int = 4,
-    ):
-        """
-        Args:
-          params: model params (`model.init` or a checkpoint's); replicated arrays are fine.
-          model_cfg: `config.model` of the run.
-          window_seconds: longest audio embedded at once; use the training crop length.
-          batch_size: windows per jitted call (a fixed shape: partial batches are padded).
-          num_buckets: window lengths compiled for short clips: window, window/2, window/4, ...
-        """
-        self.params = jax.tree.map(_local_copy, params)
-        self.cfg = ml_collections.FrozenConfigDict(model_cfg)
-        self.window_frames = waveform.num_frames(round(window_seconds * SAMPLE_RATE), self.cfg)
-        self.buckets = sorted({math.ceil(self.window_frames / 2**k) for k in range(num_buckets)})
-        self.batch_size = batch_size
-        self.dim = int(model_cfg.encoder_width)
-
-    @classmethod
-    def from_config(cls, params: dict, config: ml_collections.ConfigDict, **kwargs) -> "Embedder":
-        """The model of a run config (`config.model`, windows of `config.dataset.crop_seconds`)."""
-        kwargs.setdefault("window_seconds", config.dataset.crop_seconds)
-        return cls(params, config.model, **kwargs)
-
-    @classmethod
-    def from_checkpoint(cls, directory: str, step: int | None = None, **kwargs) -> "Embedder":
-        """The model of a checkpoint (see `load_checkpoint`)."""
-        return cls.from_config(*load_checkpoint(directory, step), **kwargs)
-
-    @classmethod
-    def random_init(cls, config: ml_collections.ConfigDict, seed: int = 0, **kwargs) -> "Embedder":
-        """An untrained model of a run config (the random-init baseline)."""
-        params = jax.jit(functools.partial(model.init, cfg=config.model))(jax.random.key(seed))
-        return cls.from_config(params, config, **kwargs)
-
-    def embed(self, clips: Sequence[np.ndarray], sample_rate: int = SAMPLE_RATE) -> list:
-        """Embeds each clip (float `[samples]` at `sample_rate`); returns a ClipEmbedding each.
-
-        Raises:
-          ValueError: a clip that is not 1-D, is empty, or holds NaN or inf (its index named).
-        """
-        clips = [np.asarray(c, np.float64) for c in clips]
-        for i, clip in enumerate(clips):
-            if clip.ndim == 1 and not np.all(np.isfinite(clip)):
-                bad = int(np.sum(~np.isfinite(clip)))
-                raise ValueError(f"Sound {i} holds {bad} NaN or inf samples: clean it first.")
-        clips16 = [self._to_16k(c, sample_rate) for c in clips]
-        jobs = [  # (clip index, window) of every window of every clip
-            (i, w)
-            for i, audio in enumerate(clips16)
-            for w in plan_windows(len(audio), self.window_frames, self.buckets, self.cfg)
-        ]
-        outputs = self._embed_windows(clips16, jobs)
-        pieces = [[] for _ in clips16]
-        for (i, w), out in zip(jobs, outputs, strict=True):
-            pieces[i].append(out[w.keep_from : w.keep_to])
-        results = []
-        for audio, parts in zip(clips16, pieces, strict=True):
-            frames = np.concatenate(parts, axis=0)
-            results.append(ClipEmbedding(frames, frame_times(len(frames), len(audio), self.cfg)))
-        return results
-
-    def _embed_windows(self, clips16: list[np.ndarray], jobs: list) -> list[np.ndarray]:
-        """float32 `[bucket_frames, dim]` per job, run bucket by bucket in full batches."""
-        outputs = [None] * len(jobs)
-        for bucket in self.buckets:
-            todo = [j for j, (_, w) in enumerate(jobs) if w.bucket_frames == bucket]
-            samples = samples_for_frames(bucket, self.cfg)
-            for s in range(0, len(todo), self.batch_size):
-                rows = todo[s : s + self.batch_size]
-                audio_BxS = np.zeros((self.batch_size, samples), np.float32)  # Pad rows: silence.
-                lengths_B = np.full((self.batch_size,), samples, np.int32)
-                for row, j in enumerate(rows):
-                    i, w = jobs[j]
-                    # Each window normalised like a training crop; the padding is silence.
-                    audio_BxS[row, : w.stop - w.start] = transforms.normalize(
-                        clips16[i][w.start : w.stop]
-                    )
-                    lengths_B[row] = w.stop - w.start
-                out = np.asarray(
-                    _embed_windows_jit(self.params, audio_BxS, lengths_B, cfg=self.cfg)
-                )
-                for row, j in enumerate(rows):
-                    outputs[j] = out[row]
-        return outputs
-
-    def embed_one(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> ClipEmbedding:
-        return self.embed([audio], sample_rate)[0]
-
-    @staticmethod
-    def _to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        if audio.ndim != 1:
-            raise ValueError(f"Expected mono audio [samples], got shape {audio.shape}.")
-        return decode.resample(audio, sample_rate, SAMPLE_RATE)
-
-
-def embed_files(
-    embedder: Embedder, paths: Sequence[str], *, chunk: int = 32, progress: bool = True
-) -> tuple[list[str], list[ClipEmbedding], list[tuple[str, str]]]:
-    """Reads and embeds audio files; a file `decode.decode_file` rejects is skipped, never fatal.
-
-    Returns:
-      (paths embedded, their ClipEmbeddings, [(skipped path, reason)]) with reasons from
-      `decode.REASONS`.
-    """
-    done, results, skipped = [], [], []
-    bar = tqdm(total=len(paths), unit="file", disable=not progress, file=sys.stderr)
-    for s in range(0, len(paths), chunk):
-        audio, names = [], []
-        for path in paths[s : s + chunk]:
-            try:
-                clip = decode.decode_file(
-                    path, sample_rate=SAMPLE_RATE, allow_silent=True, keep_float=True
-                )
-            except decode.BadAudioError as e:
-                skipped.append((path, e.reason))
-                continue
-            audio.append(clip.audio)
-            names.append(path)
-        results += embedder.embed(audio)
-        done += names
-        bar.update(len(paths[s : s + chunk]))
-    bar.close()
-    return done, results, skipped
-
-
-def save_npz(path: str, paths: list[str], embeddings: list, skipped: list) -> None:
-    """Writes the embeddings of `embed_files` to exactly `path` (layout in the module docstring);
-    a failure leaves any earlier file there as it was."""
-    lengths = [len(e.frames) for e in embeddings]
-    dim = embeddings[0].frames.shape[1] if embeddings else 0
-    cli.write_atomically(
-        path,
-        lambda f: np.savez(
-            f,
-            paths=np.array(paths, dtype=np.str_),
-            clip=np.stack([e.clip for e in embeddings]) if embeddings else np.zeros((0, dim)),
-            frames=np.concatenate([e.frames for e in embeddings])
-            if embeddings
-            else np.zeros((0, 0)),
-            timestamps=np.concatenate([e.timestamps for e in embeddings]) if embeddings else [],
-            offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-            skipped_paths=np.array([p for p, _ in skipped], dtype=np.str_),
-            skipped_reasons=np.array([r for _, r in skipped], dtype=np.str_),
-        ),
-    )
-
-
-def _define_flags() -> None:
-    """CLI flags, defined only when run as a program (this module is also a library)."""
-    flags.DEFINE_string("checkpoint", None, "Workdir or checkpoint directory.", required=True)
-    flags.DEFINE_string("input", None, "An audio file, or a folder searched recursively.",
-                        required=True)  # fmt: skip
-    flags.DEFINE_string("output", "embeddings.npz", "Where the .npz is written.")
-    flags.DEFINE_integer("batch_size", 16, "Windows per jitted call.", lower_bound=1)
+# JAX and the model are imported in main(), after the flags: `--help` and flag errors are instant.
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "Workdir or checkpoint directory.", required=True
+)
+_INPUT = flags.DEFINE_string(
+    "input", None, "An audio file, or a folder searched recursively.", required=True
+)
+_OUTPUT = flags.DEFINE_string("output", "embeddings.npz", "Where the .npz is written.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Windows per jitted call.", lower_bound=1)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    args = flags.FLAGS
-    output = cli.check_output_file(args.output, "--output")
-    source = args.input
+    output = cli.check_output_file(_OUTPUT.value, "--output")
+    source = _INPUT.value
+    from wavlejepa import embedding
+    from wavlejepa.data import audio_folder
+
     if os.path.isdir(source):
         paths = [os.path.join(source, p) for p in audio_folder.list_files(source)]
     elif os.path.exists(source):
@@ -353,10 +46,12 @@ def main(argv):
     if not paths:
         cli.fail(f"--input={source} holds no files.")
     try:
-        embedder = Embedder.from_checkpoint(args.checkpoint, batch_size=args.batch_size)
-    except CheckpointError as e:
+        embedder = embedding.Embedder.from_checkpoint(
+            _CHECKPOINT.value, batch_size=_BATCH_SIZE.value
+        )
+    except embedding.CheckpointError as e:
         cli.fail(str(e))
-    done, embeddings, skipped = embed_files(embedder, paths)
+    done, embeddings, skipped = embedding.embed_files(embedder, paths)
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if not done:
@@ -364,12 +59,11 @@ def main(argv):
             f"{n} {r}" for r, n in collections.Counter(r for _, r in skipped).items()
         )
         cli.fail(f"no audio could be embedded from --input={source} ({reasons}); nothing written.")
-    save_npz(output, done, embeddings, skipped)
+    embedding.save_npz(output, done, embeddings, skipped)
     print(f"Embedded {len(done)} files ({embedder.dim}-d) into {output}.")
     if skipped:
         print(f"Skipped {len(skipped)} files (listed above and in the .npz's skipped_paths).")
 
 
 if __name__ == "__main__":
-    _define_flags()
     app.run(main, flags_parser=cli.parse_flags)

@@ -15,9 +15,9 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
-from wavlejepa import cli, embed
-from wavlejepa.evaluators import linear_probe, logmel
+from wavlejepa import cli
 
+# JAX, the model and the probes are imported in main(): `--help` and flag errors are instant.
 BASELINES = ("none", "random_init", "logmel")
 
 
@@ -28,7 +28,9 @@ def _define_flags() -> None:
         "config", None, "Run config (for --baseline=random_init without --checkpoint).",
         lock_config=True,
     )  # fmt: skip
-    flags.DEFINE_list("eval", ["fsdd_digits"], f"Probe tasks: {sorted(linear_probe.TASKS)}.")
+    flags.DEFINE_list(
+        "eval", ["fsdd_digits"], "Probe tasks, e.g. fsdd_digits,fsdd_speakers (linear_probe.TASKS)."
+    )
     flags.DEFINE_enum("baseline", "none", BASELINES, "Evaluate a baseline instead.")
     flags.DEFINE_integer("seed", 0, "Params seed of --baseline=random_init.")
     flags.DEFINE_string("data", None, "Probe data: sample (bundled) or a folder of recordings.")
@@ -38,22 +40,25 @@ def _define_flags() -> None:
 
 def _frames_factory(args):
     """(batch_size -> FramesFn, the run config or None) of the model or baseline asked for."""
+    from wavlejepa import embedding
+    from wavlejepa.evaluators import logmel
+
     config = args.config
     if args.baseline == "logmel":
         return (lambda batch_size: logmel.logmel_frames), config
     if args.checkpoint:
         try:
-            params, config = embed.load_checkpoint(args.checkpoint)
-        except embed.CheckpointError as e:
+            params, config = embedding.load_checkpoint(args.checkpoint)
+        except embedding.CheckpointError as e:
             cli.fail(str(e))
     elif args.baseline != "random_init" or config is None:
         cli.fail("give --checkpoint, --baseline=logmel, or --baseline=random_init with --config.")
 
-    def factory(batch_size: int) -> linear_probe.FramesFn:
+    def factory(batch_size: int):
         if args.baseline == "random_init":
-            embedder = embed.Embedder.random_init(config, seed=args.seed, batch_size=batch_size)
+            embedder = embedding.Embedder.random_init(config, seed=args.seed, batch_size=batch_size)
         else:
-            embedder = embed.Embedder.from_config(params, config, batch_size=batch_size)
+            embedder = embedding.Embedder.from_config(params, config, batch_size=batch_size)
         return lambda clips: [e.frames for e in embedder.embed(clips)]
 
     return factory, config
@@ -62,6 +67,8 @@ def _frames_factory(args):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from wavlejepa.evaluators import linear_probe
+
     args = flags.FLAGS
     unknown = [t for t in args.eval if t not in linear_probe.TASKS]
     if unknown:

@@ -1,4 +1,4 @@
-"""The HEAR 2021 API (hearbenchmark.com/hear-api.html) over `embed.Embedder`; no torch.
+"""The HEAR 2021 API (hearbenchmark.com/hear-api.html) over `embedding.Embedder`; no torch.
 
   from wavlejepa import hear
   model = hear.load_model("/tmp/wj/run")  # A workdir/checkpoint; "" = untrained base model.
@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from wavlejepa import embed, model_sizes
+from wavlejepa import embedding, model_sizes
 from wavlejepa import model as model_lib
 from wavlejepa.nets import waveform
 
@@ -27,14 +27,14 @@ DEFAULT_SIZE = "base"  # The size of configs/default.py, used when no model file
 @functools.cache
 def model_class() -> type:
     """`WavLeJEPAModel`, what the HEAR API calls a model: a tf.Module holding a (JAX)
-    `embed.Embedder`. Built on first use, so importing this module does not import TensorFlow
+    `embedding.Embedder`. Built on first use, so importing this module does not import TensorFlow
     (~6 s); only loading a model does, as the HEAR API asks for a tf.Module."""
     import tensorflow as tf
 
     class WavLeJEPAModel(tf.Module):
-        sample_rate = embed.SAMPLE_RATE
+        sample_rate = embedding.SAMPLE_RATE
 
-        def __init__(self, embedder: embed.Embedder):
+        def __init__(self, embedder: embedding.Embedder):
             super().__init__(name="wavlejepa")
             self.embedder = embedder
             self.scene_embedding_size = int(embedder.dim)
@@ -59,15 +59,15 @@ def load_model(model_file_path: str = ""):
         directory (see `checkpointing.load_params`); or a config file (`.py`) for an untrained
         model of that config.
     Raises:
-      embed.CheckpointError: a directory that holds no loadable checkpoint.
+      embedding.CheckpointError: a directory that holds no loadable checkpoint.
     """
     if not model_file_path:
         cfg = model_sizes.model_config(DEFAULT_SIZE)
         params = jax.jit(lambda key: model_lib.init(key, cfg))(jax.random.key(0))
-        return model_class()(embed.Embedder(params, cfg))
+        return model_class()(embedding.Embedder(params, cfg))
     if model_file_path.endswith(".py") and os.path.isfile(model_file_path):
-        return model_class()(embed.Embedder.random_init(_config_from_file(model_file_path)))
-    return model_class()(embed.Embedder.from_checkpoint(model_file_path))
+        return model_class()(embedding.Embedder.random_init(_config_from_file(model_file_path)))
+    return model_class()(embedding.Embedder.from_checkpoint(model_file_path))
 
 
 def _is_tf(x) -> bool:
@@ -89,7 +89,7 @@ def _frames(audio_NxS: np.ndarray, model) -> tuple[np.ndarray, np.ndarray]:
     if not len(audio_NxS):  # No sounds: empty outputs of the right rank.
         embedder, num_samples = model.embedder, audio_NxS.shape[1]
         cfg = embedder.cfg
-        frames = waveform.num_frames(max(num_samples, embed.receptive_samples(cfg)), cfg)
+        frames = waveform.num_frames(max(num_samples, waveform.receptive_samples(cfg)), cfg)
         frames = frames if num_samples else 0
         return np.zeros((0, frames, embedder.dim), np.float32), np.zeros((0, frames), np.float32)
     results = model.embedder.embed(list(audio_NxS))

@@ -7,11 +7,12 @@ On several hosts (a TPU pod slice, a SLURM job) add `--multihost` on every host;
 the coordinator explicitly (`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`).
 """
 
-import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from wavlejepa import checkpointing, cli, config_validation, train
+from wavlejepa import cli
+
+# JAX and the trainer are imported in main(), after the flags: `--help` and flag errors are instant.
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/cpu_debug.py.", lock_config=True
@@ -31,6 +32,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    import jax
+
+    from wavlejepa import checkpointing, config_validation, train
+
     if _MULTIHOST.value or _COORDINATOR.value:
         jax.distributed.initialize(
             coordinator_address=_COORDINATOR.value,

@@ -21,10 +21,9 @@ from absl import app, flags
 from etils import epath
 from matplotlib.figure import Figure
 
-from wavlejepa import cli, embed, reporting
-from wavlejepa.evaluators import linear_probe
+from wavlejepa import cli
 
-METRICS_FILE = reporting.METRICS_FILE
+# `reporting` (JAX, CLU) and the model are imported where used: `--help` is instant.
 PROBE_PREFIXES = ("eval_", "probe_")  # Eval keys holding "accuracy" are probe results.
 
 
@@ -60,6 +59,8 @@ def sigreg_lines(config: ml_collections.ConfigDict | None) -> dict[str, float]:
     and crop) and the health warning's threshold; none without the run's config."""
     if config is None:
         return {}
+    from wavlejepa import reporting
+
     collapse = reporting.sigreg_collapse_value(config)
     return {
         "collapsed (0.40 N)": collapse,
@@ -69,6 +70,8 @@ def sigreg_lines(config: ml_collections.ConfigDict | None) -> dict[str, float]:
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict | None:
     """The config a training run wrote into its workdir, or None (an older run)."""
+    from wavlejepa import reporting
+
     path = epath.Path(workdir) / reporting.CONFIG_FILE
     return ml_collections.ConfigDict(json.loads(path.read_text())) if path.exists() else None
 
@@ -131,8 +134,12 @@ def embedding_scatter(points_Nx2: np.ndarray, labelings: dict[str, tuple]) -> Fi
     return fig
 
 
-def fsdd_embedding_figure(embedder: embed.Embedder, data: str = "sample") -> Figure:
-    """PCA of the mean-pooled clip embeddings of every FSDD clip, by digit and by speaker."""
+def fsdd_embedding_figure(embedder, data: str = "sample") -> Figure:
+    """PCA of the mean-pooled clip embeddings of every FSDD clip, by digit and by speaker.
+
+    `embedder`: an `embedding.Embedder`."""
+    from wavlejepa.evaluators import linear_probe  # JAX: only for this figure.
+
     fsdd = linear_probe.load_fsdd(linear_probe.fsdd_dir(data))
     splits = linear_probe.SPLITS
     audio = [clip for s in splits for clip in fsdd[s]["audio"]]
@@ -163,11 +170,15 @@ def make_plots(
     """Writes the PNGs of a run; returns their paths."""
     output_dir = output_dir or workdir
     epath.Path(output_dir).mkdir(parents=True, exist_ok=True)
-    records = load_metrics(os.path.join(workdir, METRICS_FILE))
+    from wavlejepa import reporting
+
+    records = load_metrics(os.path.join(workdir, reporting.METRICS_FILE))
     curves = training_curves(records, sigreg_lines(load_run_config(workdir)))
     paths = [save_png(curves, os.path.join(output_dir, "training_curves.png"))]
     if checkpoint:
-        figure = fsdd_embedding_figure(embed.Embedder.from_checkpoint(checkpoint), data)
+        from wavlejepa import embedding  # JAX and the model: only for this figure.
+
+        figure = fsdd_embedding_figure(embedding.Embedder.from_checkpoint(checkpoint), data)
         paths.append(save_png(figure, os.path.join(output_dir, "embeddings_pca.png")))
     return paths
 
@@ -183,9 +194,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     args = flags.FLAGS
+    from wavlejepa import checkpointing
+
     try:
         paths = make_plots(args.workdir, args.output_dir, args.checkpoint, args.data)
-    except (FileNotFoundError, embed.CheckpointError) as e:
+    except (FileNotFoundError, checkpointing.CheckpointError) as e:
         cli.fail(str(e))
     for path in paths:
         print(f"Wrote {path}")

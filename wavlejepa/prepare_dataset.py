@@ -12,13 +12,12 @@ import os
 import sys
 
 import ml_collections
-import tensorflow_datasets as tfds
 from absl import app, flags
 
 from configs import default
 from wavlejepa import cli
-from wavlejepa.data import audio_folder, decode, sources
 
+# TFDS and the builder are imported in main(): `--help` and flag errors are instant.
 _DEFAULTS = default.get_config().dataset  # One place for the build defaults: the config's.
 
 _AUDIO_DIR = flags.DEFINE_string("audio_dir", None, "Folder of audio files (searched recursively).")
@@ -35,9 +34,9 @@ _TEST = flags.DEFINE_float("test_fraction", _DEFAULTS.test_fraction, "Share of f
 _SAMPLE_RATE = flags.DEFINE_integer(
     "sample_rate", _DEFAULTS.sample_rate, "Rate the audio is resampled to."
 )
-_LABEL_FROM = flags.DEFINE_enum(
-    "label_from", _DEFAULTS.label_from, audio_folder.LABEL_FROM,
-    "Label from the parent folder, a CSV, or none.",
+_LABEL_FROM = flags.DEFINE_string(
+    "label_from", _DEFAULTS.label_from,
+    "Label from the parent folder (folder), a CSV (csv), or none (audio_folder.LABEL_FROM).",
 )  # fmt: skip
 _LABEL_CSV = flags.DEFINE_string("label_csv", "", "label_from=csv: `relative/path,label` rows.")
 flags.mark_flags_as_required(["audio_dir", "data_dir"])
@@ -62,6 +61,12 @@ def _dataset_config() -> ml_collections.ConfigDict:
 
 def main(argv):
     del argv
+    import tensorflow_datasets as tfds
+
+    from wavlejepa.data import audio_folder, decode, sources
+
+    if _LABEL_FROM.value not in audio_folder.LABEL_FROM:
+        cli.fail(f"--label_from={_LABEL_FROM.value}; choose one of {audio_folder.LABEL_FROM}.")
     dataset_config = _dataset_config()
     if not sys.stderr.isatty():  # Piped: no progress bars full of escape codes.
         tfds.disable_progress_bar()

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from wavlejepa import embed, evaluators
+from wavlejepa import embedding, evaluators
 from wavlejepa.data import audio_folder, decode
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,7 +88,9 @@ def load_fsdd(directory: str) -> dict[str, dict]:
     data = {s: {"audio": [], "digit": [], "speaker": []} for s in SPLITS}
     for path, digit, speaker, take in parsed:
         try:
-            clip = decode.decode_file(os.path.join(directory, path), sample_rate=embed.SAMPLE_RATE)
+            clip = decode.decode_file(
+                os.path.join(directory, path), sample_rate=embedding.SAMPLE_RATE
+            )
         except decode.BadAudioError as e:
             logging.warning("Probe data: skipping %s", e)
             continue
@@ -241,7 +243,7 @@ def probe(frames_fn: FramesFn, task: str, probe_cfg: ml_collections.ConfigDict) 
 
 def model_frames(params: dict, config: ml_collections.ConfigDict, batch_size: int) -> FramesFn:
     """The model's frame embeddings of each clip (windows of the training crop length)."""
-    embedder = embed.Embedder.from_config(params, config, batch_size=batch_size)
+    embedder = embedding.Embedder.from_config(params, config, batch_size=batch_size)
     return lambda clips: [e.frames for e in embedder.embed(clips)]
 
 

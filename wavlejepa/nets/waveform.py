@@ -4,9 +4,12 @@ Six bias-free 1-D convs (kernels 10,3,3,3,3,2; strides 5,2,2,2,2,2), GELU after 
 per-channel GroupNorm after the first only; then LayerNorm -> Linear -> + fixed sin-cos positions.
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from wavlejepa.nets import layers
 
@@ -39,14 +42,27 @@ def valid_frames(
     return jnp.maximum(length, 1)
 
 
-def receptive_field(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
-    """(stride, width) in samples of one frame: frame t reads samples [t * stride, t * stride +
-    width), e.g. (160, 240) for WavJEPA's stack."""
-    stride, width = 1, 1
-    for kernel, layer_stride in zip(cfg.conv_kernels, cfg.conv_strides, strict=True):
-        width += (kernel - 1) * stride
-        stride *= layer_stride
-    return stride, width
+def hop_samples(cfg: ml_collections.ConfigDict) -> int:
+    """Samples between frames: the product of the conv strides (160 -> 100 Hz)."""
+    return math.prod(cfg.conv_strides)
+
+
+def receptive_samples(cfg: ml_collections.ConfigDict) -> int:
+    """Samples one frame sees (240 = 15 ms): frame t reads [hop * t, hop * t + this)."""
+    field, jump = 1, 1
+    for kernel, stride in zip(cfg.conv_kernels, cfg.conv_strides, strict=True):
+        field, jump = field + (kernel - 1) * jump, jump * stride
+    return field
+
+
+def samples_for_frames(frames: int, cfg: ml_collections.ConfigDict) -> int:
+    """The fewest samples that give `frames` frames."""
+    return receptive_samples(cfg) + (frames - 1) * hop_samples(cfg)
+
+
+def frame_centres(num_frames: int, cfg: ml_collections.ConfigDict) -> np.ndarray:
+    """The sample at the centre of each frame's receptive field, float64 `[num_frames]`."""
+    return hop_samples(cfg) * np.arange(num_frames, dtype=np.float64) + receptive_samples(cfg) / 2
 
 
 def frame_clip_ids(
@@ -59,8 +75,7 @@ def frame_clip_ids(
     receptive field's centre lies in: id = the number of later starts at or before that centre
     (0 for the crop's first clip).
     """
-    stride, width = receptive_field(cfg)
-    centres_T = jnp.arange(num_frames) * stride + width // 2
+    centres_T = jnp.asarray(frame_centres(num_frames, cfg), jnp.float32)
     starts_BxC = jnp.asarray(clip_starts_BxC, jnp.int32)
     later_BxC = starts_BxC > 0  # The first entry (0) and the -1 padding open no new clip.
     begun_BxTxC = later_BxC[:, None, :] & (starts_BxC[:, None, :] <= centres_T[None, :, None])

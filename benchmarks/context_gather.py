@@ -8,33 +8,24 @@ first. This times the context encoder's forward+backward both ways on the config
 the same params and a matching key padding, and prints the saving.
 """
 
-import time
-
 import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from benchmarks import common
 from wavlejepa import masking
+from wavlejepa.data import transforms
 from wavlejepa.nets import encoder, waveform
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/cpu_debug.py", lock_config=True)
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repeats.")
 
 
-def _time(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - t0) / repeats
-
-
 def main(argv):
     del argv
     config = _CONFIG.value
     m = config.model
-    num_samples = round(config.dataset.crop_seconds * config.dataset.sample_rate)
+    num_samples = transforms.crop_samples(config.dataset)
     frames = waveform.num_frames(num_samples, m)
     capacity = masking.context_capacity(config.masking, frames)
     params = encoder.init(jax.random.PRNGKey(0), m)
@@ -47,7 +38,9 @@ def main(argv):
     times = {}
     for name, length in (("full masked crop", frames), ("gathered context", capacity)):
         x = jax.random.normal(jax.random.PRNGKey(2), (config.batch_size, length, m.encoder_width))
-        times[name] = _time(grad, params, x, masks.context_lengths, repeats=_REPEATS.value)
+        times[name] = common.time_call(
+            grad, params, x, masks.context_lengths, repeats=_REPEATS.value
+        )
         print(f"{name:18s} {length:4d} frames  {1e3 * times[name]:9.1f} ms fwd+bwd", flush=True)
     saving = 1 - times["gathered context"] / times["full masked crop"]
     print(f"device {jax.devices()[0].device_kind}: gathering saves {100 * saving:.0f}% of it")

@@ -9,7 +9,6 @@ base config's crops (2.01 s x 8 per clip, batch 512) and cpu_debug's (0.51 s x 2
 """
 
 import gc
-import json
 import os
 import tempfile
 import time
@@ -17,6 +16,7 @@ import time
 from absl import app, flags
 
 import wavlejepa.data
+from benchmarks import common
 from configs import cpu_debug, default
 from wavlejepa.data import pipeline
 
@@ -85,9 +85,7 @@ def main(argv):
                 f"{run['startup_seconds']} s, load {run['load_average']})",
                 flush=True,
             )
-    if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump(results, f, indent=2)
+    common.write_json(_JSON.value, results)
 
 
 if __name__ == "__main__":

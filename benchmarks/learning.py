@@ -36,7 +36,6 @@ and writes every number (all splits, chosen weight decays) to --json and a learn
 """
 
 import functools
-import json
 import math
 import os
 
@@ -49,6 +48,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from ml_collections import config_flags
 
+from benchmarks import common
 from wavlejepa import checkpointing, diagnostics, plot, reporting, train, train_state
 from wavlejepa.data import audio_folder
 from wavlejepa.evaluators import linear_probe, logmel
@@ -308,9 +308,7 @@ def main(argv):
     )
     result["settings"]["config"] = config_flags.get_config_filename(flags.FLAGS["config"])
     print(format_table(result["steps"] + result["logmel"]))
-    if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump(result, f, indent=1)
+    common.write_json(_JSON.value, result, indent=1)
     if _PLOT.value:
         plot.save_png(learning_curve(result["steps"], result["logmel"][0]), _PLOT.value)
 

@@ -11,14 +11,15 @@ passes ~50%, attention is the bottleneck.
 """
 
 import functools
-import json
 import time
 
 import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from benchmarks import common
 from wavlejepa import flops, train_state, train_step
+from wavlejepa.data import transforms
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/cpu_debug.py", lock_config=True)
 _CROPS = flags.DEFINE_list("crop_seconds", ["1", "2", "4", "8", "16"], "Crop lengths (s).")
@@ -28,7 +29,7 @@ _JSON = flags.DEFINE_string("json", "", "Write the figures to this JSON file too
 
 
 def measure_point(config, steps: int) -> dict:
-    num_samples = round(config.dataset.crop_seconds * config.dataset.sample_rate)
+    num_samples = transforms.crop_samples(config.dataset)
     state = train_state.create(jax.random.PRNGKey(0), config)
     batch = {"audio": jax.random.normal(jax.random.PRNGKey(1), (config.batch_size, num_samples))}
     step = jax.jit(functools.partial(train_step.train_step, config=config), donate_argnums=0)
@@ -73,9 +74,7 @@ def main(argv):
                 f"attention {100 * row['attention_share']:5.1f}% of FLOPs",
                 flush=True,
             )
-    if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump(rows, f, indent=2)
+    common.write_json(_JSON.value, rows)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,14 @@ backward on [N, projector_dim] embeddings, and of the whole train step at that b
 """
 
 import functools
-import json
-import time
 
 import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from benchmarks import common
 from wavlejepa import sigreg, train_state, train_step
+from wavlejepa.data import transforms
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/cpu_debug.py", lock_config=True)
 _SLICES = flags.DEFINE_list("slices", ["256", "1024", "4096"], "num_slices values.")
@@ -25,17 +25,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed repeats of each measuremen
 _JSON = flags.DEFINE_string("json", "", "Write the figures to this JSON file too.")
 
 
-def _time(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # Compile and warm up.
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - t0) / repeats
-
-
 def measure(config, slices: list[int], batch_sizes: list[int], repeats: int) -> list[dict]:
-    num_samples = round(config.dataset.crop_seconds * config.dataset.sample_rate)
+    num_samples = transforms.crop_samples(config.dataset)
     dim = config.model.projector_dim
     rows = []
     for batch in batch_sizes:
@@ -45,12 +36,12 @@ def measure(config, slices: list[int], batch_sizes: list[int], repeats: int) -> 
             emb = jax.random.normal(jax.random.PRNGKey(0), (batch, dim))
             dirs = sigreg.random_directions(jax.random.PRNGKey(1), dim, num_slices)
             reg = jax.jit(jax.value_and_grad(lambda e, d: sigreg.sigreg(e, d)))
-            sigreg_seconds = _time(reg, emb, dirs, repeats=repeats)
+            sigreg_seconds = common.time_call(reg, emb, dirs, repeats=repeats)
 
             state = train_state.create(jax.random.PRNGKey(0), cfg)
             audio = jax.random.normal(jax.random.PRNGKey(2), (batch, num_samples))
             step = jax.jit(functools.partial(train_step.train_step, config=cfg))
-            step_seconds = _time(step, state, {"audio": audio}, repeats=repeats)
+            step_seconds = common.time_call(step, state, {"audio": audio}, repeats=repeats)
             rows.append(
                 {
                     "device": jax.devices()[0].device_kind,
@@ -75,9 +66,7 @@ def main(argv):
     config = _CONFIG.value
     batch_sizes = [int(b) for b in _BATCHES.value] or [config.batch_size]
     rows = measure(config, [int(s) for s in _SLICES.value], batch_sizes, _REPEATS.value)
-    if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump(rows, f, indent=2)
+    common.write_json(_JSON.value, rows)
 
 
 if __name__ == "__main__":

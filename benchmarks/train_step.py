@@ -11,7 +11,6 @@ the same step with the block loop unrolled (XLA counts a loop body once).
 """
 
 import functools
-import json
 import time
 
 import jax
@@ -20,7 +19,9 @@ from absl import app, flags
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ml_collections import config_flags
 
+from benchmarks import common
 from wavlejepa import compile_count, flops, train_state, train_step
+from wavlejepa.data import transforms
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/cpu_debug.py", lock_config=True)
 _STEPS = flags.DEFINE_integer("steps", 50, "Timed steps (after one warm-up step).")
@@ -47,7 +48,7 @@ def measure(config, steps: int, cross_check: bool) -> dict:
     mesh = Mesh(np.array(devices), ("data",))
     replicated = NamedSharding(mesh, PartitionSpec())
     data = NamedSharding(mesh, PartitionSpec("data"))
-    num_samples = round(config.dataset.crop_seconds * config.dataset.sample_rate)
+    num_samples = transforms.crop_samples(config.dataset)
 
     state = jax.jit(functools.partial(train_state.create, config=config), out_shardings=replicated)(
         jax.random.PRNGKey(0)
@@ -120,9 +121,7 @@ def main(argv):
     for key, value in result.items():
         shown = f"{value:,.4g}" if isinstance(value, float) else str(value)
         print(f"{key:<{width}}  {shown}")
-    if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump(result, f, indent=2)
+    common.write_json(_JSON.value, result)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,25 @@ class EmbedderTest(chex.TestCase):
         chex.assert_shape(ref, (18, 64))
         np.testing.assert_allclose(out.frames, ref, atol=2e-5)
 
+    def test_progress_moves_by_batches_of_windows_within_one_long_clip(self):
+        class Bar:  # The tqdm members the Embedder uses, recorded.
+            def __init__(self):
+                self.total, self.steps = None, []
+
+            def refresh(self):
+                pass
+
+            def update(self, n):
+                self.steps.append(n)
+
+        bar = Bar()
+        audio = np.random.default_rng(0).normal(size=40_000)  # 249 frames: 5 windows of 50.
+        windows = embedding.plan_windows(40_000, 50, self.embedder.buckets, self.config.model)
+        self.assertEqual(len(windows), 5)
+        self.embedder.embed([audio], progress=bar)
+        self.assertEqual(bar.total, 5)
+        self.assertEqual(bar.steps, [4, 1])  # batch_size 4: the bar moves before the clip ends.
+
     def test_resamples_to_16k(self):
         audio8k = self.rng.normal(size=4000)
         out = self.embedder.embed_one(audio8k, sample_rate=8000)
@@ -219,6 +238,32 @@ class CheckpointAndCliTest(absltest.TestCase):
         np.testing.assert_allclose(out["frames"][49:], ref.frames, atol=1e-5)  # float32 end to end
         np.testing.assert_allclose(out["clip"][1], ref.clip, atol=1e-5)
         np.testing.assert_allclose(out["timestamps"][49:], ref.timestamps)
+
+        # --output_dir: one .npz per file at its relative path, the same numbers.
+        per_file = self._tempdir()
+        result = subprocess.run(
+            [sys.executable, "-m", "wavlejepa.embed", f"--checkpoint={workdir}",
+             f"--input={folder}", f"--output_dir={per_file}"],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+        written = sorted(
+            os.path.relpath(os.path.join(d, f), per_file)
+            for d, _, files in os.walk(per_file)
+            for f in files
+        )
+        self.assertEqual(written, ["a.wav.npz", "sub/b.flac.npz"])
+        one = np.load(os.path.join(per_file, "sub", "b.flac.npz"))
+        np.testing.assert_array_equal(one["frames"], out["frames"][49:])
+        np.testing.assert_array_equal(one["timestamps"], out["timestamps"][49:])
+        np.testing.assert_array_equal(one["clip"], out["clip"][1])
+        both = subprocess.run(
+            [sys.executable, "-m", "wavlejepa.embed", f"--checkpoint={workdir}",
+             f"--input={folder}", f"--output_dir={per_file}", f"--output={output}"],
+            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        self.assertEqual(both.returncode, 2)
+        self.assertIn("contradict", both.stderr)
 
         missing = subprocess.run(
             [sys.executable, "-m", "wavlejepa.embed", "--checkpoint=/nonexistent/run",

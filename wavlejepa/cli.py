@@ -34,19 +34,19 @@ def check_output_file(path: str, flag: str) -> str:
     return full
 
 
-def check_workdir(path: str) -> None:
+def check_workdir(path: str, flag: str = "--workdir") -> None:
     """Fails unless `path` is a folder we can write in, or can be created (local paths only:
     gs:// and other remote workdirs are left to the storage layer)."""
     if "://" in path:
         return
     full = os.path.abspath(os.path.expanduser(path))
     if os.path.exists(full) and not os.path.isdir(full):
-        fail(f"--workdir={path} is a file: give a folder (it is created if missing).")
+        fail(f"{flag}={path} is a file: give a folder (it is created if missing).")
     existing = full
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.access(existing, os.W_OK | os.X_OK):
-        fail(f"--workdir={path}: {existing} is not writable; choose another folder.")
+        fail(f"{flag}={path}: {existing} is not writable; choose another folder.")
 
 
 def write_atomically(path: str, write) -> None:

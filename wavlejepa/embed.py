@@ -1,6 +1,10 @@
 r"""Embeds a file or a folder of audio with a trained WavLeJEPA model, into one .npz.
 
   python -m wavlejepa.embed --checkpoint=/tmp/wj/run --input=clips/ --output=embeddings.npz
+  python -m wavlejepa.embed --checkpoint=/tmp/wj/run --input=clips/ --output_dir=emb/
+
+With --output_dir each file gets its own .npz (`frames`, `timestamps`, `clip`) at its path
+relative to --input plus ".npz" (clips/sub/a.wav -> emb/sub/a.wav.npz), written as it is done.
 
 The .npz holds `paths [N]`, `clip [N, D]`, `frames [sum of frames, D]`, `timestamps` (seconds)
 and `offsets [N + 1]` (clip i's frames are `frames[offsets[i]:offsets[i + 1]]`), and
@@ -26,13 +30,41 @@ _INPUT = flags.DEFINE_string(
     "input", None, "An audio file, or a folder searched recursively.", required=True
 )
 _OUTPUT = flags.DEFINE_string("output", "embeddings.npz", "Where the .npz is written.")
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "Instead of --output: one .npz per input file under this folder."
+)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Windows per jitted call.", lower_bound=1)
+
+
+def _embed_per_file(embedder, paths: list[str], source: str, output_dir: str):
+    """Writes each file's .npz as soon as it is embedded; returns (done, [], skipped)."""
+    from wavlejepa import embedding
+
+    done, skipped = [], []
+    for path, result, reason in embedding.iter_files(embedder, paths):
+        if reason:
+            skipped.append((path, reason))
+            continue
+        relative = (
+            os.path.relpath(path, source) if os.path.isdir(source) else os.path.basename(path)
+        )
+        target = os.path.join(output_dir, relative + ".npz")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        embedding.save_clip_npz(target, result)
+        done.append(path)
+    return done, [], skipped
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    output = cli.check_output_file(_OUTPUT.value, "--output")
+    per_file = _OUTPUT_DIR.value is not None
+    if per_file and flags.FLAGS["output"].present:
+        cli.fail("--output and --output_dir contradict each other: give one.")
+    if per_file:
+        cli.check_workdir(_OUTPUT_DIR.value, "--output_dir")
+    else:
+        output = cli.check_output_file(_OUTPUT.value, "--output")
     source = _INPUT.value
     from wavlejepa import embedding
     from wavlejepa.data import audio_folder
@@ -51,7 +83,10 @@ def main(argv):
         )
     except embedding.CheckpointError as e:
         cli.fail(str(e))
-    done, embeddings, skipped = embedding.embed_files(embedder, paths)
+    if per_file:
+        done, embeddings, skipped = _embed_per_file(embedder, paths, source, _OUTPUT_DIR.value)
+    else:
+        done, embeddings, skipped = embedding.embed_files(embedder, paths)
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if not done:
@@ -59,8 +94,12 @@ def main(argv):
             f"{n} {r}" for r, n in collections.Counter(r for _, r in skipped).items()
         )
         cli.fail(f"no audio could be embedded from --input={source} ({reasons}); nothing written.")
-    embedding.save_npz(output, done, embeddings, skipped)
-    print(f"Embedded {len(done)} files ({embedder.dim}-d) into {output}.")
+    if per_file:
+        where = f"{_OUTPUT_DIR.value}, one .npz each"
+        print(f"Embedded {len(done)} files ({embedder.dim}-d) into {where}.")
+    else:
+        embedding.save_npz(output, done, embeddings, skipped)
+        print(f"Embedded {len(done)} files ({embedder.dim}-d) into {output}.")
     if skipped:
         print(f"Skipped {len(skipped)} files (listed above and in the .npz's skipped_paths).")
 

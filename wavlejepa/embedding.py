@@ -196,8 +196,13 @@ class Embedder:
         params = jax.jit(functools.partial(model.init, cfg=config.model))(jax.random.key(seed))
         return cls.from_config(params, config, **kwargs)
 
-    def embed(self, clips: Sequence[np.ndarray], sample_rate: int = SAMPLE_RATE) -> list:
+    def embed(
+        self, clips: Sequence[np.ndarray], sample_rate: int = SAMPLE_RATE, *, progress=None
+    ) -> list:
         """Embeds each clip (float `[samples]` at `sample_rate`); returns a ClipEmbedding each.
+
+        `progress` (a tqdm bar, optional) gets the clips' windows added to its total, then moves
+        by each jitted batch, so it moves within a long file too.
 
         Raises:
           ValueError: a clip that is not 1-D, is empty, or holds NaN or inf (its index named).
@@ -213,7 +218,10 @@ class Embedder:
             for i, audio in enumerate(clips16)
             for w in plan_windows(len(audio), self.window_frames, self.buckets, self.cfg)
         ]
-        outputs = self._embed_windows(clips16, jobs)
+        if progress is not None:
+            progress.total = (progress.total or 0) + len(jobs)
+            progress.refresh()
+        outputs = self._embed_windows(clips16, jobs, progress)
         pieces = [[] for _ in clips16]
         for (i, w), out in zip(jobs, outputs, strict=True):
             pieces[i].append(out[w.keep_from : w.keep_to])
@@ -223,7 +231,7 @@ class Embedder:
             results.append(ClipEmbedding(frames, frame_times(len(frames), len(audio), self.cfg)))
         return results
 
-    def _embed_windows(self, clips16: list[np.ndarray], jobs: list) -> list[np.ndarray]:
+    def _embed_windows(self, clips16: list[np.ndarray], jobs: list, progress) -> list[np.ndarray]:
         """float32 `[bucket_frames, dim]` per job, run bucket by bucket in full batches."""
         outputs = [None] * len(jobs)
         for bucket in self.buckets:
@@ -245,6 +253,8 @@ class Embedder:
                 )
                 for row, j in enumerate(rows):
                     outputs[j] = out[row]
+                if progress is not None:
+                    progress.update(len(rows))
         return outputs
 
     def embed_one(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> ClipEmbedding:
@@ -257,34 +267,54 @@ class Embedder:
         return decode.resample(audio, sample_rate, SAMPLE_RATE)
 
 
-def embed_files(
-    embedder: Embedder, paths: Sequence[str], *, chunk: int = 32, progress: bool = True
-) -> tuple[list[str], list[ClipEmbedding], list[tuple[str, str]]]:
-    """Reads and embeds audio files; a file `decode.decode_file` rejects is skipped, never fatal.
+def iter_files(embedder: Embedder, paths: Sequence[str], *, chunk: int = 32, progress=True):
+    """Reads and embeds audio files, `chunk` at a time; a file `decode.decode_file` rejects is
+    skipped, never fatal. A progress bar (in windows) on stderr moves within long files.
 
-    Returns:
-      (paths embedded, their ClipEmbeddings, [(skipped path, reason)]) with reasons from
-      `decode.REASONS`.
+    Yields:
+      (path, ClipEmbedding, None) per embedded file and (path, None, reason) per skipped one,
+      in the order of `paths`; reasons are from `decode.REASONS`.
     """
-    done, results, skipped = [], [], []
-    bar = tqdm(total=len(paths), unit="file", disable=not progress, file=sys.stderr)
+    bar = tqdm(total=0, unit="window", disable=not progress, file=sys.stderr)
     for s in range(0, len(paths), chunk):
-        audio, names = [], []
+        audio, outcomes = [], []
         for path in paths[s : s + chunk]:
             try:
                 clip = decode.decode_file(
                     path, sample_rate=SAMPLE_RATE, allow_silent=True, keep_float=True
                 )
             except decode.BadAudioError as e:
-                skipped.append((path, e.reason))
+                outcomes.append((path, e.reason))
                 continue
             audio.append(clip.audio)
-            names.append(path)
-        results += embedder.embed(audio)
-        done += names
-        bar.update(len(paths[s : s + chunk]))
+            outcomes.append((path, None))
+        embedded = iter(embedder.embed(audio, progress=bar if progress else None))
+        for path, reason in outcomes:
+            yield (path, None, reason) if reason else (path, next(embedded), None)
+        bar.set_postfix_str(f"{min(s + chunk, len(paths))}/{len(paths)} files")
     bar.close()
+
+
+def embed_files(
+    embedder: Embedder, paths: Sequence[str], *, chunk: int = 32, progress: bool = True
+) -> tuple[list[str], list[ClipEmbedding], list[tuple[str, str]]]:
+    """`iter_files`, collected: (paths embedded, their ClipEmbeddings, [(skipped path, reason)])."""
+    done, results, skipped = [], [], []
+    for path, result, reason in iter_files(embedder, paths, chunk=chunk, progress=progress):
+        if reason:
+            skipped.append((path, reason))
+        else:
+            done.append(path)
+            results.append(result)
     return done, results, skipped
+
+
+def save_clip_npz(path: str, result: ClipEmbedding) -> None:
+    """One file's embedding as its own .npz (`frames`, `timestamps`, `clip`), written atomically."""
+    cli.write_atomically(
+        path,
+        lambda f: np.savez(f, frames=result.frames, timestamps=result.timestamps, clip=result.clip),
+    )
 
 
 def save_npz(path: str, paths: list[str], embeddings: list, skipped: list) -> None:

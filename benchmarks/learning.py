@@ -144,7 +144,7 @@ def subsample(data: dict, max_clips: int) -> dict:
     is digit, speaker, take: so every digit and speaker keeps clips)."""
     if not max_clips:
         return data
-    out = {"speakers": data["speakers"]}
+    out = {"speakers": data["speakers"], "classes": data["classes"]}
     for split in SPLITS:
         n = len(data[split]["audio"])
         keep = np.unique(np.linspace(0, n - 1, min(n, max_clips)).round().astype(int))

@@ -132,6 +132,55 @@ class FsddTest(absltest.TestCase):
         self.assertEqual(data["test"]["speaker"][0], 0)
         self.assertLen(data["test"]["audio"][0], 2 * len(raw))
 
+    def test_labels_task_reads_a_folder_labelled_dataset(self):
+        # The bundled sample sorted into one folder per digit, built with label_from=folder: the
+        # "labels" task sees each clip with its folder (= its file name's digit) as label.
+        from configs import default
+        from wavlejepa.data import sources
+
+        with tempfile.TemporaryDirectory() as tmp:
+            audio_dir = os.path.join(tmp, "audio")
+            for name in sorted(os.listdir(linear_probe.SAMPLE_DIR)):
+                if name.endswith(".wav"):
+                    os.makedirs(os.path.join(audio_dir, name[0]), exist_ok=True)
+                    os.symlink(os.path.join(linear_probe.SAMPLE_DIR, name),
+                               os.path.join(audio_dir, name[0], name))  # fmt: skip
+            dataset = default.get_config().dataset
+            dataset.update(name="digit_folders", data_dir=os.path.join(tmp, "tfds"),
+                           audio_dir=audio_dir, label_from="folder")  # fmt: skip
+            sources.ensure_built(dataset)
+            data = linear_probe.load_labelled("digit_folders", dataset.data_dir)
+            self.assertEqual(data["classes"]["label"], [str(d) for d in range(10)])
+            fsdd = linear_probe.load_fsdd(linear_probe.fsdd_dir("sample"))
+            digit_of = {  # Labels from the file names, by the clip's samples.
+                np.asarray(a, np.float32).tobytes(): d
+                for s in linear_probe.SPLITS
+                for a, d in zip(fsdd[s]["audio"], fsdd[s]["digit"], strict=True)
+            }
+            seen = 0
+            for split in linear_probe.SPLITS:
+                for audio, label in zip(data[split]["audio"], data[split]["label"], strict=True):
+                    self.assertEqual(digit_of[np.asarray(audio, np.float32).tobytes()], label)
+                    seen += 1
+            self.assertEqual(seen, 300)
+
+            output = os.path.join(tmp, "results.json")
+            run = subprocess.run(
+                [sys.executable, "-m", "wavlejepa.evaluate", "--baseline=logmel", "--eval=labels",
+                 "--data=digit_folders", f"--data_dir={dataset.data_dir}", f"--output={output}"],
+                cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+            )  # fmt: skip
+            self.assertEqual(run.returncode, 0, run.stderr[-2000:])
+            with open(output) as f:
+                (result,) = json.load(f)
+            self.assertGreater(result["test_accuracy"], 0.6)  # 10 digits: chance 0.1.
+            no_data = subprocess.run(
+                [sys.executable, "-m", "wavlejepa.evaluate", "--baseline=logmel", "--eval=labels"],
+                cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+            )  # fmt: skip
+            self.assertEqual(no_data.returncode, 2)
+            self.assertIn("needs a prepared dataset with labels", no_data.stderr)
+
     def test_take_split_follows_fsdd_convention(self):
         splits = [linear_probe.take_split(t, 49) for t in range(50)]
         self.assertEqual(splits[:5], ["test"] * 5)

@@ -4,6 +4,8 @@ r"""Runs the probe evaluations standalone: on a checkpoint, or on a baseline thr
   python -m wavlejepa.evaluate --baseline=logmel --eval=fsdd_digits
   python -m wavlejepa.evaluate --baseline=random_init --config=configs/cpu_debug.py --seed=0 \
       --eval=fsdd_digits --data=full
+  python -m wavlejepa.evaluate --checkpoint=/tmp/wj/run --eval=labels --data=my_audio \
+      --data_dir=~/tensorflow_datasets   # any dataset prepared with --label_from
 
 Prints one JSON line per evaluation (also written to --output when given). The knobs of each probe
 come from the checkpoint's (or --config's) `config.evals.<name>` when set, else the defaults in
@@ -11,7 +13,9 @@ come from the checkpoint's (or --config's) `config.evals.<name>` when set, else 
 """
 
 import json
+import sys
 
+import tqdm
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -33,7 +37,12 @@ def _define_flags() -> None:
     )
     flags.DEFINE_enum("baseline", "none", BASELINES, "Evaluate a baseline instead.")
     flags.DEFINE_integer("seed", 0, "Params seed of --baseline=random_init.")
-    flags.DEFINE_string("data", None, "Probe data: sample (bundled) or a folder of recordings.")
+    flags.DEFINE_string(
+        "data", None,
+        "Probe data: sample (bundled) or a folder of FSDD recordings; for --eval=labels, a "
+        "prepared dataset's name.",
+    )  # fmt: skip
+    flags.DEFINE_string("data_dir", None, "--eval=labels: the TFDS data_dir of --data.")
     flags.DEFINE_enum("pooling", None, ["mean", "mean_std"], "Clip pooling override.")
     flags.DEFINE_string("output", None, "Also write the results (a JSON list) here.")
 
@@ -59,7 +68,12 @@ def _frames_factory(args):
             embedder = embedding.Embedder.random_init(config, seed=args.seed, batch_size=batch_size)
         else:
             embedder = embedding.Embedder.from_config(params, config, batch_size=batch_size)
-        return lambda clips: [e.frames for e in embedder.embed(clips)]
+
+        def frames(clips):
+            with tqdm.tqdm(unit="window", desc="embedding", file=sys.stderr, leave=False) as bar:
+                return [e.frames for e in embedder.embed(clips, progress=bar)]
+
+        return frames
 
     return factory, config
 
@@ -79,7 +93,7 @@ def main(argv):
             "(a baseline is evaluated instead of a checkpoint)."
         )
     output = cli.check_output_file(args.output, "--output") if args.output is not None else None
-    if args.data is not None:
+    if args.data is not None and any(linear_probe.TASKS[t] != "label" for t in args.eval):
         try:
             linear_probe.fsdd_dir(args.data)
         except FileNotFoundError as e:
@@ -94,10 +108,11 @@ def main(argv):
             probe_cfg.data = args.data
         if args.pooling:
             probe_cfg.pooling = args.pooling
+        if args.data_dir is not None:
+            probe_cfg.data_dir = args.data_dir
         try:
-            data_dir = linear_probe.fsdd_dir(probe_cfg.data)
-            data = linear_probe.load_fsdd(data_dir)
-        except FileNotFoundError as e:  # A folder without FSDD-named recordings.
+            data, data_dir = linear_probe.load_task_data(task, probe_cfg)
+        except (FileNotFoundError, ValueError) as e:  # No FSDD files; an unprepared dataset.
             cli.fail(str(e))
         key = (data_dir, probe_cfg.pooling, probe_cfg.batch_size)
         if key not in features:

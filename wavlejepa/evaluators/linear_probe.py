@@ -25,10 +25,13 @@ from absl import logging
 
 from wavlejepa import embedding, evaluators
 from wavlejepa.data import audio_folder, decode
+from wavlejepa.data.pcm import SAMPLE_RATE
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_DIR = os.path.join(_PACKAGE, "data", "samples", "fsdd")
-TASKS = {"fsdd_digits": "digit", "fsdd_speakers": "speaker"}  # evaluator name -> label
+# evaluator name -> the label it predicts. "labels": the "label" feature of any prepared dataset
+# (an AudioFolder built with --label_from), named by `data` and `data_dir`.
+TASKS = {"fsdd_digits": "digit", "fsdd_speakers": "speaker", "labels": "label"}
 SPLITS = ("train", "validation", "test")
 _NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)$")
 
@@ -38,7 +41,9 @@ FramesFn = Callable[[list[np.ndarray]], list[np.ndarray]]  # 16 kHz clips -> [fr
 def default_config() -> ml_collections.ConfigDict:
     """Knobs of one probe task (`config.evals.<task>` overrides any of them)."""
     cfg = ml_collections.ConfigDict()
-    cfg.data = "sample"  # "sample" (the 300 clips in the package) or a folder of FSDD recordings.
+    cfg.data = "sample"  # "sample" (the 300 clips in the package) or a folder of FSDD recordings;
+    # for the "labels" task, the name of a prepared dataset with a "label" feature.
+    cfg.data_dir = ""  # "labels" task: the TFDS data_dir of that dataset ("" = TFDS default).
     cfg.pooling = "mean"  # Clip embedding: "mean" of frames or "mean_std" (both, concatenated).
     cfg.weight_decays = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # L2 grid, picked on validation.
     cfg.steps = 200  # Full-batch L-BFGS iterations (the problem is convex and small).
@@ -88,9 +93,7 @@ def load_fsdd(directory: str) -> dict[str, dict]:
     data = {s: {"audio": [], "digit": [], "speaker": []} for s in SPLITS}
     for path, digit, speaker, take in parsed:
         try:
-            clip = decode.decode_file(
-                os.path.join(directory, path), sample_rate=embedding.SAMPLE_RATE
-            )
+            clip = decode.decode_file(os.path.join(directory, path), sample_rate=SAMPLE_RATE)
         except decode.BadAudioError as e:
             logging.warning("Probe data: skipping %s", e)
             continue
@@ -101,7 +104,59 @@ def load_fsdd(directory: str) -> dict[str, dict]:
     for split in data.values():
         split["digit"] = np.asarray(split["digit"], np.int32)
         split["speaker"] = np.asarray(split["speaker"], np.int32)
-    return {**data, "speakers": speakers}
+    classes = {"digit": [str(d) for d in range(10)], "speaker": speakers}
+    return {**data, "speakers": speakers, "classes": classes}
+
+
+def load_labelled(name: str, data_dir: str = "") -> dict[str, dict]:
+    """{split: {"audio": [float32 16 kHz], "label": int32 [n]}} of a prepared dataset whose
+    records have a "label" (an AudioFolder built with --label_from); clips with an empty label
+    are left out. The label names, sorted, are under "classes"["label"].
+
+    Raises:
+      ValueError: no such prepared dataset (the message says how to prepare it), no "label"
+        feature, or no labelled clip in a split.
+    """
+    from wavlejepa.data import sources, transforms  # TFDS: only for this task.
+
+    dataset_config = ml_collections.ConfigDict(
+        dict(name=name, data_dir=data_dir, audio_key="audio", sample_rate=SAMPLE_RATE)
+    )
+    records = {s: sources.open_source(dataset_config, s) for s in SPLITS}
+    first = records["train"][0] if len(records["train"]) else {}
+    if "label" not in first:
+        raise ValueError(
+            f"Dataset {name!r} has no labels: build it with `python -m wavlejepa.prepare_dataset "
+            "--label_from=folder` (or csv)."
+        )
+    text = lambda r: r["label"].decode() if isinstance(r["label"], bytes) else str(r["label"])
+    rows = {s: [(text(r), r["audio"]) for r in records[s]] for s in SPLITS}
+    names = sorted({label for split in rows.values() for label, _ in split if label})
+    data = {}
+    for split, pairs in rows.items():
+        pairs = [(label, audio) for label, audio in pairs if label]
+        if not pairs:
+            raise ValueError(f"Dataset {name!r} has no labelled clip in its {split!r} split.")
+        data[split] = {
+            "audio": [transforms.to_float(audio) for _, audio in pairs],
+            "label": np.asarray([names.index(label) for label, _ in pairs], np.int32),
+        }
+    return {**data, "classes": {"label": names}}
+
+
+def load_task_data(task: str, probe_cfg: ml_collections.ConfigDict) -> tuple[dict, str]:
+    """(data, where it came from) of a probe task: FSDD for fsdd_*, a prepared dataset for
+    "labels". Raises FileNotFoundError or ValueError with a message naming the fix."""
+    if TASKS[task] == "label":
+        if probe_cfg.data == "sample":
+            raise ValueError(
+                f"The {task!r} probe needs a prepared dataset with labels: give its name as data "
+                "(evaluate: --data=NAME --data_dir=DIR; prepare it with `python -m "
+                "wavlejepa.prepare_dataset --label_from=folder`)."
+            )
+        return load_labelled(probe_cfg.data, probe_cfg.data_dir), probe_cfg.data
+    directory = fsdd_dir(probe_cfg.data)
+    return load_fsdd(directory), directory
 
 
 def pool(frames_TxD: np.ndarray, pooling: str) -> np.ndarray:
@@ -182,15 +237,15 @@ def fit_and_score(
 
 
 def clip_features(frames_fn: FramesFn, data: dict, pooling: str) -> dict[str, np.ndarray]:
-    """{split: [clips, dim]}: every clip of `load_fsdd` data embedded and pooled."""
+    """{split: [clips, dim]}: every clip of `load_task_data` data embedded and pooled."""
     return {s: np.stack([pool(f, pooling) for f in frames_fn(data[s]["audio"])]) for s in SPLITS}
 
 
 def score(features: dict, data: dict, task: str, probe_cfg: ml_collections.ConfigDict) -> dict:
-    """The probe of `task` on `clip_features` of `load_fsdd` data."""
+    """The probe of `task` on `clip_features` of `load_task_data` data."""
     label = TASKS[task]
     labels = {s: data[s][label] for s in SPLITS}
-    num_classes = 10 if label == "digit" else len(data["speakers"])
+    num_classes = len(data["classes"][label])
     return fit_and_score(features, labels, num_classes, probe_cfg.weight_decays, probe_cfg.steps)
 
 
@@ -236,8 +291,8 @@ def score_heldout_speaker(
 
 
 def probe(frames_fn: FramesFn, task: str, probe_cfg: ml_collections.ConfigDict) -> dict:
-    """Embeds every FSDD clip with `frames_fn`, pools, and fits/scores the probe of `task`."""
-    data = load_fsdd(fsdd_dir(probe_cfg.data))
+    """Embeds every clip of the task's data with `frames_fn`, pools, and fits/scores the probe."""
+    data, _ = load_task_data(task, probe_cfg)
     return score(clip_features(frames_fn, data, probe_cfg.pooling), data, task, probe_cfg)
 
 

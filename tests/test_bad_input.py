@@ -2,6 +2,7 @@
 and nothing on disk lost or overwritten (issue 11's table, row by row)."""
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -220,3 +221,25 @@ def test_evaluate_mistakes_are_one_line_before_any_work(tmp_path, args, phrases)
     args = [a.format(empty=tmp_path / "empty", missing=tmp_path / "missing") for a in args]
     result = _run("wavlejepa.evaluate", *args)
     _assert_refused(result, *phrases)
+
+
+def test_embed_from_a_truncated_checkpoint_is_one_line_per_checkpoint(
+    tmp_path, checkpoint, one_clip
+):
+    # Orbax fails on the first short array file while TensorStore's other reads are in flight:
+    # without cli.quiet_closed_event_loops each printed an "Event loop is closed" traceback.
+    broken = tmp_path / "run"
+    shutil.copytree(checkpoint, broken)
+    for root, _, names in os.walk(broken):
+        if os.path.basename(root) == "d":  # ocdbt's data files: cut to half (a full disk).
+            for name in names:
+                with open(os.path.join(root, name), "r+b") as f:
+                    f.truncate(os.path.getsize(os.path.join(root, name)) // 2)
+    output = tmp_path / "out.npz"
+    result = _run(
+        "wavlejepa.embed", f"--checkpoint={broken}", f"--input={one_clip}", f"--output={output}"
+    )
+    _assert_refused(result, "can be loaded", str(broken))
+    assert "Event loop is closed" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2, result.stderr[-3000:]  # Warning + error.
+    assert not output.exists()

@@ -3,6 +3,7 @@
 Checks here run before any heavy work, so a bad flag never costs the user a finished job.
 """
 
+import asyncio
 import logging
 import os
 import sys
@@ -76,6 +77,32 @@ class _OrbaxInfoFilter(logging.Filter):
         return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
+class _QuietClosingLoop(asyncio.SelectorEventLoop):
+    """An event loop that drops callbacks scheduled after it closed, instead of raising.
+
+    When orbax fails to restore one array (a truncated checkpoint), `asyncio.run` closes its loop
+    while TensorStore's other reads are still in flight; each then calls `call_soon_threadsafe`
+    on the closed loop, and TensorStore prints a "RuntimeError: Event loop is closed" traceback
+    from its own thread, a hundred of them per checkpoint. Nothing waits for those results.
+    """
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        if self.is_closed():
+            return None
+        return super().call_soon_threadsafe(callback, *args, context=context)
+
+
+class _QuietClosingLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self):
+        return _QuietClosingLoop()
+
+
+def quiet_closed_event_loops() -> None:
+    """New asyncio loops (orbax's) drop late TensorStore callbacks (`_QuietClosingLoop`)."""
+    if not isinstance(asyncio.get_event_loop_policy(), _QuietClosingLoopPolicy):
+        asyncio.set_event_loop_policy(_QuietClosingLoopPolicy())
+
+
 def enable_compilation_cache() -> str | None:
     """Turns on JAX's persistent compilation cache, so a second run of a tool does not compile
     again: $JAX_COMPILATION_CACHE_DIR when set (JAX reads it itself), else
@@ -119,5 +146,6 @@ def parse_flags(argv: list[str]) -> list[str]:
     # JAX logs at INFO that it found no TPU on every machine without one.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     quiet_orbax_logs()
+    quiet_closed_event_loops()
     enable_compilation_cache()
     return rest

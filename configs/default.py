@@ -87,6 +87,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Clips shorter than a crop: "pack" joins them end to end (crops full of audio, no two alike:
     # what 1 s speech_commands-style clips need), "pad" zero-pads them, "skip" drops them.
     config.dataset.short_clips = "pack"
+    # Each crop is normalised to zero mean, unit variance ("crop"); "clip" normalises each source
+    # clip of a packed crop on its own, as the embedder does at use.
+    config.dataset.normalize = "crop"
     config.dataset.num_workers = 4  # grain worker processes (0 = in the main process).
     config.dataset.eval_batches = 4  # Batches of eval_split per held-out evaluation.
     # Building an audio_folder (python -m wavlejepa.prepare_dataset, or on first use):

@@ -11,6 +11,7 @@ import ml_collections
 
 from wavlejepa import evaluators, losses, masking, model_sizes
 from wavlejepa.data import transforms
+from wavlejepa.evaluators import linear_probe
 from wavlejepa.nets import waveform
 
 DTYPES = ("float32", "bfloat16")
@@ -98,6 +99,8 @@ def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes
                 f"{evaluators.names()} (add a module to wavlejepa/evaluators/ that registers it)."
             )
         data = config.evals[name].get("data", "sample")
+        if linear_probe.TASKS.get(name) == "label":  # A prepared dataset's name, not a folder.
+            continue
         if data != "sample" and not os.path.isdir(os.path.expanduser(data)):
             yield (
                 f"config.evals.{name}.data={data!r} is not a folder: give 'sample' (the clips in "

@@ -42,6 +42,7 @@ from wavlejepa.data.sources import ensure_built  # noqa: F401  (part of this mod
 from wavlejepa.data.transforms import crop_samples, normalize  # noqa: F401  (ditto)
 
 SHORT_CLIPS = ("pack", "pad", "skip")
+NORMALIZE = ("crop", "clip")
 EVAL_SEED = 0  # Eval crops are drawn from this fixed seed, whatever config.seed is.
 DUMMY_TRAIN_CLIPS = 1024  # Synthetic clips behind dummy=True (train split).
 DUMMY_EVAL_CLIPS = 128  # Synthetic clips behind dummy=True (eval split).
@@ -53,6 +54,10 @@ def _check(dataset_config, batch_size: int) -> None:
             f"The per-host batch size {batch_size} (config.batch_size / process count) must be a "
             f"positive multiple of config.dataset.crops_per_clip={dataset_config.crops_per_clip}:"
             " each clip gives that many crops to one batch."
+        )
+    if dataset_config.normalize not in NORMALIZE:
+        raise ValueError(
+            f"config.dataset.normalize={dataset_config.normalize!r}; choose one of {NORMALIZE}."
         )
     if dataset_config.short_clips not in SHORT_CLIPS:
         raise ValueError(
@@ -93,7 +98,7 @@ def _loader(dataset_config, source, audio_key, batch_size, shard, *, shuffle, nu
     if dataset_config.short_clips == "skip":
         operations.append(transforms.AtLeast(n))
     operations += [
-        transforms.RandomCrops(k, n),
+        transforms.RandomCrops(k, n, per_clip=dataset_config.normalize == "clip"),
         grain.transforms.Batch(
             batch_size // k,
             drop_remainder=True,

@@ -47,6 +47,14 @@ def normalize(audio: np.ndarray, lengths=None, eps: float = NORMALIZE_EPS) -> np
     return (centred / np.sqrt(var + eps)).astype(np.float32)
 
 
+def normalize_clips(crop: np.ndarray, clip_starts: np.ndarray) -> np.ndarray:
+    """`normalize` each source clip of a packed crop on its own, as the embedder normalises a
+    clip: float32 [samples], from float [samples] and `crop_clip_starts` (0, later starts, -1s)."""
+    bounds = [int(s) for s in clip_starts if s >= 0] + [len(crop)]
+    pieces = [normalize(crop[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return np.concatenate(pieces).astype(np.float32)
+
+
 def to_float(audio: np.ndarray) -> np.ndarray:
     """A stored waveform -> float32 [samples] in [-1, 1], mono.
 
@@ -113,6 +121,7 @@ class RandomCrops(grain.transforms.RandomMap):
 
     num_crops: int
     crop_samples: int
+    per_clip: bool = False  # Packed crops: normalise each source clip alone (`normalize_clips`).
 
     def random_map(self, element: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
         audio, starts = element["audio"], element["clip_starts"]
@@ -130,11 +139,13 @@ class RandomCrops(grain.transforms.RandomMap):
                 "lengths": lengths,
                 "clip_starts": np.tile(crop_clip_starts(starts, 0, c), (k, 1)),
             }
-        return {
-            "audio": normalize(np.stack([audio[o : o + c] for o in offsets])),
-            "lengths": np.full(k, c, np.int32),
-            "clip_starts": np.stack([crop_clip_starts(starts, o, c) for o in offsets]),
-        }
+        clip_starts = np.stack([crop_clip_starts(starts, o, c) for o in offsets])
+        if self.per_clip:
+            pairs = zip(offsets, clip_starts, strict=True)
+            crops = np.stack([normalize_clips(audio[o : o + c], s) for o, s in pairs])
+        else:
+            crops = normalize(np.stack([audio[o : o + c] for o in offsets]))
+        return {"audio": crops, "lengths": np.full(k, c, np.int32), "clip_starts": clip_starts}
 
 
 def concat_crops(stretches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -186,6 +186,29 @@ def test_main_refuses_a_read_only_workdir(tmp_path):
     _assert_refused(result, "not writable")
 
 
+def test_read_only_folders_are_refused_whoever_runs_the_checks(tmp_path, monkeypatch, capsys):
+    # The two tests above skip as root (root may write anywhere): the same checks in-process,
+    # with the folder reported read-only, run for every user.
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(
+        cli.os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode)
+    )
+    for check, flag in (
+        (lambda: cli.check_workdir(f"{locked}/run"), "--workdir"),
+        (lambda: cli.check_workdir(str(locked), "--output_dir"), "--output_dir"),
+        (lambda: cli.check_output_file(f"{locked}/out.npz", "--output"), "--output"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            check()
+        assert exit_info.value.code == cli.USAGE_ERROR
+        message = capsys.readouterr().err
+        assert message.startswith(f"error: {flag}=") and "not writable" in message
+    cli.check_workdir(f"{tmp_path}/fine")  # A writable parent passes.
+    assert capsys.readouterr().err == ""
+
+
 def test_configs_load_from_any_folder(tmp_path):
     # configs/*.py import `configs.default`: the package installs `configs`, so a config given
     # by absolute path works outside the repo root (no PYTHONPATH), for the CLIs and for HEAR.

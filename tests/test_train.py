@@ -18,7 +18,7 @@ import pytest
 import test_train_runner as runner
 
 from configs import cpu_debug
-from wavlejepa import checkpointing, model, reporting, train
+from wavlejepa import checkpointing, model, reporting, stopping
 
 
 @pytest.fixture(scope="session")
@@ -156,7 +156,7 @@ def test_rewind_keeps_steps_up_to_the_checkpoint_and_drops_cut_lines(tmp_path):
 
 def test_second_sigint_exits_at_once():
     exits = []
-    with train.StopSignal() as stop:
+    with stopping.Stopper() as stop:
         assert signal.getsignal(signal.SIGTERM).__self__ is stop
         with mock.patch.object(os, "_exit", exits.append):
             stop._handle(signal.SIGTERM, None)

@@ -7,9 +7,6 @@ sharded over one "data" axis of every device on every host; each host feeds its 
 
 import functools
 import itertools
-import os
-import signal
-import threading
 
 import grain
 import jax
@@ -29,49 +26,11 @@ from wavlejepa import (
     evaluators,
     model_sizes,
     reporting,
+    stopping,
     train_state,
     train_step,
 )
 from wavlejepa.data import pipeline
-
-
-class StopSignal:
-    """SIGINT/SIGTERM: finish the step in flight, save, exit 0. A second SIGINT exits at once."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():  # Python's only signal thread.
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc_info):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _handle(self, signum, frame):
-        del frame
-        if self.requested and signum == signal.SIGINT:
-            logging.warning("Second SIGINT: exiting now, without saving.")
-            logging.flush()
-            os._exit(128 + signum)
-        self.requested = True
-        logging.warning(
-            "Got %s: stopping after this step to save a checkpoint (SIGINT again: exit at once).",
-            signal.Signals(signum).name,
-        )
-
-    def agreed(self, step: int, every_steps: int) -> bool:
-        """Whether all hosts stop now. Several hosts compare flags only every `every_steps`, as
-        that costs a collective (and a host sync)."""
-        if jax.process_count() == 1:
-            return self.requested
-        if step % every_steps:
-            return False
-        return bool(np.any(multihost_utils.process_allgather(np.int32(self.requested))))
 
 
 def _global_batch(batch: dict, sharding: NamedSharding) -> dict:
@@ -200,7 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
             )
         )
 
-    stop = StopSignal()
+    stop = stopping.Stopper(agree_every_steps=config.log_every_steps)
 
     def run_eval(step, t, state):
         del t
@@ -243,7 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
                 try:
                     host_batch = next(train_iter)
                 except Exception:
-                    if not stop.requested or jax.process_count() > 1:
+                    if not stop.excuses():
                         raise
                     # Ctrl-C or a SIGTERM sent to the whole process group ended grain's worker
                     # processes too: save the last step taken (the data position is still known).
@@ -258,7 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
                     hook(step)
                 eval_action(step, state=state)
                 saved = checkpoint_action(step, state=state)
-                if stop.agreed(step, config.log_every_steps):
+                if stop.should_stop(step):
                     if not saved:
                         save_checkpoint(step, None, state)
                     logging.warning("Stopped at step %d; its checkpoint is saved.", step)

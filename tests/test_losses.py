@@ -325,29 +325,34 @@ class PackedClipsTest(chex.TestCase):
             has_context = np.any(ids[0, ctx] == clip)
             np.testing.assert_array_equal(valid[ids[0, tgt] == clip], has_context)
 
-        def influence(name, select):
-            def total(f):
-                o = model.forward_from_frames(
-                    params, f, masks, config.model, clip_ids_BxT=jnp.asarray(ids)
-                )
-                return jnp.sum(o[name] * select)
+        # |d(selected outputs)/d(frames)| of crop 0, for each selection: one jitted vmap.
+        def total(f, frame_sel, prediction_sel):
+            o = model.forward_from_frames(
+                params, f, masks, config.model, clip_ids_BxT=jnp.asarray(ids)
+            )
+            return jnp.sum(o["projected_frames"] * frame_sel) + jnp.sum(
+                o["predictions"] * prediction_sel
+            )
 
-            return np.abs(np.asarray(jax.grad(total)(frames)[0])).sum(-1)  # [frames] of crop 0.
-
+        frame_sels = np.zeros((6, 2, num_frames, 1), np.float32)
+        prediction_sels = np.zeros((6, *out["predictions"].shape[:3], 1), np.float32)
+        target_ids = ids[0, np.asarray(masks.target_indices[0])]  # [groups, group_frames]
+        for clip in range(3):
+            frame_sels[clip, 0, :, 0] = ids[0] == clip
+            chosen = (target_ids == clip) & np.asarray(out["target_valid"][0])
+            prediction_sels[3 + clip, 0, :, :, 0] = chosen
+        grads = jax.jit(jax.vmap(jax.grad(total), in_axes=(None, 0, 0)))(
+            frames, frame_sels, prediction_sels
+        )
+        influence = np.abs(np.asarray(grads[:, 0])).sum(-1)  # [6, frames]
         for clip in range(3):
             outside = ids[0] != clip
-            frame_sel = np.zeros((2, num_frames, 1), bool)
-            frame_sel[0, :, 0] = ids[0] == clip
-            grad = influence("projected_frames", jnp.asarray(frame_sel))
-            self.assertGreater(grad[~outside].min(), 0.0)
-            np.testing.assert_array_equal(grad[outside], 0.0)
-            target_ids = ids[0, np.asarray(masks.target_indices[0])]  # [groups, group_frames]
-            sel = np.zeros(out["predictions"].shape[:3], bool)
-            sel[0] = (target_ids == clip) & np.asarray(out["target_valid"][0])
-            if sel.any():
-                grad = influence("predictions", jnp.asarray(sel)[..., None])
-                np.testing.assert_array_equal(grad[outside], 0.0)
-                self.assertGreater(grad[np.intersect1d(ctx, np.flatnonzero(~outside))].min(), 0.0)
+            self.assertGreater(influence[clip][~outside].min(), 0.0)
+            np.testing.assert_array_equal(influence[clip][outside], 0.0)
+            if prediction_sels[3 + clip].any():
+                np.testing.assert_array_equal(influence[3 + clip][outside], 0.0)
+                own_context = np.intersect1d(ctx, np.flatnonzero(~outside))
+                self.assertGreater(influence[3 + clip][own_context].min(), 0.0)
 
     def test_one_clip_per_crop_or_the_option_off_changes_nothing(self):
         config, params, audio = _setup(batch=2)

@@ -49,7 +49,7 @@ from matplotlib.lines import Line2D
 from ml_collections import config_flags
 
 from benchmarks import common
-from wavlejepa import checkpointing, diagnostics, plot, reporting, train, train_state
+from wavlejepa import checkpointing, diagnostics, plot, pretrained, reporting, train, train_state
 from wavlejepa.data import audio_folder
 from wavlejepa.evaluators import linear_probe, logmel
 
@@ -267,7 +267,7 @@ def run(
             params = initial_params(config)
         else:
             ckpt_dir = os.path.join(workdir, checkpointing.LATEST_DIR)
-            params, _ = checkpointing.load_params(ckpt_dir, step)
+            params, _ = pretrained.load(ckpt_dir, step)
         frames = embed_all(linear_probe.model_frames(params, config, batch_size))
         results = probes(frames, data, heldout, probe_cfg, MODEL_PROBES)
         label = "0 (init)" if step == 0 else str(step)

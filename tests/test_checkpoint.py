@@ -1,4 +1,5 @@
-"""checkpointing.py in process: round trip, unfinished steps, best-model policy, load_params."""
+"""checkpointing.py and pretrained.py in process: round trip, unfinished steps, best-model policy,
+loading a model for use."""
 
 import functools
 import os
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import cpu_debug
-from wavlejepa import checkpointing, train_state
+from wavlejepa import checkpointing, pretrained, train_state
 from wavlejepa.data import pipeline
 
 
@@ -114,11 +115,11 @@ def test_best_manager_keeps_the_lowest_losses_across_restarts(tmp_path, config, 
     assert mngr.all_steps() == [20, 50]
 
 
-def test_load_params_from_workdir_manager_or_step_directory(tmp_path, config, state):
+def test_pretrained_load_from_workdir_manager_or_step_directory(tmp_path, config, state):
     _save(tmp_path, config, state, 5, _data_iter(config))
     expected_config = config.to_dict()
     for directory in (tmp_path, tmp_path / "checkpoints", tmp_path / "checkpoints/5"):
-        params, loaded = checkpointing.load_params(str(directory))
+        params, loaded = pretrained.load(str(directory))
         chex.assert_trees_all_equal(params, state.params)
         assert loaded.to_dict() == expected_config
 
@@ -126,10 +127,10 @@ def test_load_params_from_workdir_manager_or_step_directory(tmp_path, config, st
     best_params = jax.tree.map(lambda x: x + 1, state.params)
     checkpointing.save_best(best, 5, best_params, config, 1.0)
     best.wait_until_finished()
-    params, _ = checkpointing.load_params(str(tmp_path))  # A workdir: its best model first.
+    params, _ = pretrained.load(str(tmp_path))  # A workdir: its best model first.
     chex.assert_trees_all_equal(params, best_params)
-    with pytest.raises(FileNotFoundError, match="step 7"):
-        checkpointing.load_params(str(tmp_path / "checkpoints"), step=7)
+    with pytest.raises(checkpointing.CheckpointError, match="step 7"):
+        pretrained.load(str(tmp_path / "checkpoints"), step=7)
 
 
 def _truncate_arrays(step_dir):
@@ -155,12 +156,12 @@ def test_a_truncated_checkpoint_falls_back_to_the_older_one(tmp_path, config, st
     assert "checkpoints/5 cannot be restored" in messages[0] and len(messages[0]) < 400
     assert "older checkpoint" in messages[1] and "checkpoints/3" in messages[1]
     # Loading for use falls back the same way; a step asked for by number does not.
-    with mock.patch.object(checkpointing.logging, "warning") as warning:
-        params, _ = checkpointing.load_params(str(tmp_path / "checkpoints"))
+    with mock.patch.object(pretrained.logging, "warning") as warning:
+        params, _ = pretrained.load(str(tmp_path / "checkpoints"))
     chex.assert_trees_all_equal(params, state.params)
     assert "Loaded the older checkpoint" in warning.call_args_list[-1].args[0]
-    with pytest.raises(Exception):  # noqa: B017  (orbax's own error for the one step asked)
-        checkpointing.load_params(str(tmp_path / "checkpoints"), step=5)
+    with pytest.raises(checkpointing.CheckpointError, match="checkpoints/5"):  # The one asked.
+        pretrained.load(str(tmp_path / "checkpoints"), step=5)
     # With no good checkpoint left: one error naming the folder, not a fresh start.
     _truncate_arrays(tmp_path / "checkpoints/3/state")
     with pytest.raises(checkpointing.CheckpointError, match="No checkpoint in .* can be restored"):

@@ -191,16 +191,16 @@ class CheckpointAndCliTest(absltest.TestCase):
 
     def test_missing_and_corrupt_checkpoints_raise_a_clear_error(self):
         tmp = self._tempdir()
-        with self.assertRaisesRegex(embedding.CheckpointError, "does not exist"):
+        with self.assertRaisesRegex(checkpointing.CheckpointError, "does not exist"):
             embedding.Embedder.from_checkpoint(os.path.join(tmp, "nope"))
-        with self.assertRaisesRegex(embedding.CheckpointError, "No finished checkpoint"):
+        with self.assertRaisesRegex(checkpointing.CheckpointError, "No finished checkpoint"):
             embedding.Embedder.from_checkpoint(tmp)
         step = os.path.join(tmp, "best", "3")
         os.makedirs(os.path.join(step, "params"))
         open(os.path.join(step, "commit_success.txt"), "w").close()
         with open(os.path.join(step, "params", "_METADATA"), "w") as f:
             f.write("not json")
-        with self.assertRaisesRegex(embedding.CheckpointError, "best can be loaded: step 3: "):
+        with self.assertRaisesRegex(checkpointing.CheckpointError, "best can be loaded: step 3: "):
             embedding.Embedder.from_checkpoint(tmp)
 
     def test_cli_embeds_a_folder_and_skips_bad_files(self):

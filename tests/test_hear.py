@@ -20,7 +20,7 @@ import tensorflow as tf
 from absl.testing import absltest, parameterized
 
 from configs import default
-from wavlejepa import embedding, hear, model
+from wavlejepa import checkpointing, hear, model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACCEPTABLE_SAMPLE_RATES = (16000, 22050, 32000, 44100, 48000)  # The validator's list.
@@ -134,7 +134,7 @@ class LoadModelTest(absltest.TestCase):
         self.assertEqual(loaded.embedder.window_frames, 200)  # The default 2.01 s crop.
 
     def test_missing_checkpoint_is_a_clear_error(self):
-        with self.assertRaisesRegex(embedding.CheckpointError, "does not exist"):
+        with self.assertRaisesRegex(checkpointing.CheckpointError, "does not exist"):
             hear.load_model("/nonexistent/wavlejepa_run")
 
     def test_importing_the_module_does_not_import_tensorflow(self):
@@ -147,7 +147,7 @@ class LoadModelTest(absltest.TestCase):
     def test_an_audio_file_is_not_taken_for_a_checkpoint(self):
         wav = os.path.join(REPO, "wavlejepa", "data", "samples", "fsdd", "0_george_0.wav")
         with self.assertRaisesRegex(
-            embedding.CheckpointError, "is a file, not a checkpoint directory"
+            checkpointing.CheckpointError, "is a file, not a checkpoint directory"
         ):
             hear.load_model(wav)
 

@@ -22,7 +22,7 @@ from absl.testing import absltest
 
 from benchmarks import learning
 from configs import cpu_debug
-from wavlejepa import checkpointing
+from wavlejepa import pretrained
 from wavlejepa.evaluators import linear_probe
 
 # Sample takes 0-5 -> FSDD takes: 0 (test), 5 (validation), 10-13 (train).
@@ -166,7 +166,7 @@ class EndToEndTest(absltest.TestCase):
                 cpu_debug.get_config(), workdir, heldout="theo", steps=2, probe_every=1
             )
             start = learning.initial_params(config)
-            saved, _ = checkpointing.load_params(os.path.join(workdir, "checkpoints"), 1)
+            saved, _ = pretrained.load(os.path.join(workdir, "checkpoints"), 1)
             jax.tree.map(np.testing.assert_array_equal, start, saved)
 
         self.assertLen(links, 160)

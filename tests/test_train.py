@@ -18,7 +18,7 @@ import pytest
 import test_train_runner as runner
 
 from configs import cpu_debug
-from wavlejepa import checkpointing, model, reporting, stopping
+from wavlejepa import model, pretrained, reporting, stopping
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +48,7 @@ def test_cli_trains_logs_checkpoints_then_resumes_from_the_last_step(tmp_path, e
     assert (workdir / "metrics.jsonl").read_text() == before  # Nothing left to train.
 
     # What the embedding API reads: params and config from the workdir (its best checkpoint).
-    params, config = checkpointing.load_params(str(workdir))
+    params, config = pretrained.load(str(workdir))
     expected = jax.eval_shape(lambda k: model.init(k, config.model), jax.random.PRNGKey(0))
     chex.assert_trees_all_equal_shapes_and_dtypes(params, expected)
     assert config.model.to_dict() == cpu_debug.get_config().model.to_dict()
@@ -124,7 +124,7 @@ def test_nan_loss_stops_without_overwriting_the_good_checkpoint(tmp_path, env):
     # Step 10 was due a checkpoint and an eval: neither happened.
     assert runner.committed_steps(workdir / "checkpoints") == [5]
     assert runner.committed_steps(workdir / "best") == []
-    params, _ = checkpointing.load_params(str(workdir / "checkpoints"))
+    params, _ = pretrained.load(str(workdir / "checkpoints"))
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 

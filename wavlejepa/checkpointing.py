@@ -11,22 +11,19 @@ resume needs:
              metrics/           {"eval_loss": ...}
 
 Orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it when complete, with a
-`commit_success.txt` inside; steps without that file are never restored. To read a model back:
-
-  params, config = checkpointing.load_params(workdir)  # best/ if any, else checkpoints/
+`commit_success.txt` inside; steps without that file are never restored. To read a model back
+for use: `params, config = pretrained.load(workdir)` (best/ if any, else checkpoints/).
 """
 
-import functools
 import json
 
 import grain
-import jax
 import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from wavlejepa import model, train_state
+from wavlejepa import train_state
 
 # Model keys whose change makes a checkpoint's params another shape.
 _SHAPE_KEYS = ("conv_kernels", "conv_strides", "conv_channels", "encoder_width", "encoder_depth",
@@ -222,106 +219,3 @@ def save_best(
         ),
         metrics={BEST_METRIC: float(eval_loss)},
     )
-
-
-def _as_tuples(value):
-    """JSON turned the config's tuples into lists; the config has no lists, so turn them back."""
-    if isinstance(value, dict):
-        return {k: _as_tuples(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return tuple(_as_tuples(v) for v in value)
-    return value
-
-
-def _step_dir(directory: str, step: int | None) -> epath.Path:
-    """A step directory from a workdir, a manager directory or a step directory."""
-    path = epath.Path(directory)
-    if (path / COMMIT_FILE).exists():
-        return path
-    for sub in (BEST_DIR, LATEST_DIR):  # A workdir: its best model if it has one.
-        if (path / sub).is_dir() and _finished(path / sub):
-            path = path / sub
-            break
-    steps = _finished(path)
-    if not steps:
-        raise FileNotFoundError(f"No finished checkpoint in {directory}.")
-    if step is None:
-        return path / str(max(steps))
-    if step not in steps:
-        raise FileNotFoundError(f"No finished checkpoint of step {step} in {path}: {steps}.")
-    return path / str(step)
-
-
-def _finished(path: epath.Path) -> list[int]:
-    return sorted(
-        int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / COMMIT_FILE).exists()
-    )
-
-
-def load_config(directory: str, step: int | None = None) -> ml_collections.ConfigDict:
-    """The config a checkpoint was trained with (see `load_params` for `directory`)."""
-    path = _step_dir(directory, step) / "config"
-    config_dict = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path)
-    return ml_collections.ConfigDict(_as_tuples(config_dict))
-
-
-def load_params(directory: str, step: int | None = None) -> tuple[dict, ml_collections.ConfigDict]:
-    """Float32 params (on the default device) and the config of a checkpoint.
-
-    Args:
-      directory: a workdir (its best/ checkpoint if any, else its latest), a manager directory
-        (workdir/best or workdir/checkpoints: its newest finished step) or one step directory.
-      step: a step of that manager instead of the newest.
-    Returns:
-      (params, config): `model.embed(params, audio, config.model)` gives the embeddings.
-    Raises:
-      FileNotFoundError: no finished checkpoint there.
-      CheckpointError: none of the finished ones loads. When the newest of a workdir or manager
-        fails (truncated files), the next older is loaded and a warning names both.
-    """
-    path = _step_dir(directory, step)
-    if step is not None or path == epath.Path(directory):  # The one step asked for.
-        return _load_step(path)
-    candidates = [path.parent / str(s) for s in reversed(_finished(path.parent))]
-    reasons = []
-    for candidate in candidates:
-        try:
-            loaded = _load_step(candidate)
-        except Exception as e:  # Truncated or corrupt files: orbax/TensorStore/JSON errors.
-            reasons.append(f"step {candidate.name}: {one_line(e)}")
-            logging.warning("Checkpoint %s cannot be loaded (%s).", candidate, one_line(e))
-            continue
-        if reasons:
-            logging.warning("Loaded the older checkpoint %s instead.", candidate)
-        return loaded
-    raise CheckpointError(f"No checkpoint in {path.parent} can be loaded: {'; '.join(reasons)}")
-
-
-def _load_step(path: epath.Path) -> tuple[dict, ml_collections.ConfigDict]:
-    """`load_params` of one step directory."""
-    config = load_config(str(path))
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.eval_shape(
-        functools.partial(model.init, cfg=config.model), jax.random.PRNGKey(0)
-    )
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract
-    )
-    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
-    if (path / "params").is_dir():
-        return checkpointer.restore(
-            path / "params",
-            args=ocp.args.PyTreeRestore(
-                item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract)
-            ),
-        ), config
-    target = {"params": abstract}  # Only the params of a full train state.
-    restored = checkpointer.restore(
-        path / "state",
-        args=ocp.args.PyTreeRestore(
-            item=target,
-            restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-            partial_restore=True,
-        ),
-    )
-    return restored["params"], config

@@ -16,7 +16,7 @@ import numpy as np
 from absl import app, flags
 
 import wavlejepa.data
-from wavlejepa import checkpointing, cli, model
+from wavlejepa import cli, model, pretrained
 from wavlejepa.data import decode, pcm, pipeline
 
 
@@ -44,7 +44,7 @@ def sample_crops(num_clips: int, num_samples: int) -> np.ndarray:
 
 def main(argv):
     del argv
-    params, config = checkpointing.load_params(flags.FLAGS.checkpoint)
+    params, config = pretrained.load(flags.FLAGS.checkpoint)
     num_samples = pipeline.crop_samples(config.dataset)
     audio = sample_crops(flags.FLAGS.num_clips, num_samples)
     embeddings = jax.jit(lambda p, a: model.embed(p, a, config.model))(params, audio)

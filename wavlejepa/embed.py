@@ -66,7 +66,7 @@ def main(argv):
     else:
         output = cli.check_output_file(_OUTPUT.value, "--output")
     source = _INPUT.value
-    from wavlejepa import embedding
+    from wavlejepa import checkpointing, embedding
     from wavlejepa.data import audio_folder
 
     if os.path.isdir(source):
@@ -81,7 +81,7 @@ def main(argv):
         embedder = embedding.Embedder.from_checkpoint(
             _CHECKPOINT.value, batch_size=_BATCH_SIZE.value
         )
-    except embedding.CheckpointError as e:
+    except checkpointing.CheckpointError as e:
         cli.fail(str(e))
     if per_file:
         done, embeddings, skipped = _embed_per_file(embedder, paths, source, _OUTPUT_DIR.value)

@@ -25,44 +25,14 @@ from collections.abc import Sequence
 import jax
 import ml_collections
 import numpy as np
-from etils import epath
 from tqdm import tqdm
 
-from wavlejepa import checkpointing, cli, model
+from wavlejepa import cli, model, pretrained
 from wavlejepa.data import decode, pcm, transforms
 from wavlejepa.nets import waveform
 
 SAMPLE_RATE = pcm.SAMPLE_RATE  # The model's input rate.
 DEFAULT_WINDOW_SECONDS = 2.01  # WavJEPA's training crop (configs/default.py): 200 frames.
-
-
-CheckpointError = checkpointing.CheckpointError  # Missing, empty, or cannot be restored.
-
-
-def load_checkpoint(
-    directory: str, step: int | None = None
-) -> tuple[dict, ml_collections.ConfigDict]:
-    """(params, config) of a workdir or checkpoint directory (`checkpointing.load_params`).
-
-    Raises:
-      CheckpointError: no such directory, no finished checkpoint, or one that fails to load.
-    """
-    path = epath.Path(directory)  # epath: local or gs:// alike.
-    if path.is_file():
-        raise CheckpointError(
-            f"{directory!r} is a file, not a checkpoint directory: give a training workdir "
-            "(or one of its checkpoints/<step> folders)."
-        )
-    if not path.is_dir():
-        raise CheckpointError(f"Checkpoint directory {directory!r} does not exist.")
-    try:
-        return checkpointing.load_params(directory, step)
-    except CheckpointError:
-        raise
-    except Exception as e:  # orbax/json/tensorstore errors all mean "not a usable checkpoint".
-        raise CheckpointError(
-            f"Cannot load a WavLeJEPA checkpoint from {directory!r}: {checkpointing.one_line(e)}"
-        ) from e
 
 
 def frame_times(num_frames: int, num_samples: int, cfg: ml_collections.ConfigDict) -> np.ndarray:
@@ -187,8 +157,8 @@ class Embedder:
 
     @classmethod
     def from_checkpoint(cls, directory: str, step: int | None = None, **kwargs) -> "Embedder":
-        """The model of a checkpoint (see `load_checkpoint`)."""
-        return cls.from_config(*load_checkpoint(directory, step), **kwargs)
+        """The model of a checkpoint (`pretrained.load`; raises its CheckpointError)."""
+        return cls.from_config(*pretrained.load(directory, step), **kwargs)
 
     @classmethod
     def random_init(cls, config: ml_collections.ConfigDict, seed: int = 0, **kwargs) -> "Embedder":

@@ -49,7 +49,7 @@ def _define_flags() -> None:
 
 def _frames_factory(args):
     """(batch_size -> FramesFn, the run config or None) of the model or baseline asked for."""
-    from wavlejepa import embedding
+    from wavlejepa import checkpointing, embedding, pretrained
     from wavlejepa.evaluators import logmel
 
     config = args.config
@@ -57,8 +57,8 @@ def _frames_factory(args):
         return (lambda batch_size: logmel.logmel_frames), config
     if args.checkpoint:
         try:
-            params, config = embedding.load_checkpoint(args.checkpoint)
-        except embedding.CheckpointError as e:
+            params, config = pretrained.load(args.checkpoint)
+        except checkpointing.CheckpointError as e:
             cli.fail(str(e))
     elif args.baseline != "random_init" or config is None:
         cli.fail("give --checkpoint, --baseline=logmel, or --baseline=random_init with --config.")

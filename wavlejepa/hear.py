@@ -56,10 +56,10 @@ def load_model(model_file_path: str = ""):
 
     Args:
       model_file_path: "" for an untrained `base` model (a baseline); a workdir or checkpoint
-        directory (see `checkpointing.load_params`); or a config file (`.py`) for an untrained
+        directory (see `pretrained.load`); or a config file (`.py`) for an untrained
         model of that config.
     Raises:
-      embedding.CheckpointError: a directory that holds no loadable checkpoint.
+      checkpointing.CheckpointError: a directory that holds no loadable checkpoint.
     """
     if not model_file_path:
         cfg = model_sizes.model_config(DEFAULT_SIZE)

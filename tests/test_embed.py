@@ -32,6 +32,14 @@ def _normalised(x):
     return ((x - x.mean()) / np.sqrt(x.var() + 1e-5)).astype(np.float32)
 
 
+def _run_embed(*flags):
+    """The embed CLI with `flags`, from the repo root: the finished process (output captured)."""
+    return subprocess.run(
+        [sys.executable, "-m", "wavlejepa.embed", *flags],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
 def save_checkpoint(workdir, config, params):
     """A finished best/ checkpoint, as the trainer writes it."""
     mngr = checkpointing.best_manager(workdir, config)
@@ -218,11 +226,7 @@ class CheckpointAndCliTest(absltest.TestCase):
         with open(os.path.join(folder, "notes.txt"), "w") as f:
             f.write("hello")
         output = os.path.join(self._tempdir(), "out.npz")
-        result = subprocess.run(
-            [sys.executable, "-m", "wavlejepa.embed", f"--checkpoint={workdir}",
-             f"--input={folder}", f"--output={output}"],
-            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        result = _run_embed(f"--checkpoint={workdir}", f"--input={folder}", f"--output={output}")
         self.assertEqual(result.returncode, 0, result.stderr[-2000:])
         self.assertIn("Skipped 2 files", result.stdout)
         out = np.load(output)
@@ -241,11 +245,9 @@ class CheckpointAndCliTest(absltest.TestCase):
 
         # --output_dir: one .npz per file at its relative path, the same numbers.
         per_file = self._tempdir()
-        result = subprocess.run(
-            [sys.executable, "-m", "wavlejepa.embed", f"--checkpoint={workdir}",
-             f"--input={folder}", f"--output_dir={per_file}"],
-            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        result = _run_embed(
+            f"--checkpoint={workdir}", f"--input={folder}", f"--output_dir={per_file}"
+        )
         self.assertEqual(result.returncode, 0, result.stderr[-2000:])
         written = sorted(
             os.path.relpath(os.path.join(d, f), per_file)
@@ -257,19 +259,18 @@ class CheckpointAndCliTest(absltest.TestCase):
         np.testing.assert_array_equal(one["frames"], out["frames"][49:])
         np.testing.assert_array_equal(one["timestamps"], out["timestamps"][49:])
         np.testing.assert_array_equal(one["clip"], out["clip"][1])
-        both = subprocess.run(
-            [sys.executable, "-m", "wavlejepa.embed", f"--checkpoint={workdir}",
-             f"--input={folder}", f"--output_dir={per_file}", f"--output={output}"],
-            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        both = _run_embed(
+            f"--checkpoint={workdir}",
+            f"--input={folder}",
+            f"--output_dir={per_file}",
+            f"--output={output}",
+        )
         self.assertEqual(both.returncode, 2)
         self.assertIn("contradict", both.stderr)
 
-        missing = subprocess.run(
-            [sys.executable, "-m", "wavlejepa.embed", "--checkpoint=/nonexistent/run",
-             f"--input={folder}", f"--output={output}"],
-            cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        missing = _run_embed(
+            "--checkpoint=/nonexistent/run", f"--input={folder}", f"--output={output}"
+        )
         self.assertNotEqual(missing.returncode, 0)
         self.assertIn("does not exist", missing.stderr)
 

@@ -20,6 +20,12 @@ def _setup(batch=4, samples=8160, seed=0):
     return config, params, audio
 
 
+def _objective(params, audio, key, config, **kwargs):
+    """`losses.objective` under jit: differentiated op by op, the model takes a minute on 2 CPU
+    cores (a forward pass alone is quicker eagerly than compiled)."""
+    return jax.jit(lambda p, a, k: losses.objective(p, a, k, config, **kwargs))(params, audio, key)
+
+
 def _epps_pulley_numpy(x_NxM, t_max=3.0, num_knots=17):
     """The LeJEPA library's statistic, written out in float64 numpy."""
     t = np.linspace(0.0, t_max, num_knots)
@@ -58,8 +64,9 @@ class ObjectiveTest(chex.TestCase):
             out = model.forward_from_frames(params, f, masks, config.model)
             return jnp.sum(out[name] * weights)
 
-        grad_pred = np.abs(np.asarray(jax.grad(projected)(frames, "predictions"))).sum(-1)
-        grad_tgt = np.abs(np.asarray(jax.grad(projected)(frames, "targets"))).sum(-1)
+        grad = jax.jit(jax.grad(projected), static_argnums=1)
+        grad_pred = np.abs(np.asarray(grad(frames, "predictions"))).sum(-1)
+        grad_tgt = np.abs(np.asarray(grad(frames, "targets"))).sum(-1)
         for b in range(2):
             ctx = set(np.asarray(masks.context_indices[b, : masks.context_lengths[b]]).tolist())
             for t in range(frames.shape[1]):
@@ -72,9 +79,7 @@ class ObjectiveTest(chex.TestCase):
 
     def test_loss_is_the_weighted_sum_and_metrics_are_finite(self):
         config, params, audio = _setup()
-        loss, metrics = jax.jit(lambda p, a: losses.objective(p, a, jax.random.PRNGKey(2), config))(
-            params, audio
-        )
+        loss, metrics = _objective(params, audio, jax.random.PRNGKey(2), config)
         chex.assert_tree_all_finite(metrics)
         lam = config.loss.sigreg_weight
         np.testing.assert_allclose(
@@ -120,15 +125,17 @@ class ObjectiveTest(chex.TestCase):
         config, params, audio = _setup()
         config.loss.sigreg_centre = "clip"
         with self.assertRaisesRegex(ValueError, "sigreg_centre"):
-            losses.objective(params, audio, jax.random.PRNGKey(2), config)
+            _objective(params, audio, jax.random.PRNGKey(2), config)
 
     def test_fallback_masks_give_finite_loss_and_gradients(self):
         # Dropped target groups (length 0) must not turn attention or the loss into NaN.
         config, params, audio = _setup()
         config.masking.min_context_fraction, config.masking.max_context_fraction = 0.7, 0.8
         config.masking.max_redraws = 2
-        grad_fn = jax.value_and_grad(losses.objective, has_aux=True)
-        (_, metrics), grads = grad_fn(params, audio, jax.random.PRNGKey(2), config)
+        grad_fn = jax.jit(
+            jax.value_and_grad(lambda p, a, k: losses.objective(p, a, k, config), has_aux=True)
+        )
+        (_, metrics), grads = grad_fn(params, audio, jax.random.PRNGKey(2))
         self.assertEqual(float(metrics["context_frames"]), 40.0)  # Fallback: 40 of 50 free.
         chex.assert_tree_all_finite((metrics, grads))
 
@@ -226,8 +233,8 @@ class TargetOptionsTest(chex.TestCase):
         key = jax.random.PRNGKey(5)
         other = model.init(jax.random.PRNGKey(7), config.model)
         teacher = train_state.teacher_of(other)
-        grads, metrics = jax.grad(
-            lambda p, t: losses.objective(p, audio, key, config, teacher=t), has_aux=True
+        grads, metrics = jax.jit(
+            jax.grad(lambda p, t: losses.objective(p, audio, key, config, teacher=t), has_aux=True)
         )(params, teacher)
         # The invariance against the teacher's WavJEPA targets (wavjepa route on the teacher).
         masks = masking.sample(jax.random.split(key)[0], config.masking, 4, 50)
@@ -237,8 +244,8 @@ class TargetOptionsTest(chex.TestCase):
         want = jnp.sum(err * out["target_valid"]) / jnp.sum(out["target_valid"])
         np.testing.assert_allclose(float(metrics["invariance"]), float(want), rtol=1e-4)
         # No gradient reaches the teacher (stop-gradient), so only the online params move.
-        teacher_grads = jax.grad(
-            lambda t: losses.objective(params, audio, key, config, teacher=t)[0]
+        teacher_grads = jax.jit(
+            jax.grad(lambda t: losses.objective(params, audio, key, config, teacher=t)[0])
         )(teacher)
         self.assertEqual(float(optax.global_norm(teacher_grads)), 0.0)
         self.assertGreater(float(optax.global_norm(grads)), 0.0)
@@ -296,10 +303,6 @@ class PaddingTest(chex.TestCase):
                 np.testing.assert_array_equal(
                     restricted.target_indices[b, g, :m], old[old < int(valid[b])]
                 )
-
-
-if __name__ == "__main__":
-    absltest.main()
 
 
 class PackedClipsTest(chex.TestCase):
@@ -368,3 +371,7 @@ class PackedClipsTest(chex.TestCase):
         config.model.attend_within_clips = False
         _, off = losses.objective(params, audio, key, config, clip_starts_BxC=packed)
         chex.assert_trees_all_close(off, plain, rtol=1e-5, atol=1e-6)
+
+
+if __name__ == "__main__":
+    absltest.main()

@@ -126,8 +126,8 @@ def training_config(config, workdir: str, *, heldout: str, steps: int, probe_eve
 
 def train_run(config, workdir: str) -> None:
     """Trains (or resumes) unless the last checkpoint is already there."""
-    last = epath.Path(workdir) / checkpointing.LATEST_DIR / str(config.total_steps)
-    if (last / checkpointing.COMMIT_FILE).exists():
+    done = checkpointing.finished_steps(epath.Path(workdir) / checkpointing.LATEST_DIR)
+    if config.total_steps in done:
         logging.info("%s holds step %d already: not training.", workdir, config.total_steps)
         return
     train.train_and_evaluate(config, workdir)

@@ -82,11 +82,10 @@ def test_empty_workdir_restores_nothing(tmp_path, config, state):
 def test_unfinished_checkpoints_are_skipped_and_removed(tmp_path, config, state):
     _save(tmp_path, config, state, 2, _data_iter(config))
     ckpts = tmp_path / "checkpoints"
-    # A save cut short after orbax's rename (no commit marker) and one cut short before it.
-    shutil.copytree(ckpts / "2", ckpts / "4")
-    (ckpts / "4/commit_success.txt").unlink()
-    (ckpts / "4/state/commit_success.txt").unlink()
-    (ckpts / "6.orbax-checkpoint-tmp-1234/state").mkdir(parents=True)
+    # Saves cut short before orbax's rename: one whole but for the rename, one barely begun.
+    shutil.copytree(ckpts / "2", ckpts / "4.orbax-checkpoint-tmp-1234")
+    (ckpts / "6.orbax-checkpoint-tmp-5678/state").mkdir(parents=True)
+    assert checkpointing.finished_steps(ckpts) == [2]
 
     mngr = checkpointing.latest_manager(tmp_path, config)
     restored = checkpointing.restore_latest(mngr, _abstract(state), _data_iter(config))
@@ -95,7 +94,7 @@ def test_unfinished_checkpoints_are_skipped_and_removed(tmp_path, config, state)
     # The run can save step 4 again.
     checkpointing.save_latest(mngr, 4, restored, _data_iter(config), config)
     mngr.wait_until_finished()
-    assert checkpointing.committed_steps(mngr) == [2, 4]
+    assert checkpointing.finished_steps(ckpts) == [2, 4]
 
 
 def test_best_manager_keeps_the_lowest_losses_across_restarts(tmp_path, config, state):

@@ -70,9 +70,9 @@ def test_resume_after_kill_9_is_bit_exact(tmp_path, env):
     )
     assert runner.committed_steps(killed / "checkpoints") == [5, 10]
     assert runner.records(killed)[-1]["step"] == 11  # Past the checkpoint (read one step late).
-    # What a kill during a save leaves: a tmp dir and a step without its commit marker.
-    shutil.copytree(killed / "checkpoints/10", killed / "checkpoints/15")
-    (killed / "checkpoints/15/commit_success.txt").unlink()
+    # What a kill during a save leaves: steps under orbax's tmp names, one complete but for the
+    # rename (a resume must not take it: it would skip steps 11-14).
+    shutil.copytree(killed / "checkpoints/10", killed / "checkpoints/15.orbax-checkpoint-tmp-99")
     (killed / "checkpoints/20.orbax-checkpoint-tmp-1234").mkdir()
 
     # Resumed, then stopped by a SIGTERM that also ended the data workers as batch 14 was due.

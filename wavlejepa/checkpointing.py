@@ -10,9 +10,10 @@ resume needs:
              config/
              metrics/           {"eval_loss": ...}
 
-Orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it when complete, with a
-`commit_success.txt` inside; steps without that file are never restored. To read a model back
-for use: `params, config = pretrained.load(workdir)` (best/ if any, else checkpoints/).
+Which steps are finished is orbax's call (`finished_steps`): on a local disk a step is written
+under `<step>.orbax-checkpoint-tmp-*` and renamed when complete, on GCS it is finished once its
+`commit_success.txt` is written. Unfinished steps are never restored. To read a model back for
+use: `params, config = pretrained.load(workdir)` (best/ if any, else checkpoints/).
 """
 
 import json
@@ -32,7 +33,6 @@ _SHAPE_KEYS = ("conv_kernels", "conv_strides", "conv_channels", "encoder_width",
 
 LATEST_DIR = "checkpoints"
 BEST_DIR = "best"
-COMMIT_FILE = "commit_success.txt"  # orbax's marker of a finished step (either atomicity mode).
 BEST_METRIC = "eval_loss"
 
 
@@ -93,9 +93,10 @@ def shape_mismatch(saved: dict, config: ml_collections.ConfigDict) -> str:
     return "; ".join(differences)
 
 
-def committed_steps(mngr: ocp.CheckpointManager) -> list[int]:
-    """Steps whose save finished; a step directory without the commit marker was cut short."""
-    return [s for s in mngr.all_steps() if (mngr.directory / str(s) / COMMIT_FILE).exists()]
+def finished_steps(directory: str | epath.Path) -> list[int]:
+    """The steps of a manager directory whose save finished, oldest first (orbax's own test:
+    renamed from the tmp name, or holding the commit marker where saves are not renamed)."""
+    return sorted(ocp.path.step.checkpoint_steps(directory))
 
 
 def save_latest(
@@ -135,7 +136,7 @@ def restore_latest(
       CheckpointError: the checkpoint holds a model of another shape than `config`'s, or no
         finished checkpoint can be restored.
     """
-    good = committed_steps(mngr)
+    good = finished_steps(mngr.directory)
     for step in mngr.all_steps():
         if step not in good and (not good or step > max(good)):
             logging.warning("Deleting unfinished checkpoint %s.", mngr.directory / str(step))

@@ -17,7 +17,13 @@ from absl import logging
 from etils import epath
 
 from wavlejepa import model
-from wavlejepa.checkpointing import BEST_DIR, COMMIT_FILE, LATEST_DIR, CheckpointError, one_line
+from wavlejepa.checkpointing import (
+    BEST_DIR,
+    LATEST_DIR,
+    CheckpointError,
+    finished_steps,
+    one_line,
+)
 
 
 def _as_tuples(value):
@@ -32,13 +38,13 @@ def _as_tuples(value):
 def _step_dir(directory: str, step: int | None) -> epath.Path:
     """A step directory from a workdir, a manager directory or a step directory."""
     path = epath.Path(directory)
-    if (path / COMMIT_FILE).exists():
-        return path
+    if path.name.isdigit() and ocp.path.step.is_checkpoint_finalized(path):
+        return path  # One step directory.
     for sub in (BEST_DIR, LATEST_DIR):  # A workdir: its best model if it has one.
-        if (path / sub).is_dir() and _finished(path / sub):
+        if (path / sub).is_dir() and finished_steps(path / sub):
             path = path / sub
             break
-    steps = _finished(path)
+    steps = finished_steps(path)
     if not steps:
         raise CheckpointError(f"No finished checkpoint in {directory}.")
     if step is None:
@@ -46,12 +52,6 @@ def _step_dir(directory: str, step: int | None) -> epath.Path:
     if step not in steps:
         raise CheckpointError(f"No finished checkpoint of step {step} in {path}: {steps}.")
     return path / str(step)
-
-
-def _finished(path: epath.Path) -> list[int]:
-    return sorted(
-        int(p.name) for p in path.iterdir() if p.name.isdigit() and (p / COMMIT_FILE).exists()
-    )
 
 
 def load_config(directory: str, step: int | None = None) -> ml_collections.ConfigDict:
@@ -102,7 +102,7 @@ def _load(directory: str, step: int | None) -> tuple[dict, ml_collections.Config
             return _load_step(path)
         except Exception as e:  # Truncated or corrupt files: orbax/TensorStore/JSON errors.
             raise CheckpointError(f"Checkpoint {path} cannot be loaded: {one_line(e)}") from e
-    candidates = [path.parent / str(s) for s in reversed(_finished(path.parent))]
+    candidates = [path.parent / str(s) for s in reversed(finished_steps(path.parent))]
     reasons = []
     for candidate in candidates:
         try:

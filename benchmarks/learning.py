@@ -49,9 +49,18 @@ from matplotlib.lines import Line2D
 from ml_collections import config_flags
 
 from benchmarks import common
-from wavlejepa import checkpointing, diagnostics, plot, pretrained, reporting, train, train_state
-from wavlejepa.data import audio_folder
-from wavlejepa.evaluators import linear_probe, logmel
+from wavlejepa import (
+    checkpointing,
+    diagnostics,
+    logmel,
+    plot,
+    pretrained,
+    reporting,
+    train,
+    train_state,
+)
+from wavlejepa.data import audio_folder, fsdd
+from wavlejepa.evaluators import linear_probe
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/cpu_debug.py", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumed if it exists).")
@@ -75,12 +84,12 @@ _PLOT = flags.DEFINE_string("plot", "", "Write the learning curve to this PNG to
 TASKS = ("digits", "speakers", "heldout_digits")
 MODEL_PROBES = {"mean": TASKS, "mean_std": ("heldout_digits",)}  # pooling -> tasks.
 LOGMEL_PROBES = {"mean_std": TASKS, "mean": TASKS}
-SPLITS = linear_probe.SPLITS
+SPLITS = fsdd.SPLITS
 
 
 def ssl_files(fsdd_dir: str, heldout: str) -> list[str]:
     """FSDD files (paths relative to fsdd_dir) of the probe's train takes of other speakers."""
-    parsed = [(p, linear_probe.parse_name(p)) for p in audio_folder.list_files(fsdd_dir)]
+    parsed = [(p, fsdd.parse_name(p)) for p in audio_folder.list_files(fsdd_dir)]
     parsed = [(p, name) for p, name in parsed if name is not None]
     speakers = sorted({speaker for _, (_, speaker, _) in parsed})
     if heldout not in speakers:
@@ -88,7 +97,7 @@ def ssl_files(fsdd_dir: str, heldout: str) -> list[str]:
     max_take = max(take for _, (*_, take) in parsed)
     return [
         p for p, (_, speaker, take) in parsed
-        if speaker != heldout and linear_probe.take_split(take, max_take) == "train"
+        if speaker != heldout and fsdd.take_split(take, max_take) == "train"
     ]  # fmt: skip
 
 
@@ -252,7 +261,7 @@ def run(
     config = training_config(config, workdir, heldout=heldout, steps=steps, probe_every=probe_every)
     train_run(config, workdir)
 
-    data = subsample(linear_probe.load_fsdd(fsdd_dir), max_clips)
+    data = subsample(fsdd.load_fsdd(fsdd_dir), max_clips)
     probe_cfg = linear_probe.default_config()
     probe_cfg.steps = probe_steps_lbfgs
     metrics_path = epath.Path(workdir) / reporting.METRICS_FILE

@@ -23,6 +23,7 @@ from absl.testing import absltest
 from benchmarks import learning
 from configs import cpu_debug
 from wavlejepa import pretrained
+from wavlejepa.data import fsdd
 from wavlejepa.evaluators import linear_probe
 
 # Sample takes 0-5 -> FSDD takes: 0 (test), 5 (validation), 10-13 (train).
@@ -32,12 +33,12 @@ NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)\.wav$")
 
 def fake_fsdd(directory: str) -> str:
     """The bundled sample under FSDD's take numbers (symlinks), in `directory`."""
-    for name in os.listdir(linear_probe.SAMPLE_DIR):
+    for name in os.listdir(fsdd.SAMPLE_DIR):
         match = NAME.match(name)
         if match:
             digit, speaker, take = match[1], match[2], TAKES[int(match[3])]
             os.symlink(
-                os.path.join(linear_probe.SAMPLE_DIR, name),
+                os.path.join(fsdd.SAMPLE_DIR, name),
                 os.path.join(directory, f"{digit}_{speaker}_{take}.wav"),
             )
     return directory
@@ -68,8 +69,8 @@ class HeldoutSplitTest(absltest.TestCase):
             self.assertEqual(got, sorted(pairs), split)
 
     def test_on_fsdd_sample(self):
-        data = linear_probe.load_fsdd(linear_probe.fsdd_dir("sample"))
-        features = {s: np.zeros((len(data[s]["audio"]), 1)) for s in linear_probe.SPLITS}
+        data = fsdd.load_fsdd(fsdd.fsdd_dir("sample"))
+        features = {s: np.zeros((len(data[s]["audio"]), 1)) for s in fsdd.SPLITS}
         x, y = linear_probe.heldout_speaker_splits(features, data, "theo", label="speaker")
         theo = data["speakers"].index("theo")
         self.assertNotIn(theo, y["train"])
@@ -89,7 +90,7 @@ class HelpersTest(absltest.TestCase):
         self.assertEqual(sorted(files), wanted)
         self.assertLen(wanted, 4 * 10 * 4)
         with self.assertRaisesRegex(ValueError, "not in"):
-            learning.ssl_files(linear_probe.SAMPLE_DIR, "nobody")
+            learning.ssl_files(fsdd.SAMPLE_DIR, "nobody")
 
     def test_probe_steps_and_nearest_metrics(self):
         self.assertEqual(learning.probe_steps(10, 5), [0, 5, 10])
@@ -102,8 +103,8 @@ class HelpersTest(absltest.TestCase):
         self.assertTrue(np.isnan(learning.train_metrics([], 3)["sigreg"]))
 
     def test_subsample_keeps_every_digit_and_speaker(self):
-        data = learning.subsample(linear_probe.load_fsdd(linear_probe.fsdd_dir("sample")), 50)
-        for split in linear_probe.SPLITS:
+        data = learning.subsample(fsdd.load_fsdd(fsdd.fsdd_dir("sample")), 50)
+        for split in fsdd.SPLITS:
             self.assertLessEqual(len(data[split]["audio"]), 50)
             self.assertEqual(set(data[split]["digit"]), set(range(10)))
             self.assertEqual(set(data[split]["speaker"]), set(range(5)))

@@ -13,8 +13,9 @@ import numpy as np
 from absl.testing import absltest, parameterized
 
 from configs import cpu_debug
-from wavlejepa import evaluators, model
-from wavlejepa.evaluators import linear_probe, logmel
+from wavlejepa import evaluators, logmel, model
+from wavlejepa.data import fsdd, labelled
+from wavlejepa.evaluators import linear_probe
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,11 +115,11 @@ class ClassifierTest(chex.TestCase):
 
 class FsddTest(absltest.TestCase):
     def test_bundled_sample_splits_and_labels(self):
-        data = linear_probe.load_fsdd(linear_probe.fsdd_dir("sample"))
+        data = fsdd.load_fsdd(fsdd.fsdd_dir("sample"))
         self.assertEqual(data["speakers"], ["george", "jackson", "nicolas", "theo", "yweweler"])
-        sizes = {s: len(data[s]["audio"]) for s in linear_probe.SPLITS}
+        sizes = {s: len(data[s]["audio"]) for s in fsdd.SPLITS}
         self.assertEqual(sizes, {"train": 150, "validation": 50, "test": 100})
-        for split in linear_probe.SPLITS:
+        for split in fsdd.SPLITS:
             np.testing.assert_array_equal(np.bincount(data[split]["digit"], minlength=10),
                                           [sizes[split] // 10] * 10)  # fmt: skip
             np.testing.assert_array_equal(np.bincount(data[split]["speaker"], minlength=5),
@@ -126,7 +127,7 @@ class FsddTest(absltest.TestCase):
         # First file in name order: 0_george_0.wav (take 0: test), 8 kHz -> 16 kHz.
         import soundfile as sf
 
-        raw, rate = sf.read(os.path.join(linear_probe.SAMPLE_DIR, "0_george_0.wav"))
+        raw, rate = sf.read(os.path.join(fsdd.SAMPLE_DIR, "0_george_0.wav"))
         self.assertEqual(rate, 8000)
         self.assertEqual(data["test"]["digit"][0], 0)
         self.assertEqual(data["test"]["speaker"][0], 0)
@@ -140,25 +141,25 @@ class FsddTest(absltest.TestCase):
 
         with tempfile.TemporaryDirectory() as tmp:
             audio_dir = os.path.join(tmp, "audio")
-            for name in sorted(os.listdir(linear_probe.SAMPLE_DIR)):
+            for name in sorted(os.listdir(fsdd.SAMPLE_DIR)):
                 if name.endswith(".wav"):
                     os.makedirs(os.path.join(audio_dir, name[0]), exist_ok=True)
-                    os.symlink(os.path.join(linear_probe.SAMPLE_DIR, name),
+                    os.symlink(os.path.join(fsdd.SAMPLE_DIR, name),
                                os.path.join(audio_dir, name[0], name))  # fmt: skip
             dataset = default.get_config().dataset
             dataset.update(name="digit_folders", data_dir=os.path.join(tmp, "tfds"),
                            audio_dir=audio_dir, label_from="folder")  # fmt: skip
             sources.ensure_built(dataset)
-            data = linear_probe.load_labelled("digit_folders", dataset.data_dir)
+            data = labelled.load_labelled("digit_folders", dataset.data_dir)
             self.assertEqual(data["classes"]["label"], [str(d) for d in range(10)])
-            fsdd = linear_probe.load_fsdd(linear_probe.fsdd_dir("sample"))
+            by_name = fsdd.load_fsdd(fsdd.fsdd_dir("sample"))
             digit_of = {  # Labels from the file names, by the clip's samples.
                 np.asarray(a, np.float32).tobytes(): d
-                for s in linear_probe.SPLITS
-                for a, d in zip(fsdd[s]["audio"], fsdd[s]["digit"], strict=True)
+                for s in fsdd.SPLITS
+                for a, d in zip(by_name[s]["audio"], by_name[s]["digit"], strict=True)
             }
             seen = 0
-            for split in linear_probe.SPLITS:
+            for split in fsdd.SPLITS:
                 for audio, label in zip(data[split]["audio"], data[split]["label"], strict=True):
                     self.assertEqual(digit_of[np.asarray(audio, np.float32).tobytes()], label)
                     seen += 1
@@ -182,7 +183,7 @@ class FsddTest(absltest.TestCase):
             self.assertIn("needs a prepared dataset with labels", no_data.stderr)
 
     def test_take_split_follows_fsdd_convention(self):
-        splits = [linear_probe.take_split(t, 49) for t in range(50)]
+        splits = [fsdd.take_split(t, 49) for t in range(50)]
         self.assertEqual(splits[:5], ["test"] * 5)
         self.assertEqual(splits[5:10], ["validation"] * 5)
         self.assertEqual(splits[10:], ["train"] * 40)

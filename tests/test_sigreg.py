@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.integrate
 from absl.testing import absltest, parameterized
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from wavlejepa import sigreg
 
@@ -136,28 +136,20 @@ class SigregTest(chex.TestCase):
         got32 = float(sigreg.sigreg(jnp.asarray(emb, jnp.float32), jnp.asarray(dirs, jnp.float32)))
         np.testing.assert_allclose(got32, epps_pulley_np(emb @ dirs).mean(), rtol=1e-4)
 
-    def test_axis_name_sums_over_devices(self):
-        # Rows split over 8 devices under shard_map: with axis_name the statistic is the global
-        # one (means averaged before squaring, N global), and without it each shard differs.
+    def test_rows_sharded_over_devices_give_the_global_statistic(self):
+        # Rows split over 8 devices under jit, as in the data-parallel train step: the statistic
+        # is the global one (means taken over all rows before squaring), not a mean of shards.
         devices = np.array(jax.devices()[:8])
         self.assertEqual(len(devices), 8, "conftest sets 8 host devices")
-        mesh = Mesh(devices, ("data",))
-        emb = jnp.asarray(_samples("bimodal", 64, 10, seed=8), jnp.float32)
+        sharding = NamedSharding(Mesh(devices, ("data",)), PartitionSpec("data"))
+        emb = _samples("bimodal", 64, 10, seed=8)
         dirs = sigreg.random_directions(jax.random.PRNGKey(5), 10, 32)
-
-        @jax.jit
-        def sharded(e):
-            return jax.shard_map(
-                lambda x: sigreg.sigreg(x, dirs, axis_name="data"),
-                mesh=mesh,
-                in_specs=PartitionSpec("data"),
-                out_specs=PartitionSpec(),
-            )(e)
-
-        np.testing.assert_allclose(float(sharded(emb)), float(sigreg.sigreg(emb, dirs)), rtol=1e-5)
-        self.assertNotAlmostEqual(
-            float(sigreg.sigreg(emb[:8], dirs)), float(sigreg.sigreg(emb, dirs))
-        )
+        sharded = jax.device_put(jnp.asarray(emb, jnp.float32), sharding)
+        got = float(jax.jit(sigreg.sigreg)(sharded, dirs))
+        projected = emb.astype(np.float64) @ np.asarray(dirs, np.float64)
+        np.testing.assert_allclose(got, epps_pulley_np(projected).mean(), rtol=1e-4)
+        per_shard = np.mean([epps_pulley_np(projected[8 * i : 8 * i + 8]).mean() for i in range(8)])
+        self.assertGreater(abs(got - per_shard), 0.1)
 
 
 if __name__ == "__main__":

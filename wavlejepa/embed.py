@@ -37,7 +37,7 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Windows per jitted call.",
 
 
 def _embed_per_file(embedder, paths: list[str], source: str, output_dir: str):
-    """Writes each file's .npz as soon as it is embedded; returns (done, [], skipped)."""
+    """Writes each file's .npz as soon as it is embedded; returns (done, skipped)."""
     from wavlejepa import embedding
 
     done, skipped = [], []
@@ -52,7 +52,7 @@ def _embed_per_file(embedder, paths: list[str], source: str, output_dir: str):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         embedding.save_clip_npz(target, result)
         done.append(path)
-    return done, [], skipped
+    return done, skipped
 
 
 def main(argv):
@@ -84,7 +84,7 @@ def main(argv):
     except checkpointing.CheckpointError as e:
         cli.fail(str(e))
     if per_file:
-        done, embeddings, skipped = _embed_per_file(embedder, paths, source, _OUTPUT_DIR.value)
+        done, skipped = _embed_per_file(embedder, paths, source, _OUTPUT_DIR.value)
     else:
         done, embeddings, skipped = embedding.embed_files(embedder, paths)
     for path, reason in skipped:

@@ -49,8 +49,7 @@ def _define_flags() -> None:
 
 def _frames_factory(args):
     """(batch_size -> FramesFn, the run config or None) of the model or baseline asked for."""
-    from wavlejepa import checkpointing, embedding, pretrained
-    from wavlejepa.evaluators import logmel
+    from wavlejepa import checkpointing, embedding, logmel, pretrained
 
     config = args.config
     if args.baseline == "logmel":
@@ -81,6 +80,7 @@ def _frames_factory(args):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from wavlejepa.data import fsdd
     from wavlejepa.evaluators import linear_probe
 
     args = flags.FLAGS
@@ -95,7 +95,7 @@ def main(argv):
     output = cli.check_output_file(args.output, "--output") if args.output is not None else None
     if args.data is not None and any(linear_probe.TASKS[t] != "label" for t in args.eval):
         try:
-            linear_probe.fsdd_dir(args.data)
+            fsdd.fsdd_dir(args.data)
         except FileNotFoundError as e:
             cli.fail(str(e))
     frames_factory, config = _frames_factory(args)

@@ -106,20 +106,20 @@ def forward(
     )
     if teacher and target_blocks:
         with jax.named_scope("teacher"):
-            teacher_frames = waveform.apply(
+            teacher_frames_BxTxD = waveform.apply(
                 teacher["waveform_encoder"], audio_BxS, cfg, lengths_B=lengths_B
             )
             _, targets_BxTxD = encoder.apply(
                 teacher["context_encoder"],
-                teacher_frames,
+                teacher_frames_BxTxD,
                 cfg,
                 lengths_B=valid_frames_B,
                 clip_ids_BxT=clip_ids_BxT,
                 top_blocks=target_blocks,
             )
             groups, group_frames = masks.target_indices.shape[1:]
-            gathered = _gather_frames(targets_BxTxD, masks.target_indices.reshape(batch, -1))
-            out["wavjepa_targets"] = gathered.reshape(batch, groups, group_frames, -1)
+            gathered_BxNxD = _gather_frames(targets_BxTxD, masks.target_indices.reshape(batch, -1))
+            out["wavjepa_targets"] = gathered_BxNxD.reshape(batch, groups, group_frames, -1)
     return out
 
 
@@ -152,11 +152,11 @@ def forward_from_frames(
         extra = {}
         if target_blocks:
             full_BxTxD, wavjepa_BxTxD = full_BxTxD
-            wavjepa = _gather_frames(wavjepa_BxTxD, masks.target_indices.reshape(batch, -1))
-            extra["wavjepa_targets"] = wavjepa.reshape(batch, num_groups, group_frames, -1)
+            wavjepa_BxNxD = _gather_frames(wavjepa_BxTxD, masks.target_indices.reshape(batch, -1))
+            extra["wavjepa_targets"] = wavjepa_BxNxD.reshape(batch, num_groups, group_frames, -1)
         projected_BxTxP = projector.apply(params["projector"], full_BxTxD, cfg)
-        targets = _gather_frames(projected_BxTxP, masks.target_indices.reshape(batch, -1))
-        targets_BxGxQxP = targets.reshape(batch, num_groups, group_frames, -1)
+        targets_BxNxP = _gather_frames(projected_BxTxP, masks.target_indices.reshape(batch, -1))
+        targets_BxGxQxP = targets_BxNxP.reshape(batch, num_groups, group_frames, -1)
 
     target_valid_BxGxQ = jnp.arange(group_frames)[None, None, :] < masks.target_lengths[..., None]
     clip_masks, context_ids_BxK = {}, None
@@ -177,10 +177,10 @@ def forward_from_frames(
         }
 
     with jax.named_scope("context"):
-        context_frames = _gather_frames(frames_BxTxD, masks.context_indices)
+        context_frames_BxKxD = _gather_frames(frames_BxTxD, masks.context_indices)
         context_BxKxD = encoder.apply(
             params["context_encoder"],
-            context_frames,
+            context_frames_BxKxD,
             cfg,
             lengths_B=masks.context_lengths,
             clip_ids_BxT=context_ids_BxK,
@@ -188,7 +188,7 @@ def forward_from_frames(
 
     with jax.named_scope("predictor"):
         # One pass per target group, folded into the batch: [B * G, ...].
-        predictions = predictor.apply(
+        predictions_NxQxD = predictor.apply(
             params["predictor"],
             jnp.repeat(context_BxKxD, num_groups, axis=0),
             jnp.repeat(masks.context_lengths, num_groups, axis=0),
@@ -198,13 +198,18 @@ def forward_from_frames(
             num_frames=num_frames,
             **clip_masks,
         )
-        predictions_BxGxQxP = projector.apply(params["projector"], predictions, cfg).reshape(
+        predictions_BxGxQxP = projector.apply(params["projector"], predictions_NxQxD, cfg).reshape(
             batch, num_groups, group_frames, -1
         )
-        extra["predictions_encoder"] = predictions.reshape(batch, num_groups, group_frames, -1)
+        extra["predictions_encoder"] = predictions_NxQxD.reshape(
+            batch, num_groups, group_frames, -1
+        )
 
     if valid_frames_B is None:
         valid_frames_B = jnp.full((batch,), num_frames, jnp.int32)
+    chex.assert_equal_shape((predictions_BxGxQxP, targets_BxGxQxP))
+    chex.assert_shape(projected_BxTxP, (batch, num_frames, predictions_BxGxQxP.shape[-1]))
+    chex.assert_shape(target_valid_BxGxQ, (batch, num_groups, group_frames))
     return {
         "projected_frames": projected_BxTxP,
         "frame_valid": jnp.arange(num_frames)[None, :] < valid_frames_B[:, None],

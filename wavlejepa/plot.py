@@ -138,18 +138,18 @@ def fsdd_embedding_figure(embedder, data: str = "sample") -> Figure:
     """PCA of the mean-pooled clip embeddings of every FSDD clip, by digit and by speaker.
 
     `embedder`: an `embedding.Embedder`."""
-    from wavlejepa.evaluators import linear_probe  # JAX: only for this figure.
+    from wavlejepa.data import fsdd  # Decoding: only for this figure.
 
-    fsdd = linear_probe.load_fsdd(linear_probe.fsdd_dir(data))
-    splits = linear_probe.SPLITS
-    audio = [clip for s in splits for clip in fsdd[s]["audio"]]
+    clips_by_split = fsdd.load_fsdd(fsdd.fsdd_dir(data))
+    splits = fsdd.SPLITS
+    audio = [clip for s in splits for clip in clips_by_split[s]["audio"]]
     clips = np.stack([e.clip for e in embedder.embed(audio)])
-    digits = np.concatenate([fsdd[s]["digit"] for s in splits])
-    speakers = np.concatenate([fsdd[s]["speaker"] for s in splits])
+    digits = np.concatenate([clips_by_split[s]["digit"] for s in splits])
+    speakers = np.concatenate([clips_by_split[s]["speaker"] for s in splits])
     return embedding_scatter(
         pca_2d(clips),
         {"clip embeddings by digit": (digits, range(10)),
-         "clip embeddings by speaker": (speakers, fsdd["speakers"])},
+         "clip embeddings by speaker": (speakers, clips_by_split["speakers"])},
     )  # fmt: skip
 
 

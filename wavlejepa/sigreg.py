@@ -6,9 +6,8 @@ dt at the ends) times the window exp(-t^2/2), and multiplies by the sample count
 test statistic, so it grows with N for non-Gaussian data (about 0.40 * N for a constant sample)
 and stays of order 1 for Gaussian data.
 
-Under `jit` over globally sharded arrays the means are global automatically; inside
-`shard_map`/`pmap`, pass `axis_name` so the cos/sin sums and counts are summed over devices
-before squaring.
+Under `jit` over globally sharded arrays (the training step's data parallelism) the means are
+global: XLA sums the cos/sin terms over devices before squaring.
 """
 
 import jax
@@ -30,13 +29,11 @@ def epps_pulley(
     num_knots: int = 17,
     *,
     weights_N: jax.Array | None = None,
-    axis_name: str | None = None,
 ) -> jax.Array:
     """Epps-Pulley statistic of each column of `samples [N, M]` -> `[M]`, in float32.
 
     Args:
       weights_N: optional 0/1 validity of each row; N is then the number of valid rows.
-      axis_name: mapped axis to sum over when rows are split across devices.
     """
     t_K, weights_K = _knots_and_weights(t_max, num_knots)
     x_NxM = samples_NxM.astype(jnp.float32)
@@ -47,8 +44,6 @@ def epps_pulley(
     cos_sum_MxK = jnp.einsum("n,nmk->mk", weights_N, jnp.cos(tx_NxMxK))
     sin_sum_MxK = jnp.einsum("n,nmk->mk", weights_N, jnp.sin(tx_NxMxK))
     count = jnp.sum(weights_N)
-    if axis_name is not None:
-        cos_sum_MxK, sin_sum_MxK, count = jax.lax.psum((cos_sum_MxK, sin_sum_MxK, count), axis_name)
     cos_mean, sin_mean = cos_sum_MxK / count, sin_sum_MxK / count
     err_MxK = jnp.square(cos_mean - np.exp(-0.5 * t_K**2)) + jnp.square(sin_mean)
     return count * (err_MxK @ weights_K)
@@ -67,10 +62,7 @@ def sigreg(
     num_knots: int = 17,
     *,
     weights_N: jax.Array | None = None,
-    axis_name: str | None = None,
 ) -> jax.Array:
     """Mean Epps-Pulley statistic of the embeddings projected on each direction (a scalar)."""
     projected_NxM = embeddings_NxD.astype(jnp.float32) @ directions_DxM
-    return jnp.mean(
-        epps_pulley(projected_NxM, t_max, num_knots, weights_N=weights_N, axis_name=axis_name)
-    )
+    return jnp.mean(epps_pulley(projected_NxM, t_max, num_knots, weights_N=weights_N))

@@ -38,7 +38,7 @@ def _global_batch(batch: dict, sharding: NamedSharding) -> dict:
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
 
 
-def evaluate(
+def held_out_metrics(
     eval_fn, state: train_state.TrainState, eval_loader: grain.DataLoader | None, config, sharding
 ) -> dict[str, float]:
     """Mean held-out losses over config.dataset.eval_batches batches, then config.evals."""
@@ -166,7 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
         reporter.flush()  # Stop here rather than evaluate after a non-finite step.
         try:
             with progress.timed("eval"):
-                results = evaluate(eval_fn, state, eval_loader, config, batch_sharding)
+                results = held_out_metrics(eval_fn, state, eval_loader, config, batch_sharding)
         except Exception:
             if not stop.requested:
                 raise

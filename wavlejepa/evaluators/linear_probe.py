@@ -12,8 +12,6 @@ the package ("sample"), or any folder of such files (e.g. the full FSDD's `recor
 """
 
 import functools
-import os
-import re
 from collections.abc import Callable
 
 import jax
@@ -21,20 +19,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 
 from wavlejepa import embedding, evaluators
-from wavlejepa.data import audio_folder, decode
-from wavlejepa.data.pcm import SAMPLE_RATE
+from wavlejepa.data import fsdd
+from wavlejepa.data.fsdd import SPLITS
 
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SAMPLE_DIR = os.path.join(_PACKAGE, "data", "samples", "fsdd")
 # evaluator name -> the label it predicts. "labels": the "label" feature of any prepared dataset
 # (an AudioFolder built with --label_from), named by `data` and `data_dir`.
 TASKS = {"fsdd_digits": "digit", "fsdd_speakers": "speaker", "labels": "label"}
-SPLITS = ("train", "validation", "test")
-_NAME = re.compile(r"^(\d)_([a-z]+)_(\d+)$")
-
 FramesFn = Callable[[list[np.ndarray]], list[np.ndarray]]  # 16 kHz clips -> [frames, dim] each
 
 
@@ -51,99 +43,6 @@ def default_config() -> ml_collections.ConfigDict:
     return cfg
 
 
-def fsdd_dir(data: str) -> str:
-    """The folder of recordings that `data` names (see default_config).
-
-    Raises:
-      FileNotFoundError: no such folder (the message says what to give).
-    """
-    path = SAMPLE_DIR if data == "sample" else os.path.expanduser(data)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"Probe data {data!r} is not a folder: give 'sample' (the clips bundled with the "
-            "package) or a folder of FSDD recordings ({digit}_{speaker}_{take}.wav)."
-        )
-    return os.path.normpath(path)
-
-
-def take_split(take: int, max_take: int) -> str:
-    """Split of a recording by its take, the same for every (digit, speaker).
-
-    With FSDD's 50 takes: its convention (0-4 test, 5-49 train) with 5-9 held out of train for
-    validation. With fewer than 10 takes (the bundled sample has 0-5): 0-1 test, 2 validation.
-    """
-    if max_take >= 10:
-        return "test" if take < 5 else "validation" if take < 10 else "train"
-    return "test" if take < 2 else "validation" if take < 3 else "train"
-
-
-@functools.cache
-def load_fsdd(directory: str) -> dict[str, dict]:
-    """{split: {"audio": [float32 16 kHz], "digit": int32 [n], "speaker": int32 [n]}}, in
-    file-name order; speakers are numbered in sorted order (the list is under "speakers")."""
-    parsed = []
-    for path in audio_folder.list_files(directory):
-        match = _NAME.match(os.path.splitext(os.path.basename(path))[0])
-        if match and path.endswith(".wav"):
-            parsed.append((path, int(match[1]), match[2], int(match[3])))
-    if not parsed:
-        raise FileNotFoundError(f"No {{digit}}_{{speaker}}_{{take}}.wav files in {directory}.")
-    speakers = sorted({speaker for _, _, speaker, _ in parsed})
-    max_take = max(take for *_, take in parsed)
-    data = {s: {"audio": [], "digit": [], "speaker": []} for s in SPLITS}
-    for path, digit, speaker, take in parsed:
-        try:
-            clip = decode.decode_file(os.path.join(directory, path), sample_rate=SAMPLE_RATE)
-        except decode.BadAudioError as e:
-            logging.warning("Probe data: skipping %s", e)
-            continue
-        split = data[take_split(take, max_take)]
-        split["audio"].append(decode.int16_to_float(clip.audio))
-        split["digit"].append(digit)
-        split["speaker"].append(speakers.index(speaker))
-    for split in data.values():
-        split["digit"] = np.asarray(split["digit"], np.int32)
-        split["speaker"] = np.asarray(split["speaker"], np.int32)
-    classes = {"digit": [str(d) for d in range(10)], "speaker": speakers}
-    return {**data, "speakers": speakers, "classes": classes}
-
-
-def load_labelled(name: str, data_dir: str = "") -> dict[str, dict]:
-    """{split: {"audio": [float32 16 kHz], "label": int32 [n]}} of a prepared dataset whose
-    records have a "label" (an AudioFolder built with --label_from); clips with an empty label
-    are left out. The label names, sorted, are under "classes"["label"].
-
-    Raises:
-      ValueError: no such prepared dataset (the message says how to prepare it), no "label"
-        feature, or no labelled clip in a split.
-    """
-    from wavlejepa.data import sources, transforms  # TFDS: only for this task.
-
-    dataset_config = ml_collections.ConfigDict(
-        dict(name=name, data_dir=data_dir, audio_key="audio", sample_rate=SAMPLE_RATE)
-    )
-    records = {s: sources.open_source(dataset_config, s) for s in SPLITS}
-    first = records["train"][0] if len(records["train"]) else {}
-    if "label" not in first:
-        raise ValueError(
-            f"Dataset {name!r} has no labels: build it with `python -m wavlejepa.prepare_dataset "
-            "--label_from=folder` (or csv)."
-        )
-    text = lambda r: r["label"].decode() if isinstance(r["label"], bytes) else str(r["label"])
-    rows = {s: [(text(r), r["audio"]) for r in records[s]] for s in SPLITS}
-    names = sorted({label for split in rows.values() for label, _ in split if label})
-    data = {}
-    for split, pairs in rows.items():
-        pairs = [(label, audio) for label, audio in pairs if label]
-        if not pairs:
-            raise ValueError(f"Dataset {name!r} has no labelled clip in its {split!r} split.")
-        data[split] = {
-            "audio": [transforms.to_float(audio) for _, audio in pairs],
-            "label": np.asarray([names.index(label) for label, _ in pairs], np.int32),
-        }
-    return {**data, "classes": {"label": names}}
-
-
 def load_task_data(task: str, probe_cfg: ml_collections.ConfigDict) -> tuple[dict, str]:
     """(data, where it came from) of a probe task: FSDD for fsdd_*, a prepared dataset for
     "labels". Raises FileNotFoundError or ValueError with a message naming the fix."""
@@ -154,9 +53,11 @@ def load_task_data(task: str, probe_cfg: ml_collections.ConfigDict) -> tuple[dic
                 "(evaluate: --data=NAME --data_dir=DIR; prepare it with `python -m "
                 "wavlejepa.prepare_dataset --label_from=folder`)."
             )
-        return load_labelled(probe_cfg.data, probe_cfg.data_dir), probe_cfg.data
-    directory = fsdd_dir(probe_cfg.data)
-    return load_fsdd(directory), directory
+        from wavlejepa.data import labelled  # TFDS: only for this task.
+
+        return labelled.load_labelled(probe_cfg.data, probe_cfg.data_dir), probe_cfg.data
+    directory = fsdd.fsdd_dir(probe_cfg.data)
+    return fsdd.load_fsdd(directory), directory
 
 
 def pool(frames_TxD: np.ndarray, pooling: str) -> np.ndarray:
@@ -247,13 +148,6 @@ def score(features: dict, data: dict, task: str, probe_cfg: ml_collections.Confi
     labels = {s: data[s][label] for s in SPLITS}
     num_classes = len(data["classes"][label])
     return fit_and_score(features, labels, num_classes, probe_cfg.weight_decays, probe_cfg.steps)
-
-
-def parse_name(path: str) -> tuple[int, str, int] | None:
-    """(digit, speaker, take) of an FSDD file `{digit}_{speaker}_{take}.wav`, else None."""
-    stem, ext = os.path.splitext(os.path.basename(path))
-    match = _NAME.match(stem)
-    return (int(match[1]), match[2], int(match[3])) if match and ext == ".wav" else None
 
 
 def heldout_speaker_splits(

@@ -48,15 +48,19 @@ def attention_apply(
     num_keys = kv_BxSxE.shape[1]
     width = params["query"]["kernel"].shape[1]
     head_dim = width // num_heads
-    q = layers.dense_apply(params["query"], x_BxTxD).reshape(
+    q_BxTxNxH = layers.dense_apply(params["query"], x_BxTxD).reshape(
         batch, num_queries, num_heads, head_dim
     )
-    k = layers.dense_apply(params["key"], kv_BxSxE).reshape(batch, num_keys, num_heads, head_dim)
-    v = layers.dense_apply(params["value"], kv_BxSxE).reshape(batch, num_keys, num_heads, head_dim)
+    k_BxSxNxH = layers.dense_apply(params["key"], kv_BxSxE).reshape(
+        batch, num_keys, num_heads, head_dim
+    )
+    v_BxSxNxH = layers.dense_apply(params["value"], kv_BxSxE).reshape(
+        batch, num_keys, num_heads, head_dim
+    )
     out_BxTxNxH = jax.nn.dot_product_attention(
-        q,
-        k,
-        v,
+        q_BxTxNxH,
+        k_BxSxNxH,
+        v_BxSxNxH,
         mask=mask_Bx1xTxS,
         query_seq_lengths=query_lengths_B,
         key_value_seq_lengths=kv_lengths_B,
@@ -72,8 +76,10 @@ def mlp_init(key: jax.Array, dim: int, hidden_dim: int) -> dict:
     }
 
 
-def mlp_apply(params: dict, x: jax.Array) -> jax.Array:
-    return layers.dense_apply(params["out"], jax.nn.gelu(layers.dense_apply(params["hidden"], x)))
+def mlp_apply(params: dict, x_BxTxD: jax.Array) -> jax.Array:
+    """`[batch, tokens, dim]` -> same shape, through a GELU hidden layer."""
+    hidden_BxTxF = jax.nn.gelu(layers.dense_apply(params["hidden"], x_BxTxD))
+    return layers.dense_apply(params["out"], hidden_BxTxF)
 
 
 def block_init(
@@ -108,29 +114,29 @@ def block_apply(
 
     The optional masks (`same_clip_mask`) restrict self- and cross-attention further.
     """
-    h = layers.layer_norm_apply(params["self_attention_norm"], x_BxTxD)
+    normed_BxTxD = layers.layer_norm_apply(params["self_attention_norm"], x_BxTxD)
     x_BxTxD = x_BxTxD + attention_apply(
         params["self_attention"],
-        h,
-        h,
+        normed_BxTxD,
+        normed_BxTxD,
         num_heads=num_heads,
         query_lengths_B=lengths_B,
         kv_lengths_B=lengths_B,
         mask_Bx1xTxS=self_mask_Bx1xTxT,
     )
     if "cross_attention" in params:
-        h = layers.layer_norm_apply(params["cross_attention_norm"], x_BxTxD)
+        normed_BxTxD = layers.layer_norm_apply(params["cross_attention_norm"], x_BxTxD)
         x_BxTxD = x_BxTxD + attention_apply(
             params["cross_attention"],
-            h,
+            normed_BxTxD,
             context_BxSxD,
             num_heads=num_heads,
             query_lengths_B=lengths_B,
             kv_lengths_B=context_lengths_B,
             mask_Bx1xTxS=cross_mask_Bx1xTxS,
         )
-    h = layers.layer_norm_apply(params["mlp_norm"], x_BxTxD)
-    return x_BxTxD + mlp_apply(params["mlp"], h)
+    normed_BxTxD = layers.layer_norm_apply(params["mlp_norm"], x_BxTxD)
+    return x_BxTxD + mlp_apply(params["mlp"], normed_BxTxD)
 
 
 def stack_init(key: jax.Array, depth: int, **block_kwargs) -> dict:

@@ -36,7 +36,7 @@ def _run_embed(*flags):
     """The embed CLI with `flags`, from the repo root: the finished process (output captured)."""
     return subprocess.run(
         [sys.executable, "-m", "wavlejepa.embed", *flags],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
 

@@ -12,8 +12,10 @@ NUM_FRAMES = 200
 
 
 def _masks(key, cfg=None, batch=64, num_frames=NUM_FRAMES):
+    """Masks as numpy arrays, drawn under jit as in training (op by op is far slower)."""
     cfg = cfg or default.get_config().masking
-    return jax.tree.map(np.asarray, masking.sample(key, cfg, batch, num_frames))
+    masks = jax.jit(lambda k: masking.sample(k, cfg, batch, num_frames))(key)
+    return jax.tree.map(np.asarray, masks)
 
 
 class MaskingTest(chex.TestCase, parameterized.TestCase):

@@ -8,6 +8,7 @@ import os
 
 import nbformat
 import pytest
+import test_train_runner as runner
 from nbclient import NotebookClient
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,7 +24,7 @@ def test_quickstart_runs_in_smoke_mode(tmp_path, monkeypatch):
     notebook = nbformat.read(os.path.join(COLABS, "quickstart.ipynb"), as_version=4)
     monkeypatch.setenv("WAVLEJEPA_NOTEBOOK_SMOKE", "1")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # The sample's TFDS build.
-    monkeypatch.delenv("XLA_FLAGS", raising=False)  # One CPU device, as on a Colab runtime.
+    monkeypatch.setenv("XLA_FLAGS", runner.xla_flags(1))  # One CPU device, as on Colab.
     client = NotebookClient(
         notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": REPO}}
     )

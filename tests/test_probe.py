@@ -220,7 +220,7 @@ class EvaluatorTest(absltest.TestCase):
             run = subprocess.run(
                 [sys.executable, "-m", "wavlejepa.evaluate", "--baseline=logmel",
                  "--eval=fsdd_digits,fsdd_speakers", "--data=sample", f"--output={output}"],
-                cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+                cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
             )  # fmt: skip
             self.assertEqual(run.returncode, 0, run.stderr[-2000:])
             with open(output) as f:

@@ -28,12 +28,19 @@ TIME_KEYS = ("steps_per_sec", "examples_per_sec")  # Wall-clock fields: differ r
 DEBUG = ["--config=configs/cpu_debug.py", "--config.debug_dummy_data=True"]
 
 
+def xla_flags(devices: int) -> str:
+    """This session's XLA_FLAGS (conftest.py) with `devices` fake CPU devices instead."""
+    count = "--xla_force_host_platform_device_count"
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(count)]
+    return " ".join([f"{count}={devices}", *kept])
+
+
 def subprocess_env(cache_dir, devices: int = 1) -> dict:
     """Environment of a training subprocess: fake CPU devices and a shared compilation cache, so
     the runs of one test session compile each program once."""
     env = dict(os.environ)
     env.update(
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        XLA_FLAGS=xla_flags(devices),
         JAX_PLATFORMS="cpu",
         JAX_COMPILATION_CACHE_DIR=str(cache_dir),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",

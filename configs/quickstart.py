@@ -26,6 +26,13 @@ def get_config():
     config.eval_every_steps = 100
     config.checkpoint_every_steps = 100
     config.loss.num_slices = 256
+    # SIGReg here counts N = 32 x 50 = 1,600 frames, so lambda * N = 80 at the default 0.05
+    # (LeJEPA: 0.05 x one view of >= 128 clips, ~6-13): SIGReg swamped the prediction. 0.01
+    # (lambda * N = 16) kept digits, raised speakers and the unseen speaker over two seeds
+    # (README, "Does training learn?"). It prices collapse and a position code at
+    # 0.01 * 0.4 * N = 6.4, above the <= 1 of invariance they could gain, but a clip constant
+    # only at ~0.01 * T = 0.5: watch the clip share (0.04-0.05 in those runs).
+    config.loss.sigreg_weight = 0.01
     # Batch 32, not WavJEPA's 512: 1e-3 made the digit probe peak at step 100 and fall back to
     # random init by 300; 2e-4 rises at every eval (README, "Does training learn?").
     config.optimizer.peak_lr = 2e-4

@@ -38,7 +38,8 @@ def _as_tuples(value):
 def _step_dir(directory: str, step: int | None) -> epath.Path:
     """A step directory from a workdir, a manager directory or a step directory."""
     path = epath.Path(directory)
-    if path.name.isdigit() and ocp.path.step.is_checkpoint_finalized(path):
+    is_step = path.name.isdigit() and (path / "config").is_dir()  # Not a workdir named "123".
+    if is_step and ocp.path.step.is_checkpoint_finalized(path):
         return path  # One step directory.
     for sub in (BEST_DIR, LATEST_DIR):  # A workdir: its best model if it has one.
         if (path / sub).is_dir() and finished_steps(path / sub):

@@ -26,6 +26,12 @@ clip-constant price is ~0.05 * T (2.6 at T = 50, 10 at T = 200): each above the 
 no shortcut pays when T >= 20 real frames a crop. The earlier forms failed this test: SIGReg on
 one pooled embedding per crop at N = 32 prices collapse at 0.05 * 0.4 * 32 = 0.64 < 0.95, and
 pooling frames without centring lets a position code count as spread.
+
+The other side of the scale: the statistic's weight in the loss grows with N too, and at
+lambda * N = 80 (lambda = 0.05, N = 1,600) it swamped the prediction on FSDD. The quickstart
+therefore uses lambda = 0.01 (configs/quickstart.py): collapse and a position code still cost
+6.4, a clip constant only ~0.5 at T = 50, which the measured clip share (0.04-0.05) has not
+taken up (README, "Does training learn?").
 """
 
 import chex

@@ -48,11 +48,8 @@ def take_split(take: int, max_take: int) -> str:
 def load_fsdd(directory: str) -> dict[str, dict]:
     """{split: {"audio": [float32 16 kHz], "digit": int32 [n], "speaker": int32 [n]}}, in
     file-name order; speakers are numbered in sorted order (the list is under "speakers")."""
-    parsed = []
-    for path in audio_folder.list_files(directory):
-        match = _NAME.match(os.path.splitext(os.path.basename(path))[0])
-        if match and path.endswith(".wav"):
-            parsed.append((path, int(match[1]), match[2], int(match[3])))
+    names = [(path, parse_name(path)) for path in audio_folder.list_files(directory)]
+    parsed = [(path, *name) for path, name in names if name]
     if not parsed:
         raise FileNotFoundError(f"No {{digit}}_{{speaker}}_{{take}}.wav files in {directory}.")
     speakers = sorted({speaker for _, _, speaker, _ in parsed})

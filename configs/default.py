@@ -46,11 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict()
     config.loss.sigreg_weight = 0.05  # lambda in (1 - lambda) * invariance + lambda * SIGReg.
     config.loss.num_slices = 1024  # Random 1-D projections per step (LeJEPA paper recipes).
-    # SIGReg tests the projected frames of the whole batch pooled, each centred by the batch mean
-    # at its position ("position"), so neither a position code nor a clip constant passes for
-    # Gaussian; "none" skips the centring. See wavlejepa/losses.py for the argument.
-    config.loss.sigreg_centre = "position"
-    config.loss.sigreg_over = "frames"  # "frames": one statistic (N = B*T); "clips": N = B a frame.
+    # SIGReg tests the projected frames of the whole batch pooled (N = B * T rows), each centred
+    # by the batch mean at its position, so neither a position code nor a clip constant passes
+    # for Gaussian. See wavlejepa/losses.py for the argument.
     # "online": targets carry gradients (LeJEPA: no teacher, no stop-gradient); "stop_gradient":
     # the invariance does not move the targets (SIGReg still does); "wavjepa": WavJEPA's targets
     # (top target_blocks blocks, instance-normalised over time, averaged) under stop-gradient,
@@ -58,8 +56,6 @@ def get_config() -> ml_collections.ConfigDict:
     # "ema": the same targets from an EMA teacher of both encoders (WavJEPA's route).
     config.loss.targets = "online"
     config.loss.ema_decay = 0.99  # Teacher <- decay * teacher + (1 - decay) * online, each step.
-    # "crop": online targets minus their crop's mean, so a crop constant earns no invariance.
-    config.loss.target_centre = "none"
     config.loss.target_blocks = 8  # WavJEPA averages its top 8 blocks (capped at the depth).
     config.loss.t_max = 3.0  # Epps-Pulley integration range [0, t_max] (LeJEPA library).
     config.loss.num_knots = 17  # Trapezoid knots on [0, t_max].

@@ -63,15 +63,8 @@ def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes
         yield f"config.model.dtype={config.model.dtype!r}: choose one of {DTYPES}."
 
     loss = config.loss
-    choices_of = {
-        "sigreg_centre": losses.SIGREG_CENTRES,
-        "sigreg_over": losses.SIGREG_OVER,
-        "targets": losses.TARGETS,
-        "target_centre": losses.TARGET_CENTRES,
-    }
-    for key, choices in choices_of.items():
-        if loss[key] not in choices:
-            yield f"config.loss.{key}={loss[key]!r}: choose one of {choices}."
+    if loss.targets not in losses.TARGETS:
+        yield f"config.loss.targets={loss.targets!r}: choose one of {losses.TARGETS}."
     if not 0.0 <= loss.ema_decay < 1.0:
         yield f"config.loss.ema_decay={loss.ema_decay} must be in [0, 1) (e.g. 0.99)."
     if not 0.0 <= loss.sigreg_weight <= 1.0:

@@ -32,6 +32,10 @@ lambda * N = 80 (lambda = 0.05, N = 1,600) it swamped the prediction on FSDD. Th
 therefore uses lambda = 0.01 (configs/quickstart.py): collapse and a position code still cost
 6.4, a clip constant only ~0.5 at T = 50, which the measured clip share (0.04-0.05) has not
 taken up (README, "Does training learn?").
+
+Forms measured and dropped (README table; the code is at commit 584cf3a): one statistic per
+frame position over the crops (LeJEPA's per-view form, N = B: a clip constant passes it),
+uncentred frames (a position code passes), and targets minus their crop's mean.
 """
 
 import chex
@@ -42,17 +46,7 @@ import ml_collections
 from wavlejepa import masking, model, sigreg
 from wavlejepa.nets import waveform
 
-SIGREG_CENTRES = ("position", "none")
-SIGREG_OVER = ("frames", "clips")
 TARGETS = ("online", "stop_gradient", "wavjepa", "ema")
-TARGET_CENTRES = ("none", "crop")
-
-
-def crop_mean(z_BxTxP: jax.Array, valid_BxT: jax.Array) -> jax.Array:
-    """Mean of z over each crop's real frames: [B, P] float32."""
-    weight_BxT = valid_BxT.astype(jnp.float32)
-    total_BxP = jnp.einsum("btp,bt->bp", z_BxTxP.astype(jnp.float32), weight_BxT)
-    return total_BxP / jnp.maximum(jnp.sum(weight_BxT, axis=1), 1.0)[:, None]
 
 
 def invariance(
@@ -65,55 +59,15 @@ def invariance(
     return jnp.sum(per_frame * valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
 
-def sigreg_samples(
-    z_BxTxP: jax.Array, valid_BxT: jax.Array, centre: str
-) -> tuple[jax.Array, jax.Array]:
-    """The rows SIGReg tests: `([B * T, P] float32, weights [B * T])`.
-
-    centre="position" subtracts, at each frame position, the mean of z over the crops where
-    that frame is real; "none" keeps z as it is.
-    """
+def sigreg_samples(z_BxTxP: jax.Array, valid_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The rows SIGReg tests: `([B * T, P] float32, weights [B * T])`, each frame's z minus the
+    mean of z at its frame position over the crops where that frame is real."""
     z = z_BxTxP.astype(jnp.float32)
     weight_BxT = valid_BxT.astype(jnp.float32)
-    if centre == "position":
-        count_T = jnp.maximum(jnp.sum(weight_BxT, axis=0), 1.0)
-        mean_TxP = jnp.einsum("btp,bt->tp", z, weight_BxT) / count_T[:, None]
-        z = z - mean_TxP[None]
-    elif centre != "none":
-        raise ValueError(f"config.loss.sigreg_centre={centre!r}; choose one of {SIGREG_CENTRES}.")
-    return z.reshape(-1, z.shape[-1]), weight_BxT.reshape(-1)
-
-
-def sigreg_term(
-    z_BxTxP: jax.Array, valid_BxT: jax.Array, directions_PxM: jax.Array, loss_cfg
-) -> jax.Array:
-    """SIGReg of the projected frames, in the form `loss_cfg.sigreg_over` names.
-
-    "frames": one statistic over every real frame of the batch (N = B * T, `sigreg_samples`).
-    "clips": one statistic per frame position over the batch's clips (N = B each, LeJEPA's
-    per-view form), averaged over positions; a position code collapses each, a clip constant
-    passes.
-    """
-    if loss_cfg.sigreg_over == "frames":
-        rows_NxP, weights_N = sigreg_samples(z_BxTxP, valid_BxT, loss_cfg.sigreg_centre)
-        return sigreg.sigreg(
-            rows_NxP, directions_PxM, loss_cfg.t_max, loss_cfg.num_knots, weights_N=weights_N
-        )
-    if loss_cfg.sigreg_over != "clips":
-        raise ValueError(
-            f"config.loss.sigreg_over={loss_cfg.sigreg_over!r}; choose one of {SIGREG_OVER}."
-        )
-    projected_BxTxM = jnp.einsum("btp,pm->btm", z_BxTxP.astype(jnp.float32), directions_PxM)
-    per_position_TxM = jax.vmap(
-        lambda x_BxM, w_B: sigreg.epps_pulley(
-            x_BxM, loss_cfg.t_max, loss_cfg.num_knots, weights_N=w_B
-        ),
-        in_axes=(1, 1),
-    )(projected_BxTxM, valid_BxT)
-    present_T = jnp.any(valid_BxT, axis=0).astype(jnp.float32)
-    return jnp.sum(jnp.mean(per_position_TxM, axis=1) * present_T) / jnp.maximum(
-        jnp.sum(present_T), 1.0
-    )
+    count_T = jnp.maximum(jnp.sum(weight_BxT, axis=0), 1.0)
+    mean_TxP = jnp.einsum("btp,bt->tp", z, weight_BxT) / count_T[:, None]
+    centred_BxTxP = z - mean_TxP[None]
+    return centred_BxTxP.reshape(-1, z.shape[-1]), weight_BxT.reshape(-1)
 
 
 def objective(
@@ -164,21 +118,14 @@ def objective(
         targets = jax.lax.stop_gradient(out["wavjepa_targets"])
     elif config.loss.targets != "online":
         raise ValueError(f"config.loss.targets={config.loss.targets!r}; choose one of {TARGETS}.")
-    if config.loss.target_centre == "crop" and not wavjepa:
-        # The predictor guesses each target frame's offset from its crop's mean: what is constant
-        # over a crop (speaker, channel) earns no invariance, only what changes within it.
-        mean_BxP = crop_mean(out["projected_frames"], out["frame_valid"])
-        targets = targets - mean_BxP[:, None, None, :].astype(targets.dtype)
-    elif config.loss.target_centre != "none":
-        raise ValueError(
-            f"config.loss.target_centre={config.loss.target_centre!r}; "
-            f"choose one of {TARGET_CENTRES}."
-        )
     inv = invariance(predictions, targets, out["target_valid"])
     directions = sigreg.random_directions(
         k_slices, config.model.projector_dim, config.loss.num_slices
     )
-    reg = sigreg_term(out["projected_frames"], out["frame_valid"], directions, config.loss)
+    rows_NxP, weights_N = sigreg_samples(out["projected_frames"], out["frame_valid"])
+    reg = sigreg.sigreg(
+        rows_NxP, directions, config.loss.t_max, config.loss.num_knots, weights_N=weights_N
+    )
     weight = config.loss.sigreg_weight
     loss = (1.0 - weight) * inv + weight * reg
     metrics = {

@@ -26,12 +26,10 @@ _FIX = "the peak learning rate is likely too high: try configs/conservative.py"
 
 
 def sigreg_collapse_value(config: ml_collections.ConfigDict) -> float:
-    """SIGReg of a collapsed batch, 0.40 * N: N is the rows of one statistic (every frame of
-    the global batch for sigreg_over="frames", its crops for "clips"). Gaussian data gives ~1."""
-    rows = config.batch_size
-    if config.loss.sigreg_over == "frames":
-        rows *= waveform.num_frames(transforms.crop_samples(config.dataset), config.model)
-    return 0.40 * rows
+    """SIGReg of a collapsed batch, 0.40 * N: N is the rows of the statistic, every frame of the
+    global batch. Gaussian data gives ~1."""
+    frames = waveform.num_frames(transforms.crop_samples(config.dataset), config.model)
+    return 0.40 * config.batch_size * frames
 
 
 def health_warnings(

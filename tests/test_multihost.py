@@ -6,6 +6,7 @@ split. Sums are reordered across devices, so metrics agree to float32 round-off,
 """
 
 import json
+import re
 
 import numpy as np
 import portpicker
@@ -52,8 +53,8 @@ def test_eight_devices_match_one_device(one_device, eight_devices):
     _assert_same_metrics(eight_devices, one_device)
 
 
-def test_two_hosts_match_one_host_and_read_only_their_shard(tmp_path, cache_dir, eight_devices):
-    workdir = tmp_path / "run"
+def _two_hosts(workdir, tmp_path, cache_dir, extra_args=((), ())) -> list[str]:
+    """Runs ARGS on 2 processes x 4 devices (`extra_args[i]` for process i); their logs."""
     env = runner.subprocess_env(cache_dir, devices=4)
     port = portpicker.pick_unused_port()
     procs = [
@@ -64,6 +65,7 @@ def test_two_hosts_match_one_host_and_read_only_their_shard(tmp_path, cache_dir,
                 f"--coordinator_address=localhost:{port}",
                 "--num_processes=2",
                 f"--process_id={i}",
+                *extra_args[i],
             ],
             env,
             tmp_path / f"process_{i}.log",
@@ -78,6 +80,12 @@ def test_two_hosts_match_one_host_and_read_only_their_shard(tmp_path, cache_dir,
                 p.kill()
     logs = [(tmp_path / f"process_{i}.log").read_text() for i in range(2)]
     assert codes == [0, 0], "\n\n".join(log[-3000:] for log in logs)
+    return logs
+
+
+def test_two_hosts_match_one_host_and_read_only_their_shard(tmp_path, cache_dir, eight_devices):
+    workdir = tmp_path / "run"
+    logs = _two_hosts(workdir, tmp_path, cache_dir)
     assert "8 devices on 2 hosts; this is host 1." in logs[1]
 
     _assert_same_metrics(workdir, eight_devices)
@@ -90,3 +98,25 @@ def test_two_hosts_match_one_host_and_read_only_their_shard(tmp_path, cache_dir,
         "process_0-of-2.json",
         "process_1-of-2.json",
     }
+
+
+def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path, cache_dir):
+    # Host 1 alone gets a SIGTERM (a preemption notice) as it takes batch 7. JAX's preemption
+    # service tells every host, and orbax's reached_preemption names the same step on both:
+    # both save it, stop and exit 0.
+    workdir = tmp_path / "run"
+    steps_60 = ("--config.total_steps=60",)  # Room for the hosts to agree before the end.
+    logs = _two_hosts(
+        workdir,
+        tmp_path,
+        cache_dir,
+        extra_args=(steps_60, steps_60 + ("--fault=sigterm", "--fault_at=7")),
+    )
+    steps = [re.findall(r"every host stops and saves at step (\d+)", log) for log in logs]
+    assert steps[0] and steps[0] == steps[1], steps
+    stopped = int(steps[0][0])
+    assert 7 <= stopped < 60
+    for log in logs:
+        assert f"Stopped at step {stopped}; its checkpoint is saved." in log
+    assert runner.committed_steps(workdir / "checkpoints")[-1] == stopped
+    assert max(r["step"] for r in runner.records(workdir)) == stopped

@@ -1,10 +1,19 @@
 """Stopping a run cleanly on Ctrl-C or SIGTERM (a preempted or cancelled job).
 
-The first SIGINT or SIGTERM asks the loop to stop after the step in flight and save it; the
-process then exits 0 and a rerun resumes there. A second SIGINT exits at once, without saving.
-The loop asks `should_stop(step)` after each step, and `excuses()` when the next batch fails,
-which a signal sent to the whole process group (Ctrl-C) also causes by ending grain's worker
-processes (an eval that fails after a stop was requested is skipped for the same reason).
+The loop asks `should_stop(step)` after each step; when it says yes, the loop saves that step
+and returns, the process exits 0 and a rerun resumes there.
+
+One host: the first SIGINT or SIGTERM asks the loop to stop after the step in flight. A second
+SIGINT exits at once, without saving. `excuses()` tells the loop that a failure of the next
+batch is the stop's doing: a signal sent to the whole process group (Ctrl-C) also ends grain's
+worker processes (an eval that fails after a stop was requested is skipped for the same reason).
+
+Several hosts: SIGTERM is JAX's preemption notice. `jax.distributed.initialize` starts the
+preemption service, which catches SIGTERM on any host and agrees with every host on the first
+step they can all stop at; orbax's `reached_preemption(step)` is true on every host at that
+step, so all of them save the same one. No Python handler is installed there (it would replace
+the service's). If the service is off (`jax_enable_preemption_service=False`), SIGTERM ends
+the run and a rerun resumes from the last periodic checkpoint.
 """
 
 import os
@@ -12,23 +21,21 @@ import signal
 import threading
 
 import jax
-import numpy as np
+import orbax.checkpoint as ocp
 from absl import logging
-from jax.experimental import multihost_utils
 
 
 class Stopper:
-    """Context manager that catches SIGINT/SIGTERM for the loop inside it (main thread only)."""
+    """Context manager that catches SIGINT/SIGTERM for the loop inside it (one host, main
+    thread); on several hosts it asks orbax whether the preemption sync point is reached."""
 
-    def __init__(self, *, agree_every_steps: int = 1):
-        """`agree_every_steps`: on several hosts, how often they compare their stop requests (a
-        collective and a host sync each time); one host decides alone, every step."""
+    def __init__(self):
         self.requested = False
-        self._agree_every = max(1, agree_every_steps)
         self._previous = {}
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():  # Python's only signal thread.
+        one_host = jax.process_count() == 1
+        if one_host and threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
@@ -51,12 +58,14 @@ class Stopper:
         )
 
     def should_stop(self, step: int) -> bool:
-        """Whether every host stops after `step` (all hosts give the same answer)."""
+        """Whether to stop after `step`; on several hosts, every host gives the same answer
+        (call it at every step on every host: the sync point is one step)."""
         if jax.process_count() == 1:
             return self.requested
-        if step % self._agree_every:
-            return False
-        return bool(np.any(multihost_utils.process_allgather(np.int32(self.requested))))
+        if ocp.multihost.reached_preemption(step):
+            self.requested = True
+            logging.warning("Preemption notice: every host stops and saves at step %d.", step)
+        return self.requested
 
     def excuses(self) -> bool:
         """Whether a failure of the data is the stop's doing, to be logged and not raised: a

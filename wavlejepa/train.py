@@ -159,7 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
             )
         )
 
-    stop = stopping.Stopper(agree_every_steps=config.log_every_steps)
+    stop = stopping.Stopper()
 
     def run_eval(step, t, state):
         del t

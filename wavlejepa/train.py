@@ -1,17 +1,20 @@
 """The training program: `train_step` over a data-parallel mesh, with evals and exact resume.
 
-`train_and_evaluate(config, workdir)` reads like a script, in sections: config, mesh, data,
-abstract state, shardings, restore, evaluators, loop. Params are replicated and the batch is
-sharded over one "data" axis of every device on every host; each host feeds its own data shard.
+`train_and_evaluate(config, workdir)` reads as: setup (config, mesh, data), restore (or
+initialise), loop, finish. Params are replicated and the batch is sharded over one "data" axis
+of every device on every host; each host feeds its own data shard.
 """
 
+import dataclasses
 import functools
 import itertools
+from collections.abc import Callable, Iterator
 
 import grain
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from absl import logging
 from clu import periodic_actions
 from etils import epath
@@ -53,11 +56,11 @@ def held_out_metrics(
     return results
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
-    """Trains (resuming from the latest checkpoint in workdir) and returns the final state."""
-    workdir = epath.Path(workdir)
-
-    # Config: the size picks the model's numbers; then every mistake we can see, before compute.
+def _prepared_config(
+    config: ml_collections.ConfigDict, workdir: epath.Path
+) -> ml_collections.ConfigDict:
+    """The size's numbers filled in, every mistake we can see raised before compute, and the
+    result written to workdir/config.json (host 0)."""
     if config.model.size in model_sizes.SIZES:
         config = ml_collections.ConfigDict(config.to_dict())
         config.model = model_sizes.resolve(config.model)
@@ -68,26 +71,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / reporting.CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
         logging.info("Config written to %s", workdir / reporting.CONFIG_FILE)
-    cli.quiet_orbax_logs()
+    return config
 
-    # Mesh: one "data" axis over every device of every host (in the interconnect's order). Auto
-    # axes: shardings propagate through model code written without sharding annotations.
-    mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P("data"))
-    logging.info(
-        "%d devices on %d hosts; this is host %d.",
-        jax.device_count(),
-        jax.process_count(),
-        jax.process_index(),
-    )
 
-    # Data: this host's shard, batch_size / hosts crops per step.
-    host_batch = config.batch_size // jax.process_count()
+def _loaders(config: ml_collections.ConfigDict) -> tuple[Iterator, grain.DataLoader | None]:
+    """This host's train iterator and eval loader: batch_size / hosts crops per step."""
     if not config.debug_dummy_data:
         if jax.process_index() == 0:
             pipeline.ensure_built(config.dataset)
         multihost_utils.sync_global_devices("dataset built")
+    host_batch = config.batch_size // jax.process_count()
     shard = dict(
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
@@ -101,132 +94,194 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     eval_loader = None
     if config.dataset.eval_batches:
         eval_loader = pipeline.create_eval_loader(config.dataset, batch_size=host_batch, **shard)
+    return train_iter, eval_loader
 
-    # State: shapes without allocating, then shardings (params replicated).
+
+def _restored_or_new_state(
+    config: ml_collections.ConfigDict,
+    latest_mngr: ocp.CheckpointManager,
+    train_iter: Iterator,
+    replicated: NamedSharding,
+) -> train_state.TrainState:
+    """The latest finished checkpoint (params replicated; the data position restored into
+    train_iter), else a new state from config.seed."""
     create = functools.partial(train_state.create, config=config)
     rng = jax.random.PRNGKey(config.seed)
-    abstract_state = jax.eval_shape(create, rng)
-    state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
+    abstract_state = jax.eval_shape(create, rng)  # Shapes, nothing allocated.
     num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
     logging.info("Model %s: %.2f M params.", model_sizes.describe(config.model), num_params / 1e6)
-
-    # Restore the latest finished checkpoint (and data position), else initialise.
-    latest_mngr = checkpointing.latest_manager(workdir, config)
-    best_mngr = checkpointing.best_manager(workdir, config) if config.keep_best else None
-    state = checkpointing.restore_latest(
-        latest_mngr,
-        jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-            abstract_state,
-            state_sharding,
-        ),
-        train_iter,
-        config,
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract_state
     )
+    state = checkpointing.restore_latest(latest_mngr, target, train_iter, config)
     if state is None:
+        state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
         state = jax.jit(create, out_shardings=state_sharding)(rng)
-        logging.info("No checkpoint in %s: starting from scratch.", workdir)
-    start_step = int(jax.device_get(state.step))
-    if start_step:
-        logging.info("Resuming from the checkpoint of step %d.", start_step)
+        logging.info("No checkpoint in %s: starting from scratch.", latest_mngr.directory)
+    else:
+        logging.info("Resuming from the checkpoint of step %d.", int(jax.device_get(state.step)))
+    return state
 
-    train_fn = jax.jit(
-        functools.partial(train_step.train_step, config=config),
-        in_shardings=(state_sharding, batch_sharding),
-        out_shardings=(state_sharding, replicated),
-        donate_argnums=0,
-    )
-    eval_fn = jax.jit(
-        functools.partial(train_step.eval_step, config=config),
-        in_shardings=(state_sharding, batch_sharding),
-        out_shardings=replicated,
-    )
 
-    # Evaluators and periodic work.
-    reporter = reporting.Reporter(workdir, config, start_step=start_step)
-    progress = periodic_actions.ReportProgress(
-        num_train_steps=config.total_steps, every_steps=config.log_every_steps
-    )
-    hooks = [progress]
-    if config.profile.enabled and jax.process_index() == 0:
-        hooks.append(
-            periodic_actions.Profile(
-                logdir=workdir,
-                first_profile=config.profile.first_step,
-                num_profile_steps=config.profile.num_steps,
-                profile_duration_ms=None,
-                every_secs=None,
-            )
-        )
+@dataclasses.dataclass
+class _Run:
+    """What the loop uses: the compiled steps, the data, the managers and the reporting."""
 
-    stop = stopping.Stopper()
+    config: ml_collections.ConfigDict
+    train_fn: Callable
+    eval_fn: Callable
+    train_iter: Iterator
+    eval_loader: grain.DataLoader | None
+    batch_sharding: NamedSharding
+    latest_mngr: ocp.CheckpointManager
+    best_mngr: ocp.CheckpointManager | None
+    reporter: reporting.Reporter
+    progress: periodic_actions.ReportProgress
+    stop: stopping.Stopper
 
-    def run_eval(step, t, state):
-        del t
-        reporter.flush()  # Stop here rather than evaluate after a non-finite step.
+    def evaluate(self, step: int, state: train_state.TrainState) -> None:
+        """Held-out loss and evaluators, reported; the best manager offered the params."""
+        self.reporter.flush()  # Stop here rather than evaluate after a non-finite step.
         try:
-            with progress.timed("eval"):
-                results = held_out_metrics(eval_fn, state, eval_loader, config, batch_sharding)
+            with self.progress.timed("eval"):
+                results = held_out_metrics(
+                    self.eval_fn, state, self.eval_loader, self.config, self.batch_sharding
+                )
         except Exception:
-            if not stop.requested:
+            if not self.stop.requested:
                 raise
             logging.warning("Skipping the eval of step %d: its data workers stopped too.", step)
             return
         if results:
-            reporter.write(step, "eval", results)
-        if best_mngr is not None and "loss" in results and step > 0:
-            checkpointing.save_best(best_mngr, step, state.params, config, results["loss"])
+            self.reporter.write(step, "eval", results)
+        if self.best_mngr is not None and "loss" in results and step > 0:
+            checkpointing.save_best(
+                self.best_mngr, step, state.params, self.config, results["loss"]
+            )
 
-    def save_checkpoint(step, t, state):
-        del t
-        reporter.flush()  # Never save the params of a non-finite step.
-        with progress.timed("checkpoint"):
-            checkpointing.save_latest(latest_mngr, step, state, train_iter, config)
+    def save(self, step: int, state: train_state.TrainState) -> None:
+        self.reporter.flush()  # Never save the params of a non-finite step.
+        with self.progress.timed("checkpoint"):
+            checkpointing.save_latest(self.latest_mngr, step, state, self.train_iter, self.config)
 
-    eval_action = periodic_actions.PeriodicCallback(
-        every_steps=config.eval_every_steps, on_steps=[config.total_steps], callback_fn=run_eval
-    )
-    checkpoint_action = periodic_actions.PeriodicCallback(
-        every_steps=config.checkpoint_every_steps,
-        on_steps=[config.total_steps],
-        callback_fn=save_checkpoint,
-    )
+    def hooks(self, workdir: epath.Path) -> list:
+        """Called after every step: progress, and the profiler when config.profile asks."""
+        hooks = [self.progress]
+        profile = self.config.profile
+        if profile.enabled and jax.process_index() == 0:
+            hooks.append(
+                periodic_actions.Profile(
+                    logdir=workdir,
+                    first_profile=profile.first_step,
+                    num_profile_steps=profile.num_steps,
+                    profile_duration_ms=None,
+                    every_secs=None,
+                )
+            )
+        return hooks
 
-    # Loop. `step` counts updates done; its metrics are read after the next step is dispatched.
-    if start_step == 0 and config.eval_before_training:
-        run_eval(0, None, state)  # The untrained model's figures: the baseline of this run.
-    logging.info("Training steps %d..%d.", start_step + 1, config.total_steps)
-    try:
-        with stop:
+    def loop(self, state: train_state.TrainState, workdir: epath.Path) -> train_state.TrainState:
+        """Steps until total_steps or a stop; `step` counts updates done, and its metrics are
+        read after the next step is dispatched."""
+        config, start_step = self.config, int(jax.device_get(state.step))
+        every = dict(on_steps=[config.total_steps])
+        eval_action = periodic_actions.PeriodicCallback(
+            every_steps=config.eval_every_steps,
+            callback_fn=lambda step, t, state: self.evaluate(step, state),
+            **every,
+        )
+        checkpoint_action = periodic_actions.PeriodicCallback(
+            every_steps=config.checkpoint_every_steps,
+            callback_fn=lambda step, t, state: self.save(step, state),
+            **every,
+        )
+        hooks = self.hooks(workdir)
+        if start_step == 0 and config.eval_before_training:
+            self.evaluate(0, state)  # The untrained model's figures: the baseline of this run.
+        logging.info("Training steps %d..%d.", start_step + 1, config.total_steps)
+        with self.stop:
             for step in range(start_step + 1, config.total_steps + 1):
                 try:
-                    host_batch = next(train_iter)
+                    host_batch = next(self.train_iter)
                 except Exception:
-                    if not stop.excuses():
+                    if not self.stop.excuses():
                         raise
                     # Ctrl-C or a SIGTERM sent to the whole process group ended grain's worker
                     # processes too: save the last step taken (the data position is still known).
                     logging.warning("The data workers stopped too; saving step %d.", step - 1)
-                    if latest_mngr.latest_step() != step - 1:
-                        save_checkpoint(step - 1, None, state)
+                    if self.latest_mngr.latest_step() != step - 1:
+                        self.save(step - 1, state)
                     break
                 with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                    state, metrics = train_fn(state, _global_batch(host_batch, batch_sharding))
-                reporter.train_step(step, metrics)
+                    batch = _global_batch(host_batch, self.batch_sharding)
+                    state, metrics = self.train_fn(state, batch)
+                self.reporter.train_step(step, metrics)
                 for hook in hooks:
                     hook(step)
                 eval_action(step, state=state)
                 saved = checkpoint_action(step, state=state)
-                if stop.should_stop(step):
+                if self.stop.should_stop(step):
                     if not saved:
-                        save_checkpoint(step, None, state)
+                        self.save(step, state)
                     logging.warning("Stopped at step %d; its checkpoint is saved.", step)
                     break
-            reporter.flush()
+            self.reporter.flush()
+        return state
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
+    """Trains (resuming from the latest checkpoint in workdir) and returns the final state."""
+    # Setup: config, mesh, data. One "data" mesh axis over every device of every host (in the
+    # interconnect's order); Auto axes propagate shardings through unannotated model code.
+    workdir = epath.Path(workdir)
+    config = _prepared_config(config, workdir)
+    cli.quiet_orbax_logs()
+    mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    logging.info(
+        "%d devices on %d hosts; this is host %d.",
+        jax.device_count(),
+        jax.process_count(),
+        jax.process_index(),
+    )
+    train_iter, eval_loader = _loaders(config)
+
+    # Restore the latest finished checkpoint (and the data position), else initialise.
+    latest_mngr = checkpointing.latest_manager(workdir, config)
+    best_mngr = checkpointing.best_manager(workdir, config) if config.keep_best else None
+    state = _restored_or_new_state(config, latest_mngr, train_iter, replicated)
+    state_sharding = jax.tree.map(lambda _: replicated, state)
+    run = _Run(
+        config=config,
+        train_fn=jax.jit(
+            functools.partial(train_step.train_step, config=config),
+            in_shardings=(state_sharding, batch_sharding),
+            out_shardings=(state_sharding, replicated),
+            donate_argnums=0,
+        ),
+        eval_fn=jax.jit(
+            functools.partial(train_step.eval_step, config=config),
+            in_shardings=(state_sharding, batch_sharding),
+            out_shardings=replicated,
+        ),
+        train_iter=train_iter,
+        eval_loader=eval_loader,
+        batch_sharding=batch_sharding,
+        latest_mngr=latest_mngr,
+        best_mngr=best_mngr,
+        reporter=reporting.Reporter(workdir, config, start_step=int(jax.device_get(state.step))),
+        progress=periodic_actions.ReportProgress(
+            num_train_steps=config.total_steps, every_steps=config.log_every_steps
+        ),
+        stop=stopping.Stopper(),
+    )
+
+    # Loop, then finish: whatever happened, what was saved is finished on disk before we
+    # return or raise.
+    try:
+        return run.loop(state, workdir)
     finally:
-        # Whatever happened, what was saved is finished on disk before we return or raise.
         latest_mngr.wait_until_finished()
         if best_mngr is not None:
             best_mngr.wait_until_finished()
-        reporter.close()
-    return state
+        run.reporter.close()

@@ -17,10 +17,7 @@ from wavlejepa.nets import waveform
 DTYPES = ("float32", "bfloat16")
 
 
-def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes: int):
-    """Yields one message per problem found."""
-    if config.model.size not in model_sizes.SIZES:
-        yield f"config.model.size={config.model.size!r}: choose one of {sorted(model_sizes.SIZES)}."
+def _optimizer_and_schedule_problems(config: ml_collections.ConfigDict):
     opt = config.optimizer
     if not opt.peak_lr > 0:
         yield (
@@ -46,6 +43,10 @@ def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes
     if config.keep_best < 0:
         yield f"config.keep_best={config.keep_best} must be >= 0 (0 keeps no best checkpoint)."
 
+
+def _batch_and_model_problems(config: ml_collections.ConfigDict, num_devices, num_processes):
+    if config.model.size not in model_sizes.SIZES:
+        yield f"config.model.size={config.model.size!r}: choose one of {sorted(model_sizes.SIZES)}."
     batch, crops = config.batch_size, config.dataset.crops_per_clip
     if batch < 1 or batch % num_devices:
         yield (
@@ -62,6 +63,8 @@ def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes
     if config.model.dtype not in DTYPES:
         yield f"config.model.dtype={config.model.dtype!r}: choose one of {DTYPES}."
 
+
+def _loss_and_data_problems(config: ml_collections.ConfigDict):
     loss = config.loss
     if loss.targets not in losses.TARGETS:
         yield f"config.loss.targets={loss.targets!r}: choose one of {losses.TARGETS}."
@@ -85,6 +88,8 @@ def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes
     if config.profile.enabled and config.profile.num_steps < 1:
         yield "config.profile.num_steps must be >= 1 when config.profile.enabled."
 
+
+def _evaluator_problems(config: ml_collections.ConfigDict):
     for name in config.evals:
         if name not in evaluators.names():
             yield (
@@ -99,6 +104,14 @@ def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes
                 f"config.evals.{name}.data={data!r} is not a folder: give 'sample' (the clips in "
                 "the package) or a folder of FSDD recordings."
             )
+
+
+def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes: int):
+    """Yields one message per problem found."""
+    yield from _optimizer_and_schedule_problems(config)
+    yield from _batch_and_model_problems(config, num_devices, num_processes)
+    yield from _loss_and_data_problems(config)
+    yield from _evaluator_problems(config)
 
 
 class ConfigError(ValueError):

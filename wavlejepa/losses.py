@@ -70,6 +70,18 @@ def sigreg_samples(z_BxTxP: jax.Array, valid_BxT: jax.Array) -> tuple[jax.Array,
     return centred_BxTxP.reshape(-1, z.shape[-1]), weight_BxT.reshape(-1)
 
 
+def _compared(out: dict, targets_option: str) -> tuple[jax.Array, jax.Array]:
+    """What the invariance compares, `(predictions, targets)` [B, G, Q, *], by loss.targets."""
+    if targets_option == "online":  # LeJEPA: the targets carry gradients.
+        return out["predictions"], out["targets"]
+    if targets_option == "stop_gradient":  # The invariance does not move the targets.
+        return out["predictions"], jax.lax.stop_gradient(out["targets"])
+    if targets_option in ("wavjepa", "ema"):
+        # WavJEPA's targets under stop-gradient: online encoder, or its EMA teacher.
+        return out["predictions_encoder"], jax.lax.stop_gradient(out["wavjepa_targets"])
+    raise ValueError(f"config.loss.targets={targets_option!r}; choose one of {TARGETS}.")
+
+
 def objective(
     params: dict,
     audio_BxS: jax.Array,
@@ -110,14 +122,7 @@ def objective(
     )
     chex.assert_shape(out["projected_frames"], (batch, num_frames, config.model.projector_dim))
 
-    predictions, targets = out["predictions"], out["targets"]
-    if config.loss.targets == "stop_gradient":  # The invariance does not move the targets.
-        targets = jax.lax.stop_gradient(targets)
-    elif wavjepa:  # WavJEPA's targets under stop-gradient: online encoder, or its EMA teacher.
-        predictions = out["predictions_encoder"]
-        targets = jax.lax.stop_gradient(out["wavjepa_targets"])
-    elif config.loss.targets != "online":
-        raise ValueError(f"config.loss.targets={config.loss.targets!r}; choose one of {TARGETS}.")
+    predictions, targets = _compared(out, config.loss.targets)
     inv = invariance(predictions, targets, out["target_valid"])
     directions = sigreg.random_directions(
         k_slices, config.model.projector_dim, config.loss.num_slices

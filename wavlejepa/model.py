@@ -50,6 +50,13 @@ def _gather_frames(x_BxTxD: jax.Array, indices_BxK: jax.Array) -> jax.Array:
     return jnp.take_along_axis(x_BxTxD, indices_BxK[:, :, None], axis=1)
 
 
+def _at_targets(x_BxTxD: jax.Array, masks: masking.Masks) -> jax.Array:
+    """x at every target frame of every group: [B, G, Q, D]."""
+    batch, groups, group_frames = masks.target_indices.shape
+    gathered_BxNxD = _gather_frames(x_BxTxD, masks.target_indices.reshape(batch, -1))
+    return gathered_BxNxD.reshape(batch, groups, group_frames, -1)
+
+
 def forward(
     params: dict,
     audio_BxS: jax.Array,
@@ -105,22 +112,83 @@ def forward(
         clip_ids_BxT=clip_ids_BxT,
     )
     if teacher and target_blocks:
-        with jax.named_scope("teacher"):
-            teacher_frames_BxTxD = waveform.apply(
-                teacher["waveform_encoder"], audio_BxS, cfg, lengths_B=lengths_B
-            )
-            _, targets_BxTxD = encoder.apply(
-                teacher["context_encoder"],
-                teacher_frames_BxTxD,
-                cfg,
-                lengths_B=valid_frames_B,
-                clip_ids_BxT=clip_ids_BxT,
-                top_blocks=target_blocks,
-            )
-            groups, group_frames = masks.target_indices.shape[1:]
-            gathered_BxNxD = _gather_frames(targets_BxTxD, masks.target_indices.reshape(batch, -1))
-            out["wavjepa_targets"] = gathered_BxNxD.reshape(batch, groups, group_frames, -1)
+        out["wavjepa_targets"] = _teacher_targets(
+            teacher, audio_BxS, masks, cfg, lengths_B, valid_frames_B, clip_ids_BxT, target_blocks
+        )
     return out
+
+
+def _teacher_targets(
+    teacher: dict,
+    audio_BxS: jax.Array,
+    masks: masking.Masks,
+    cfg: ml_collections.ConfigDict,
+    lengths_B: jax.Array | None,
+    valid_frames_B: jax.Array,
+    clip_ids_BxT: jax.Array | None,
+    target_blocks: int,
+) -> jax.Array:
+    """WavJEPA's targets from the teacher's full pass, at the target frames: [B, G, Q, D]."""
+    with jax.named_scope("teacher"):
+        frames_BxTxD = waveform.apply(
+            teacher["waveform_encoder"], audio_BxS, cfg, lengths_B=lengths_B
+        )
+        _, targets_BxTxD = encoder.apply(
+            teacher["context_encoder"],
+            frames_BxTxD,
+            cfg,
+            lengths_B=valid_frames_B,
+            clip_ids_BxT=clip_ids_BxT,
+            top_blocks=target_blocks,
+        )
+        return _at_targets(targets_BxTxD, masks)
+
+
+def _clip_masks(clip_ids_BxT: jax.Array, masks: masking.Masks) -> tuple[jax.Array, jax.Array, dict]:
+    """For packed crops: `(context clip ids [B, K], has_context [B, G, Q], predictor kwargs)`.
+
+    A target frame has context when some valid context frame comes from its source clip; the
+    predictor's kwargs keep its attention inside a clip, per group folded into the batch.
+    """
+    batch, num_groups, group_frames = masks.target_indices.shape
+    context_ids_BxK = jnp.take_along_axis(clip_ids_BxT, masks.context_indices, axis=1)
+    target_ids_BxGxQ = jnp.take_along_axis(
+        clip_ids_BxT, masks.target_indices.reshape(batch, -1), axis=1
+    ).reshape(batch, num_groups, group_frames)
+    context_valid_BxK = (
+        jnp.arange(context_ids_BxK.shape[1])[None, :] < masks.context_lengths[:, None]
+    )
+    same_clip_BxGxQxK = target_ids_BxGxQ[..., None] == context_ids_BxK[:, None, None, :]
+    has_context_BxGxQ = jnp.any(same_clip_BxGxQxK & context_valid_BxK[:, None, None, :], -1)
+    predictor_kwargs = {
+        "target_clip_ids_BxQ": target_ids_BxGxQ.reshape(batch * num_groups, group_frames),
+        "context_clip_ids_BxK": jnp.repeat(context_ids_BxK, num_groups, axis=0),
+    }
+    return context_ids_BxK, has_context_BxGxQ, predictor_kwargs
+
+
+def _predict(
+    predictor_params: dict,
+    context_BxKxD: jax.Array,
+    masks: masking.Masks,
+    cfg: ml_collections.ConfigDict,
+    num_frames: int,
+    clip_masks: dict,
+) -> jax.Array:
+    """The predictor's output at every target frame of every group: [B, G, Q, D]. One pass
+    per target group, folded into the batch ([B * G, ...])."""
+    batch, num_groups, group_frames = masks.target_indices.shape
+    predictions_NxQxD = predictor.apply(
+        predictor_params,
+        jnp.repeat(context_BxKxD, num_groups, axis=0),
+        jnp.repeat(masks.context_lengths, num_groups, axis=0),
+        masks.target_indices.reshape(batch * num_groups, group_frames),
+        masks.target_lengths.reshape(batch * num_groups),
+        cfg,
+        num_frames=num_frames,
+        **clip_masks,
+    )
+    return predictions_NxQxD.reshape(batch, num_groups, group_frames, -1)
 
 
 def forward_from_frames(
@@ -152,29 +220,15 @@ def forward_from_frames(
         extra = {}
         if target_blocks:
             full_BxTxD, wavjepa_BxTxD = full_BxTxD
-            wavjepa_BxNxD = _gather_frames(wavjepa_BxTxD, masks.target_indices.reshape(batch, -1))
-            extra["wavjepa_targets"] = wavjepa_BxNxD.reshape(batch, num_groups, group_frames, -1)
+            extra["wavjepa_targets"] = _at_targets(wavjepa_BxTxD, masks)
         projected_BxTxP = projector.apply(params["projector"], full_BxTxD, cfg)
-        targets_BxNxP = _gather_frames(projected_BxTxP, masks.target_indices.reshape(batch, -1))
-        targets_BxGxQxP = targets_BxNxP.reshape(batch, num_groups, group_frames, -1)
+        targets_BxGxQxP = _at_targets(projected_BxTxP, masks)
 
     target_valid_BxGxQ = jnp.arange(group_frames)[None, None, :] < masks.target_lengths[..., None]
     clip_masks, context_ids_BxK = {}, None
     if clip_ids_BxT is not None:
-        context_ids_BxK = jnp.take_along_axis(clip_ids_BxT, masks.context_indices, axis=1)
-        target_ids_BxGxQ = jnp.take_along_axis(
-            clip_ids_BxT, masks.target_indices.reshape(batch, -1), axis=1
-        ).reshape(batch, num_groups, group_frames)
-        context_valid_BxK = (
-            jnp.arange(context_ids_BxK.shape[1])[None, :] < masks.context_lengths[:, None]
-        )
-        same_clip_BxGxQxK = target_ids_BxGxQ[..., None] == context_ids_BxK[:, None, None, :]
-        has_context_BxGxQ = jnp.any(same_clip_BxGxQxK & context_valid_BxK[:, None, None, :], -1)
+        context_ids_BxK, has_context_BxGxQ, clip_masks = _clip_masks(clip_ids_BxT, masks)
         target_valid_BxGxQ = target_valid_BxGxQ & has_context_BxGxQ
-        clip_masks = {
-            "target_clip_ids_BxQ": target_ids_BxGxQ.reshape(batch * num_groups, group_frames),
-            "context_clip_ids_BxK": jnp.repeat(context_ids_BxK, num_groups, axis=0),
-        }
 
     with jax.named_scope("context"):
         context_frames_BxKxD = _gather_frames(frames_BxTxD, masks.context_indices)
@@ -187,23 +241,11 @@ def forward_from_frames(
         )
 
     with jax.named_scope("predictor"):
-        # One pass per target group, folded into the batch: [B * G, ...].
-        predictions_NxQxD = predictor.apply(
-            params["predictor"],
-            jnp.repeat(context_BxKxD, num_groups, axis=0),
-            jnp.repeat(masks.context_lengths, num_groups, axis=0),
-            masks.target_indices.reshape(batch * num_groups, group_frames),
-            masks.target_lengths.reshape(batch * num_groups),
-            cfg,
-            num_frames=num_frames,
-            **clip_masks,
+        predictions_BxGxQxD = _predict(
+            params["predictor"], context_BxKxD, masks, cfg, num_frames, clip_masks
         )
-        predictions_BxGxQxP = projector.apply(params["projector"], predictions_NxQxD, cfg).reshape(
-            batch, num_groups, group_frames, -1
-        )
-        extra["predictions_encoder"] = predictions_NxQxD.reshape(
-            batch, num_groups, group_frames, -1
-        )
+        predictions_BxGxQxP = projector.apply(params["projector"], predictions_BxGxQxD, cfg)
+        extra["predictions_encoder"] = predictions_BxGxQxD
 
     if valid_frames_B is None:
         valid_frames_B = jnp.full((batch,), num_frames, jnp.int32)

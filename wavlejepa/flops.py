@@ -39,14 +39,8 @@ def _block_elementwise(
     return (attentions + 1) * per_norm_and_residual + softmax + GELU * queries * mlp
 
 
-def forward_flops(config: ml_collections.ConfigDict, num_samples: int) -> dict[str, int]:
-    """Forward FLOPs per component for one global batch of `config.batch_size` crops."""
-    m, batch = config.model, config.batch_size
-    frames = waveform.num_frames(num_samples, m)
-    capacity = masking.context_capacity(config.masking, frames)
-    groups = config.masking.num_target_groups
-    queries = config.masking.spans_per_target_group * config.masking.span_frames
-
+def _front_end(m: ml_collections.ConfigDict, num_samples: int, frames: int) -> tuple[int, int]:
+    """The conv stack and its projection to the encoder width: (matmul, elementwise) FLOPs."""
     conv, length, c_in = 0, num_samples, 1
     elementwise = 0
     for i, (kernel, stride) in enumerate(zip(m.conv_kernels, m.conv_strides, strict=True)):
@@ -56,6 +50,18 @@ def forward_flops(config: ml_collections.ConfigDict, num_samples: int) -> dict[s
         c_in = m.conv_channels
     conv += _dense(frames, m.conv_channels, m.encoder_width)
     elementwise += NORM * frames * m.conv_channels + frames * m.encoder_width  # LN, + positions.
+    return conv, elementwise
+
+
+def forward_flops(config: ml_collections.ConfigDict, num_samples: int) -> dict[str, int]:
+    """Forward FLOPs per component for one global batch of `config.batch_size` crops."""
+    m, batch = config.model, config.batch_size
+    frames = waveform.num_frames(num_samples, m)
+    capacity = masking.context_capacity(config.masking, frames)
+    groups = config.masking.num_target_groups
+    queries = config.masking.spans_per_target_group * config.masking.span_frames
+
+    conv, elementwise = _front_end(m, num_samples, frames)
 
     full = m.encoder_depth * _encoder_block(frames, m.encoder_width, m.encoder_mlp_dim)
     context = m.encoder_depth * _encoder_block(capacity, m.encoder_width, m.encoder_mlp_dim)

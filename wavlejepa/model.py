@@ -191,6 +191,32 @@ def _predict(
     return predictions_NxQxD.reshape(batch, num_groups, group_frames, -1)
 
 
+def _full_pass(
+    params: dict,
+    frames_BxTxD: jax.Array,
+    masks: masking.Masks,
+    cfg: ml_collections.ConfigDict,
+    valid_frames_B: jax.Array | None,
+    clip_ids_BxT: jax.Array | None,
+    target_blocks: int,
+) -> tuple[jax.Array, dict]:
+    """The encoder over every real frame, projected: `([B, T, P], extra)`; with target_blocks,
+    extra holds WavJEPA's targets at the target frames ([B, G, Q, D])."""
+    full_BxTxD = encoder.apply(
+        params["context_encoder"],
+        frames_BxTxD,
+        cfg,
+        lengths_B=valid_frames_B,
+        clip_ids_BxT=clip_ids_BxT,
+        top_blocks=target_blocks,
+    )
+    extra = {}
+    if target_blocks:
+        full_BxTxD, wavjepa_BxTxD = full_BxTxD
+        extra["wavjepa_targets"] = _at_targets(wavjepa_BxTxD, masks)
+    return projector.apply(params["projector"], full_BxTxD, cfg), extra
+
+
 def forward_from_frames(
     params: dict,
     frames_BxTxD: jax.Array,
@@ -209,19 +235,9 @@ def forward_from_frames(
     chex.assert_shape(masks.context_indices, (batch, None))
 
     with jax.named_scope("targets"):
-        full_BxTxD = encoder.apply(
-            params["context_encoder"],
-            frames_BxTxD,
-            cfg,
-            lengths_B=valid_frames_B,
-            clip_ids_BxT=clip_ids_BxT,
-            top_blocks=target_blocks,
+        projected_BxTxP, extra = _full_pass(
+            params, frames_BxTxD, masks, cfg, valid_frames_B, clip_ids_BxT, target_blocks
         )
-        extra = {}
-        if target_blocks:
-            full_BxTxD, wavjepa_BxTxD = full_BxTxD
-            extra["wavjepa_targets"] = _at_targets(wavjepa_BxTxD, masks)
-        projected_BxTxP = projector.apply(params["projector"], full_BxTxD, cfg)
         targets_BxGxQxP = _at_targets(projected_BxTxP, masks)
 
     target_valid_BxGxQ = jnp.arange(group_frames)[None, None, :] < masks.target_lengths[..., None]

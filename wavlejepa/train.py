@@ -180,10 +180,12 @@ class _Run:
             )
         return hooks
 
-    def loop(self, state: train_state.TrainState, workdir: epath.Path) -> train_state.TrainState:
+    def loop(
+        self, state: train_state.TrainState, start_step: int, workdir: epath.Path
+    ) -> train_state.TrainState:
         """Steps until total_steps or a stop; `step` counts updates done, and its metrics are
         read after the next step is dispatched."""
-        config, start_step = self.config, int(jax.device_get(state.step))
+        config = self.config
         every = dict(on_steps=[config.total_steps])
         eval_action = periodic_actions.PeriodicCallback(
             every_steps=config.eval_every_steps,
@@ -250,6 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     latest_mngr = checkpointing.latest_manager(workdir, config)
     best_mngr = checkpointing.best_manager(workdir, config) if config.keep_best else None
     state = _restored_or_new_state(config, latest_mngr, train_iter, replicated)
+    start_step = int(jax.device_get(state.step))
     state_sharding = jax.tree.map(lambda _: replicated, state)
     run = _Run(
         config=config,
@@ -269,7 +272,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
         batch_sharding=batch_sharding,
         latest_mngr=latest_mngr,
         best_mngr=best_mngr,
-        reporter=reporting.Reporter(workdir, config, start_step=int(jax.device_get(state.step))),
+        reporter=reporting.Reporter(workdir, config, start_step=start_step),
         progress=periodic_actions.ReportProgress(
             num_train_steps=config.total_steps, every_steps=config.log_every_steps
         ),
@@ -279,7 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     # Loop, then finish: whatever happened, what was saved is finished on disk before we
     # return or raise.
     try:
-        return run.loop(state, workdir)
+        return run.loop(state, start_step, workdir)
     finally:
         latest_mngr.wait_until_finished()
         if best_mngr is not None:

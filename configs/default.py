@@ -55,6 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
     # compared with the predictor's output before the projector.
     # "ema": the same targets from an EMA teacher of both encoders (WavJEPA's route).
     config.loss.targets = "online"
+    # Each SIGReg row also loses the mean of its source clip's rows (after the position mean),
+    # so a per-clip constant counts as collapse, not as Gaussian spread.
+    config.loss.sigreg_centre_clips = False
     config.loss.ema_decay = 0.99  # Teacher <- decay * teacher + (1 - decay) * online, each step.
     config.loss.target_blocks = 8  # WavJEPA averages its top 8 blocks (capped at the depth).
     config.loss.t_max = 3.0  # Epps-Pulley integration range [0, t_max] (LeJEPA library).

@@ -60,14 +60,37 @@ def invariance(
     return jnp.sum(per_frame * valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
 
-def sigreg_samples(z_BxTxP: jax.Array, valid_BxT: jax.Array) -> tuple[jax.Array, jax.Array]:
+def sigreg_samples(
+    z_BxTxP: jax.Array,
+    valid_BxT: jax.Array,
+    clip_ids_BxT: jax.Array | None = None,
+    num_clips: int = 1,
+) -> tuple[jax.Array, jax.Array]:
     """The rows SIGReg tests: `([B * T, P] float32, weights [B * T])`, each frame's z minus the
-    mean of z at its frame position over the crops where that frame is real."""
+    mean of z at its frame position over the crops where that frame is real.
+
+    With `clip_ids [B, T]` (which source clip of its crop each frame belongs to, in
+    [0, num_clips), see `waveform.frame_clip_ids`; all 0 for one clip a crop) each row then also loses the mean of
+    its clip's rows, scaled by sqrt(k / (k - 1)) for a clip of k real frames so that Gaussian
+    frames keep unit variance; a clip of one frame gets weight 0. A clip constant is then 0.
+    """
     z = z_BxTxP.astype(jnp.float32)
     weight_BxT = valid_BxT.astype(jnp.float32)
     count_T = jnp.maximum(jnp.sum(weight_BxT, axis=0), 1.0)
     mean_TxP = jnp.einsum("btp,bt->tp", z, weight_BxT) / count_T[:, None]
     centred_BxTxP = z - mean_TxP[None]
+    if clip_ids_BxT is not None:
+        member_BxTxC = jax.nn.one_hot(clip_ids_BxT, num_clips) * weight_BxT[..., None]
+        count_BxC = jnp.sum(member_BxTxC, axis=1)
+        clip_mean_BxCxP = jnp.einsum("btc,btp->bcp", member_BxTxC, centred_BxTxP) / jnp.maximum(
+            count_BxC, 1.0
+        )[..., None]
+        count_BxT = jnp.einsum("btc,bc->bt", member_BxTxC, count_BxC)
+        scale_BxT = jnp.sqrt(count_BxT / jnp.maximum(count_BxT - 1.0, 1.0))
+        centred_BxTxP = (
+            centred_BxTxP - jnp.einsum("btc,bcp->btp", member_BxTxC, clip_mean_BxCxP)
+        ) * scale_BxT[..., None]
+        weight_BxT = weight_BxT * (count_BxT > 1.5)
     return centred_BxTxP.reshape(-1, z.shape[-1]), weight_BxT.reshape(-1)
 
 
@@ -128,7 +151,15 @@ def objective(
     directions = sigreg.random_directions(
         k_slices, config.model.projector_dim, config.loss.num_slices
     )
-    rows_NxP, weights_N = sigreg_samples(out["projected_frames"], out["frame_valid"])
+    clip_ids_BxT, num_clips = None, 1
+    if config.loss.sigreg_centre_clips:
+        clip_ids_BxT = jnp.zeros((batch, num_frames), jnp.int32)
+        if clip_starts_BxC is not None:
+            clip_ids_BxT = waveform.frame_clip_ids(clip_starts_BxC, num_frames, config.model)
+            num_clips = clip_starts_BxC.shape[1]
+    rows_NxP, weights_N = sigreg_samples(
+        out["projected_frames"], out["frame_valid"], clip_ids_BxT, num_clips
+    )
     reg = sigreg.sigreg(
         rows_NxP, directions, config.loss.t_max, config.loss.num_knots, weights_N=weights_N
     )

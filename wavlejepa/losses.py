@@ -70,9 +70,10 @@ def sigreg_samples(
     mean of z at its frame position over the crops where that frame is real.
 
     With `clip_ids [B, T]` (which source clip of its crop each frame belongs to, in
-    [0, num_clips), see `waveform.frame_clip_ids`; all 0 for one clip a crop) each row then also loses the mean of
-    its clip's rows, scaled by sqrt(k / (k - 1)) for a clip of k real frames so that Gaussian
-    frames keep unit variance; a clip of one frame gets weight 0. A clip constant is then 0.
+    [0, num_clips), see `waveform.frame_clip_ids`; all 0 for one clip a crop) each row then
+    also loses the mean of its clip's rows, scaled by sqrt(k / (k - 1)) for a clip of k real
+    frames so that Gaussian frames keep unit variance; a clip of one frame gets weight 0. A clip
+    constant is then 0.
     """
     z = z_BxTxP.astype(jnp.float32)
     weight_BxT = valid_BxT.astype(jnp.float32)
@@ -82,9 +83,10 @@ def sigreg_samples(
     if clip_ids_BxT is not None:
         member_BxTxC = jax.nn.one_hot(clip_ids_BxT, num_clips) * weight_BxT[..., None]
         count_BxC = jnp.sum(member_BxTxC, axis=1)
-        clip_mean_BxCxP = jnp.einsum("btc,btp->bcp", member_BxTxC, centred_BxTxP) / jnp.maximum(
-            count_BxC, 1.0
-        )[..., None]
+        clip_mean_BxCxP = (
+            jnp.einsum("btc,btp->bcp", member_BxTxC, centred_BxTxP)
+            / jnp.maximum(count_BxC, 1.0)[..., None]
+        )
         count_BxT = jnp.einsum("btc,bc->bt", member_BxTxC, count_BxC)
         scale_BxT = jnp.sqrt(count_BxT / jnp.maximum(count_BxT - 1.0, 1.0))
         centred_BxTxP = (

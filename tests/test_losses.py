@@ -177,6 +177,56 @@ class ShortcutPriceTest(chex.TestCase):
         self.assertLess(self._sigreg(z, centre=False), 0.1 * 0.40 * self.B * self.T)
 
 
+class ClipCentringTest(chex.TestCase):
+    """loss.sigreg_centre_clips: SIGReg rows also lose their source clip's mean."""
+
+    def test_rows_match_a_numpy_loop(self):
+        rng = np.random.default_rng(2)
+        z = rng.standard_normal((3, 12, 5)).astype(np.float32)
+        valid = np.arange(12)[None, :] < np.array([[12], [9], [6]])
+        ids = np.array([[0] * 4 + [1] * 7 + [2], [0] * 12, [0] * 2 + [1] * 10])
+        rows, weights = losses.sigreg_samples(
+            jnp.asarray(z), jnp.asarray(valid), jnp.asarray(ids), num_clips=3
+        )
+        want = np.zeros_like(z, np.float64)
+        want_w = np.zeros(valid.shape)
+        for t in range(12):  # First the position mean over the crops where frame t is real.
+            want[:, t] = z[:, t] - z[valid[:, t], t].mean(axis=0)
+        for b in range(3):  # Then each clip's mean over its real frames, rescaled.
+            for c in range(3):
+                sel = valid[b] & (ids[b] == c)
+                k = sel.sum()
+                if k > 1:
+                    want[b, sel] = (want[b, sel] - want[b, sel].mean(0)) * np.sqrt(k / (k - 1))
+                    want_w[b, sel] = 1.0
+        kept = want_w.reshape(-1) > 0
+        np.testing.assert_array_equal(np.asarray(weights), want_w.reshape(-1))
+        # The one-frame clip of crop 0 and the padding weigh 0; the kept rows match.
+        self.assertEqual(int(want_w.sum()), 11 + 9 + 6)
+        np.testing.assert_allclose(
+            np.asarray(rows)[kept], want.reshape(-1, 5)[kept], rtol=1e-5, atol=1e-5
+        )
+
+    def test_a_clip_constant_scores_as_collapse(self):
+        B, T, P = 32, 50, 16
+        rng = np.random.default_rng(3)
+        ids = np.zeros((B, T), np.int32)
+        ids[:, 20:], ids[:, 45:] = 1, 2  # Three packed clips a crop.
+        dirs = sigreg.random_directions(jax.random.PRNGKey(0), P, 64)
+
+        def score(z, clip_ids):
+            rows, weights = losses.sigreg_samples(
+                jnp.asarray(z), jnp.ones((B, T), bool), clip_ids, num_clips=3
+            )
+            return float(sigreg.sigreg(rows, dirs, weights_N=weights))
+
+        constant = rng.standard_normal((B, 3, P))[np.arange(B)[:, None], ids]
+        # Position centring alone: 3 distinct values a crop pass for spread (~T / 3).
+        self.assertLess(score(constant, None), 0.05 * 0.40 * B * T)
+        np.testing.assert_allclose(score(constant, jnp.asarray(ids)), 0.40 * B * T, rtol=0.02)
+        self.assertLess(score(rng.standard_normal((B, T, P)), jnp.asarray(ids)), 2.0)
+
+
 class TargetOptionsTest(chex.TestCase):
     def test_ema_targets_come_from_the_teacher_and_not_from_the_online_encoders(self):
         config, params, audio = _setup()

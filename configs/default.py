@@ -58,6 +58,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Each SIGReg row also loses the mean of its source clip's rows (after the position mean),
     # so a per-clip constant counts as collapse, not as Gaussian spread.
     config.loss.sigreg_centre_clips = False
+    # Weight of a second SIGReg statistic, over the clip-centred rows (0: none), added to the
+    # loss beside the first: a per-clip constant then costs like collapse in this one only.
+    config.loss.clip_sigreg_weight = 0.0
     config.loss.ema_decay = 0.99  # Teacher <- decay * teacher + (1 - decay) * online, each step.
     config.loss.target_blocks = 8  # WavJEPA averages its top 8 blocks (capped at the depth).
     config.loss.t_max = 3.0  # Epps-Pulley integration range [0, t_max] (LeJEPA library).

@@ -207,6 +207,31 @@ class ClipCentringTest(chex.TestCase):
             np.asarray(rows)[kept], want.reshape(-1, 5)[kept], rtol=1e-5, atol=1e-5
         )
 
+    def test_second_statistic_is_added_with_its_weight(self):
+        config, params, audio = _setup(batch=4)
+        packed = jnp.array([[0, 2400, 5000], [0, 4000, -1], [0, -1, -1], [0, 3000, 6000]])
+        key = jax.random.PRNGKey(2)
+        loss0, plain = _objective(params, audio, key, config, clip_starts_BxC=packed)
+        self.assertNotIn("sigreg_within_clips", plain)
+        config.loss.clip_sigreg_weight = 0.003
+        loss, metrics = _objective(params, audio, key, config, clip_starts_BxC=packed)
+        lam = config.loss.sigreg_weight
+        chex.assert_trees_all_close(metrics["sigreg"], plain["sigreg"], rtol=1e-6)
+        np.testing.assert_allclose(
+            float(loss),
+            (1 - lam) * metrics["invariance"]
+            + lam * metrics["sigreg"]
+            + 0.003 * metrics["sigreg_within_clips"],
+            rtol=1e-6,
+        )
+        self.assertGreater(float(loss), float(loss0))
+        # The clip-centred rows: the same statistic as the first with centre_clips on.
+        config.loss.clip_sigreg_weight, config.loss.sigreg_centre_clips = 0.0, True
+        _, centred = _objective(params, audio, key, config, clip_starts_BxC=packed)
+        np.testing.assert_allclose(
+            float(centred["sigreg"]), float(metrics["sigreg_within_clips"]), rtol=1e-5
+        )
+
     def test_a_clip_constant_scores_as_collapse(self):
         B, T, P = 32, 50, 16
         rng = np.random.default_rng(3)

@@ -115,8 +115,7 @@ def _restored_or_new_state(
     )
     state = checkpointing.restore_latest(latest_mngr, target, train_iter, config)
     if state is None:
-        state_sharding = jax.tree.map(lambda _: replicated, abstract_state)
-        state = jax.jit(create, out_shardings=state_sharding)(rng)
+        state = jax.jit(create, out_shardings=replicated)(rng)  # One sharding for every leaf.
         logging.info("No checkpoint in %s: starting from scratch.", latest_mngr.directory)
     else:
         logging.info("Resuming from the checkpoint of step %d.", int(jax.device_get(state.step)))
@@ -253,18 +252,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     best_mngr = checkpointing.best_manager(workdir, config) if config.keep_best else None
     state = _restored_or_new_state(config, latest_mngr, train_iter, replicated)
     start_step = int(jax.device_get(state.step))
-    state_sharding = jax.tree.map(lambda _: replicated, state)
     run = _Run(
         config=config,
         train_fn=jax.jit(
             functools.partial(train_step.train_step, config=config),
-            in_shardings=(state_sharding, batch_sharding),
-            out_shardings=(state_sharding, replicated),
+            in_shardings=(replicated, batch_sharding),  # The state: replicated, every leaf.
+            out_shardings=(replicated, replicated),
             donate_argnums=0,
         ),
         eval_fn=jax.jit(
             functools.partial(train_step.eval_step, config=config),
-            in_shardings=(state_sharding, batch_sharding),
+            in_shardings=(replicated, batch_sharding),
             out_shardings=replicated,
         ),
         train_iter=train_iter,

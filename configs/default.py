@@ -55,9 +55,6 @@ def get_config() -> ml_collections.ConfigDict:
     # compared with the predictor's output before the projector.
     # "ema": the same targets from an EMA teacher of both encoders (WavJEPA's route).
     config.loss.targets = "online"
-    # Each SIGReg row also loses the mean of its source clip's rows (after the position mean),
-    # so a per-clip constant counts as collapse, not as Gaussian spread.
-    config.loss.sigreg_centre_clips = False
     # Weight of a second SIGReg statistic, over the clip-centred rows (0: none), added to the
     # loss beside the first: a per-clip constant then costs like collapse in this one only.
     config.loss.clip_sigreg_weight = 0.0

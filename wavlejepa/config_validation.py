@@ -72,6 +72,8 @@ def _loss_and_data_problems(config: ml_collections.ConfigDict):
         yield f"config.loss.ema_decay={loss.ema_decay} must be in [0, 1) (e.g. 0.99)."
     if not 0.0 <= loss.sigreg_weight <= 1.0:
         yield f"config.loss.sigreg_weight={loss.sigreg_weight} must be in [0, 1]."
+    if not 0.0 <= loss.clip_sigreg_weight <= 1.0:
+        yield f"config.loss.clip_sigreg_weight={loss.clip_sigreg_weight} must be in [0, 1]."
     if loss.num_slices < 1 or loss.num_knots < 2 or not loss.t_max > 0:
         yield "config.loss needs num_slices >= 1, num_knots >= 2 and t_max > 0."
 

@@ -153,13 +153,7 @@ def objective(
     directions = sigreg.random_directions(
         k_slices, config.model.projector_dim, config.loss.num_slices
     )
-    clip_ids_BxT, num_clips = jnp.zeros((batch, num_frames), jnp.int32), 1
-    if clip_starts_BxC is not None:
-        clip_ids_BxT = waveform.frame_clip_ids(clip_starts_BxC, num_frames, config.model)
-        num_clips = clip_starts_BxC.shape[1]
     frames = (out["projected_frames"], out["frame_valid"])
-    if config.loss.sigreg_centre_clips:
-        frames = (*frames, clip_ids_BxT, num_clips)
     stat = lambda rows_NxP, weights_N: sigreg.sigreg(
         rows_NxP, directions, config.loss.t_max, config.loss.num_knots, weights_N=weights_N
     )
@@ -168,7 +162,11 @@ def objective(
     loss = (1.0 - weight) * inv + weight * reg
     extra = {}
     if config.loss.clip_sigreg_weight:  # A second statistic, of the clip-centred rows.
-        extra["sigreg_within_clips"] = stat(*sigreg_samples(*frames[:2], clip_ids_BxT, num_clips))
+        clip_ids_BxT, num_clips = jnp.zeros((batch, num_frames), jnp.int32), 1
+        if clip_starts_BxC is not None:
+            clip_ids_BxT = waveform.frame_clip_ids(clip_starts_BxC, num_frames, config.model)
+            num_clips = clip_starts_BxC.shape[1]
+        extra["sigreg_within_clips"] = stat(*sigreg_samples(*frames, clip_ids_BxT, num_clips))
         loss = loss + config.loss.clip_sigreg_weight * extra["sigreg_within_clips"]
     metrics = {
         "loss": loss,

@@ -40,9 +40,22 @@ def epps_pulley(
     if weights_N is None:
         weights_N = jnp.ones(x_NxM.shape[:1], jnp.float32)
     weights_N = weights_N.astype(jnp.float32)
-    tx_NxMxK = x_NxM[:, :, None] * t_K
-    cos_sum_MxK = jnp.einsum("n,nmk->mk", weights_N, jnp.cos(tx_NxMxK))
-    sin_sum_MxK = jnp.einsum("n,nmk->mk", weights_N, jnp.sin(tx_NxMxK))
+    # cos(t_k x) and sin(t_k x) on the evenly spaced knots t_k = k * dt by rotation from
+    # k * dt * x to (k + 1) * dt * x: one cos and one sin of [N, M] instead of K of each (on CPU
+    # the transcendentals were 7% of a small model's step for 0.3% of its FLOPs).
+    angle_NxM = x_NxM * np.float32(t_K[1])
+    step_cos_NxM, step_sin_NxM = jnp.cos(angle_NxM), jnp.sin(angle_NxM)
+    cos_NxM, sin_NxM = jnp.ones_like(x_NxM), jnp.zeros_like(x_NxM)
+    cos_sums, sin_sums = [], []
+    for _ in range(num_knots):
+        cos_sums.append(weights_N @ cos_NxM)
+        sin_sums.append(weights_N @ sin_NxM)
+        cos_NxM, sin_NxM = (
+            cos_NxM * step_cos_NxM - sin_NxM * step_sin_NxM,
+            sin_NxM * step_cos_NxM + cos_NxM * step_sin_NxM,
+        )
+    cos_sum_MxK = jnp.stack(cos_sums, axis=-1)
+    sin_sum_MxK = jnp.stack(sin_sums, axis=-1)
     count = jnp.sum(weights_N)
     cos_mean, sin_mean = cos_sum_MxK / count, sin_sum_MxK / count
     err_MxK = jnp.square(cos_mean - np.exp(-0.5 * t_K**2)) + jnp.square(sin_mean)

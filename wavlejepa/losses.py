@@ -34,9 +34,17 @@ therefore uses lambda = 0.01 (configs/quickstart.py): collapse and a position co
 over 1,500 steps it grew to 0.2-0.27 and the probes fell below random init (README, "Does
 training learn?"): this price is too low for long runs.
 
+Packed crops make the clip constant cheaper still: a code constant within each of a crop's
+2-3 source clips scores ~9 at N = 1,600 (a price of ~0.09 at lambda = 0.01). Pricing it as
+collapse (`loss.clip_sigreg_weight`: a second statistic over rows that also lose their source
+clip's mean) holds the clip share at 0.01-0.04 over 750 steps, but it did not make the unseen
+speaker better (README, session 6): it is an option, off by default.
+
 Forms measured and dropped (README table; the code is at commit 584cf3a): one statistic per
 frame position over the crops (LeJEPA's per-view form, N = B: a clip constant passes it),
-uncentred frames (a position code passes), and targets minus their crop's mean.
+uncentred frames (a position code passes), and targets minus their crop's mean; and (at commit
+e65aa08, `loss.sigreg_centre_clips`) the clip-centred rows in place of the position-centred
+ones: a flat learning curve.
 """
 
 import chex

@@ -47,13 +47,14 @@ def epps_pulley(
     step_cos_NxM, step_sin_NxM = jnp.cos(angle_NxM), jnp.sin(angle_NxM)
     cos_NxM, sin_NxM = jnp.ones_like(x_NxM), jnp.zeros_like(x_NxM)
     cos_sums, sin_sums = [], []
-    for _ in range(num_knots):
+    for k in range(num_knots):
+        if k:  # Knot 0 is cos 1, sin 0; each later knot rotates the previous one by dt * x.
+            cos_NxM, sin_NxM = (
+                cos_NxM * step_cos_NxM - sin_NxM * step_sin_NxM,
+                sin_NxM * step_cos_NxM + cos_NxM * step_sin_NxM,
+            )
         cos_sums.append(weights_N @ cos_NxM)
         sin_sums.append(weights_N @ sin_NxM)
-        cos_NxM, sin_NxM = (
-            cos_NxM * step_cos_NxM - sin_NxM * step_sin_NxM,
-            sin_NxM * step_cos_NxM + cos_NxM * step_sin_NxM,
-        )
     cos_sum_MxK = jnp.stack(cos_sums, axis=-1)
     sin_sum_MxK = jnp.stack(sin_sums, axis=-1)
     count = jnp.sum(weights_N)

@@ -89,6 +89,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Each crop is normalised to zero mean, unit variance ("crop"); "clip" normalises each source
     # clip of a packed crop on its own, as the embedder does at use.
     config.dataset.normalize = "crop"
+    # Training augmentation: each stretch of clips played at a speed drawn from these factors
+    # (e.g. (0.9, 1.0, 1.1), Kaldi's speed perturbation; pitch moves with tempo). () = off, as in
+    # WavJEPA. The held-out loss and the probes always see the audio as it is.
+    config.dataset.speed_perturb = ()
     config.dataset.num_workers = 4  # grain worker processes (0 = in the main process).
     config.dataset.eval_batches = 4  # Batches of eval_split per held-out evaluation.
     # Building an audio_folder (python -m wavlejepa.prepare_dataset, or on first use):

@@ -408,3 +408,54 @@ def test_quickstart_data(tmp_path):
         1,
     )
     assert batch.shape == eval_batches[0]["audio"].shape == (32, 8_160)
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_change_speed_scales_frequency_length_and_clip_starts(factor):
+    # Closed form: a 500 Hz tone played `factor` times as fast is a tone of 500 * factor Hz,
+    # about n / factor samples long, and a clip that began at sample s now begins at s / factor.
+    n, rate = 16_000, 16_000
+    tone = np.sin(2 * np.pi * 500.0 * np.arange(n) / rate).astype(np.float32)
+    out = transforms.change_speed({"audio": tone, "clip_starts": np.array([0, 8_000])}, factor)
+    assert out["audio"].dtype == np.float32 and out["clip_starts"].dtype == np.int64
+    assert abs(len(out["audio"]) - n / factor) <= 1
+    np.testing.assert_array_equal(out["clip_starts"], [0, int(8_000 / factor)])
+    spectrum = np.abs(np.fft.rfft(out["audio"] * np.hanning(len(out["audio"]))))
+    peak_hz = np.argmax(spectrum) * rate / len(out["audio"])
+    assert abs(peak_hz - 500.0 * factor) < 2.0
+    assert transforms.speed_ratio(factor) == ((10, 9) if factor == 0.9 else (10, 11))
+    same = {"audio": tone, "clip_starts": np.zeros(1, np.int64)}
+    assert transforms.change_speed(same, 1.0) is same
+
+
+def test_speed_perturb_trains_on_changed_speeds_and_leaves_eval_alone(data_dir):
+    # Real speech: packed crops stay full at every factor; the train batches differ from those
+    # without the augmentation, the eval batches do not.
+    shard = dict(shard_index=0, shard_count=1)
+    plain = _dataset_config(data_dir)
+    faster = _dataset_config(data_dir, speed_perturb=(1.2,))
+    batch = next(iter(pipeline.create_train_loader(faster, batch_size=8, seed=0, **shard)))
+    reference = next(iter(pipeline.create_train_loader(plain, batch_size=8, seed=0, **shard)))
+    assert batch["audio"].shape == (8, 8_160) and np.all(batch["lengths"] == 8_160)
+    for crop in batch["audio"]:
+        assert abs(crop.mean()) < 1e-5 and 0.5 < crop.std() <= 1.0
+    assert not np.allclose(batch["audio"], reference["audio"])
+    # At 1.2x a crop spans 1.2 crops of the original: more clip boundaries fall inside it.
+    boundaries = lambda b: np.sum(b["clip_starts"] > 0)  # noqa: E731
+    assert boundaries(batch) >= boundaries(reference)
+    evals = [
+        next(iter(pipeline.create_eval_loader(c, batch_size=8, **shard))) for c in (plain, faster)
+    ]
+    _assert_batches_equal(*evals)
+    mixed = _dataset_config(data_dir, speed_perturb=(0.9, 1.0, 1.1))
+    batches = list(
+        zip(range(3), pipeline.create_train_loader(mixed, batch_size=8, seed=0, **shard))
+    )
+    assert all(np.all(b["lengths"] == 8_160) for _, b in batches)
+
+
+def test_bad_speed_factor_names_the_key():
+    with pytest.raises(ValueError, match=r"config.dataset.speed_perturb=\(0.0,\)"):
+        pipeline.create_train_loader(
+            _dataset_config(speed_perturb=(0.0,)), batch_size=8, seed=0, shard_index=0, shard_count=1
+        )

@@ -34,6 +34,8 @@ writes. A state restores only into a loader built with the same dataset, split, 
 num_workers (grain checks them and raises otherwise).
 """
 
+import math
+
 import grain
 from absl import flags
 
@@ -58,6 +60,12 @@ def _check(dataset_config, batch_size: int) -> None:
     if dataset_config.normalize not in NORMALIZE:
         raise ValueError(
             f"config.dataset.normalize={dataset_config.normalize!r}; choose one of {NORMALIZE}."
+        )
+    factors = tuple(dataset_config.get("speed_perturb", ()))
+    if any(not 0.5 <= f <= 2.0 for f in factors):
+        raise ValueError(
+            f"config.dataset.speed_perturb={factors}: each speed factor must be in [0.5, 2] "
+            "(Kaldi's recipe: 0.9,1.0,1.1); empty turns the augmentation off."
         )
     if dataset_config.short_clips not in SHORT_CLIPS:
         raise ValueError(
@@ -85,16 +93,29 @@ def _worker_count(dataset_config) -> int:
     return dataset_config.num_workers
 
 
-def _loader(dataset_config, source, audio_key, batch_size, shard, *, shuffle, num_epochs, seed):
-    """grain.DataLoader: source -> stretches (packed or single clips) -> crops -> batches."""
+def _loader(
+    dataset_config, source, audio_key, batch_size, shard, *, shuffle, num_epochs, seed, augment
+):
+    """grain.DataLoader: source -> stretches (packed or single clips) -> [speed perturbation,
+    when `augment`] -> crops -> batches."""
     n, k = crop_samples(dataset_config), dataset_config.crops_per_clip
+    factors = tuple(dataset_config.get("speed_perturb", ())) if augment else ()
     if dataset_config.short_clips == "pack":
+        # Built long enough that, played at the fastest factor, the stretch still fills k crops.
+        packed_samples = math.ceil(n * max(factors, default=1.0))
         source = packing.PackedClips(
-            source, audio_key=audio_key, crop_samples=n, num_crops=k, seed=seed, shard_options=shard
+            source,
+            audio_key=audio_key,
+            crop_samples=packed_samples,
+            num_crops=k,
+            seed=seed,
+            shard_options=shard,
         )
         operations = []
     else:
         operations = [transforms.ToFloat(audio_key)]
+    if factors:
+        operations.append(transforms.SpeedPerturb(factors))
     if dataset_config.short_clips == "skip":
         operations.append(transforms.AtLeast(n))
     operations += [
@@ -140,7 +161,15 @@ def create_train_loader(
     source, key = _source(dataset_config, dataset_config.split, dummy, DUMMY_TRAIN_CLIPS, 0)
     shard = grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=False)
     return _loader(
-        dataset_config, source, key, batch_size, shard, shuffle=True, num_epochs=None, seed=seed
+        dataset_config,
+        source,
+        key,
+        batch_size,
+        shard,
+        shuffle=True,
+        num_epochs=None,
+        seed=seed,
+        augment=True,
     )
 
 
@@ -177,5 +206,13 @@ def create_eval_loader(
         )
     shard = grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True)
     return _loader(
-        dataset_config, source, key, batch_size, shard, shuffle=False, num_epochs=1, seed=EVAL_SEED
+        dataset_config,
+        source,
+        key,
+        batch_size,
+        shard,
+        shuffle=False,
+        num_epochs=1,
+        seed=EVAL_SEED,
+        augment=False,  # Held-out loss on the audio as it is.
     )

@@ -9,9 +9,11 @@ concat_crops stacks the crops of a batch of stretches row-wise.
 """
 
 import dataclasses
+import fractions
 
 import grain
 import numpy as np
+import scipy.signal
 
 from wavlejepa.data import pcm
 
@@ -93,6 +95,37 @@ class ToFloat(grain.transforms.Map):
 
     def map(self, element) -> dict[str, np.ndarray]:
         return {"audio": to_float(element[self.audio_key]), "clip_starts": np.zeros(1, np.int64)}
+
+
+def speed_ratio(factor: float) -> tuple[int, int]:
+    """(up, down) of the polyphase resampling that plays audio `factor` times as fast: a
+    stretch of n samples becomes ceil(n * up / down) = about n / factor (0.9 -> (10, 9))."""
+    ratio = fractions.Fraction(float(factor)).limit_denominator(100)
+    return ratio.denominator, ratio.numerator
+
+
+def change_speed(stretch: dict[str, np.ndarray], factor: float) -> dict[str, np.ndarray]:
+    """A stretch played `factor` times as fast (tempo and pitch together, as tape does), by
+    polyphase resampling; clip starts move with it. factor 1 returns the stretch unchanged."""
+    up, down = speed_ratio(factor)
+    if up == down:
+        return stretch
+    audio = scipy.signal.resample_poly(stretch["audio"].astype(np.float64), up, down)
+    starts = np.asarray(stretch["clip_starts"]) * up // down
+    return {"audio": audio.astype(np.float32), "clip_starts": starts.astype(np.int64)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedPerturb(grain.transforms.RandomMap):
+    """Training augmentation: each stretch played at a speed drawn uniformly from `factors`
+    (Ko et al., 2015: 0.9, 1.0, 1.1), so a few speakers sound like more (the formants shift with
+    the pitch). Runs before the crops are cut; a stretch becomes about len / factor samples long,
+    so a packed stretch is built max(factors) times longer (pipeline) to still fill its crops."""
+
+    factors: tuple[float, ...]
+
+    def random_map(self, element: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
+        return change_speed(element, self.factors[int(rng.integers(len(self.factors)))])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,8 +49,12 @@ def _stop_prefetching():
 
 
 def _take(loader, n):
+    return [batch["audio"] for batch in _take_batches(loader, n)]
+
+
+def _take_batches(loader, n):
     it = iter(loader)
-    return [next(it)["audio"] for _ in range(n)]
+    return [next(it) for _ in range(n)]
 
 
 def _assert_batches_equal(a, b):
@@ -448,14 +452,16 @@ def test_speed_perturb_trains_on_changed_speeds_and_leaves_eval_alone(data_dir):
     ]
     _assert_batches_equal(*evals)
     mixed = _dataset_config(data_dir, speed_perturb=(0.9, 1.0, 1.1))
-    batches = list(
-        zip(range(3), pipeline.create_train_loader(mixed, batch_size=8, seed=0, **shard))
-    )
-    assert all(np.all(b["lengths"] == 8_160) for _, b in batches)
+    batches = _take_batches(pipeline.create_train_loader(mixed, batch_size=8, seed=0, **shard), 3)
+    assert all(np.all(b["lengths"] == 8_160) for b in batches)
 
 
 def test_bad_speed_factor_names_the_key():
     with pytest.raises(ValueError, match=r"config.dataset.speed_perturb=\(0.0,\)"):
         pipeline.create_train_loader(
-            _dataset_config(speed_perturb=(0.0,)), batch_size=8, seed=0, shard_index=0, shard_count=1
+            _dataset_config(speed_perturb=(0.0,)),
+            batch_size=8,
+            seed=0,
+            shard_index=0,
+            shard_count=1,
         )

@@ -50,6 +50,11 @@ DUMMY_TRAIN_CLIPS = 1024  # Synthetic clips behind dummy=True (train split).
 DUMMY_EVAL_CLIPS = 128  # Synthetic clips behind dummy=True (eval split).
 
 
+def _speed_factors(dataset_config) -> tuple[float, ...]:
+    """config.dataset.speed_perturb; configs saved before it existed have none (off)."""
+    return tuple(dataset_config.get("speed_perturb", ()))
+
+
 def _check(dataset_config, batch_size: int) -> None:
     if batch_size <= 0 or batch_size % dataset_config.crops_per_clip:
         raise ValueError(
@@ -61,7 +66,7 @@ def _check(dataset_config, batch_size: int) -> None:
         raise ValueError(
             f"config.dataset.normalize={dataset_config.normalize!r}; choose one of {NORMALIZE}."
         )
-    factors = tuple(dataset_config.get("speed_perturb", ()))
+    factors = _speed_factors(dataset_config)
     if any(not 0.5 <= f <= 2.0 for f in factors):
         raise ValueError(
             f"config.dataset.speed_perturb={factors}: each speed factor must be in [0.5, 2] "
@@ -99,7 +104,7 @@ def _loader(
     """grain.DataLoader: source -> stretches (packed or single clips) -> [speed perturbation,
     when `augment`] -> crops -> batches."""
     n, k = crop_samples(dataset_config), dataset_config.crops_per_clip
-    factors = tuple(dataset_config.get("speed_perturb", ())) if augment else ()
+    factors = _speed_factors(dataset_config) if augment else ()
     if dataset_config.short_clips == "pack":
         # Built long enough that, played at the fastest factor, the stretch still fills k crops.
         packed_samples = math.ceil(n * max(factors, default=1.0))

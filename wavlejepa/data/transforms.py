@@ -13,9 +13,8 @@ import fractions
 
 import grain
 import numpy as np
-import scipy.signal
 
-from wavlejepa.data import pcm
+from wavlejepa.data import decode, pcm
 
 NORMALIZE_EPS = 1e-5  # WavJEPA's eps; added to the variance, as in layer norm.
 MAX_CLIPS_PER_CROP = 8  # Clip starts recorded per crop; later ones are dropped.
@@ -110,7 +109,7 @@ def change_speed(stretch: dict[str, np.ndarray], factor: float) -> dict[str, np.
     up, down = speed_ratio(factor)
     if up == down:
         return stretch
-    audio = scipy.signal.resample_poly(stretch["audio"].astype(np.float64), up, down)
+    audio = decode.resample(stretch["audio"].astype(np.float64), down, up)  # As if rate down -> up.
     starts = np.asarray(stretch["clip_starts"]) * up // down
     return {"audio": audio.astype(np.float32), "clip_starts": starts.astype(np.int64)}
 

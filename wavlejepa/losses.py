@@ -37,8 +37,11 @@ training learn?"): this price is too low for long runs.
 Packed crops make the clip constant cheaper still: a code constant within each of a crop's
 2-3 source clips scores ~9 at N = 1,600 (a price of ~0.09 at lambda = 0.01). Pricing it as
 collapse (`loss.clip_sigreg_weight`: a second statistic over rows that also lose their source
-clip's mean) holds the clip share at 0.01-0.04 over 750 steps, but it did not make the unseen
-speaker better (README, session 6): it is an option, off by default.
+clip's mean) at weight 0.003 held the clip share at 0.01-0.04 over 750 steps but did not make
+the unseen speaker better (README, session 6). At 0.001 (a clip constant priced at
+0.001 * 0.4 * N = 0.64 at N = 1,600) the clip share still grows, to 0.13 against 0.17-0.20
+without it, and over seeds 0 and 1 digits and the unseen speaker end higher than without it
+(README, session 8): the quickstart's weight. The base recipe leaves it off (unmeasured there).
 
 Forms measured and dropped (README table; the code is at commit 584cf3a): one statistic per
 frame position over the crops (LeJEPA's per-view form, N = B: a clip constant passes it),

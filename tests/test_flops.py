@@ -7,8 +7,9 @@ import jax
 import jax.numpy as jnp
 from absl.testing import absltest
 
-from configs import cpu_debug
-from wavlejepa import compile_count, flops, train_state, train_step
+from configs import cpu_debug, default
+from wavlejepa import compile_count, flops, masking, train_state, train_step
+from wavlejepa.nets import predictor, waveform
 
 
 class FlopsTest(chex.TestCase):
@@ -26,6 +27,34 @@ class FlopsTest(chex.TestCase):
         self.assertGreater(
             flops.train_step_flops(config, num_samples, elementwise=False), 0.8 * xla
         )
+
+    def test_predictor_count_within_3_percent_of_xla(self):
+        # The base predictor alone, forward: its target groups share the context's projection
+        # and keys/values, and the analytic count must say so (repeating the context per group
+        # would cost XLA 20% more FLOPs than this count).
+        config = default.get_config()
+        config.batch_size = 8
+        m = config.model
+        m.scan_layers = False
+        num_samples = round(config.dataset.crop_seconds * config.dataset.sample_rate)
+        frames = waveform.num_frames(num_samples, m)
+        capacity = masking.context_capacity(config.masking, frames)
+        groups = config.masking.num_target_groups
+        queries = config.masking.spans_per_target_group * config.masking.span_frames
+        rows = config.batch_size * groups
+        params = jax.eval_shape(lambda k: predictor.init(k, m), jax.random.PRNGKey(0))
+
+        def apply(p, context, positions):
+            return predictor.apply(
+                p, context, jnp.full((config.batch_size,), capacity), positions,
+                jnp.full((rows,), queries), m, num_frames=frames, groups_per_context=groups,
+            )  # fmt: skip
+
+        context = jax.ShapeDtypeStruct((config.batch_size, capacity, m.encoder_width), jnp.float32)
+        positions = jax.ShapeDtypeStruct((rows, queries), jnp.int32)
+        xla = jax.jit(apply).lower(params, context, positions).compile().cost_analysis()["flops"]
+        analytic = flops.forward_flops(config, num_samples)["predictor"]
+        self.assertLess(abs(analytic - xla) / xla, 0.03, f"analytic {analytic:.4g} xla {xla:.4g}")
 
     def test_attention_term_closed_form(self):
         # One encoder block over T tokens: 4 projections 2*T*D*D, scores and weighted values

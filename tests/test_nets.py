@@ -256,6 +256,52 @@ class ModelTest(chex.TestCase):
         proj = projector.apply(params["projector"], jnp.ones((3, cfg.encoder_width)), cfg)
         chex.assert_shape(proj, (3, cfg.projector_dim))
 
+    def test_groups_sharing_a_context_match_the_repeated_context(self):
+        # Target groups of a crop read one context: projected once (`groups_per_context`) or
+        # repeated per group before the predictor must give the same outputs and gradients.
+        cfg = _tiny()
+        params = model.init(jax.random.PRNGKey(0), cfg)["predictor"]
+        crops, groups, keys, queries = 2, 3, 9, 10
+        context = jax.random.normal(jax.random.PRNGKey(1), (crops, keys, cfg.encoder_width))
+        context_lengths = jnp.array([9, 4])
+        positions = jax.random.randint(jax.random.PRNGKey(2), (crops * groups, queries), 0, 50)
+        target_lengths = jnp.array([10, 7, 3, 10, 10, 1])
+        context_ids = jnp.array([[0, 0, 0, 1, 1, 1, 2, 2, 2], [0, 0, 1, 1, 1, 1, 1, 1, 1]])
+        target_ids = jax.random.randint(jax.random.PRNGKey(3), (crops * groups, queries), 0, 3)
+
+        def loss(p, shared: bool):
+            kwargs = {"groups_per_context": groups} if shared else {}
+            out = predictor.apply(
+                p,
+                context if shared else jnp.repeat(context, groups, axis=0),
+                context_lengths if shared else jnp.repeat(context_lengths, groups, axis=0),
+                positions,
+                target_lengths,
+                cfg,
+                num_frames=50,
+                target_clip_ids_BxQ=target_ids,
+                context_clip_ids_BxK=jnp.repeat(context_ids, groups, axis=0),
+                **kwargs,
+            )
+            valid = jnp.arange(queries)[None, :, None] < target_lengths[:, None, None]
+            return jnp.sum(jnp.where(valid, jnp.sin(out), 0.0)), out
+
+        (loss_shared, out_shared), grads_shared = jax.value_and_grad(loss, has_aux=True)(
+            params, True
+        )
+        (loss_repeated, out_repeated), grads_repeated = jax.value_and_grad(loss, has_aux=True)(
+            params, False
+        )
+        chex.assert_shape(out_shared, (crops * groups, queries, cfg.encoder_width))
+        np.testing.assert_allclose(out_shared, out_repeated, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(loss_shared, loss_repeated, rtol=1e-5)
+        chex.assert_trees_all_close(grads_shared, grads_repeated, rtol=1e-4, atol=1e-5)
+        with self.assertRaisesRegex(ValueError, "kv_repeat"):
+            predictor.apply(
+                params, context, context_lengths, positions[:5], target_lengths[:5], cfg,
+                num_frames=50, groups_per_context=groups,
+            )  # fmt: skip
+
     @chex.variants(with_jit=True, without_jit=True)
     def test_embed_is_waveform_then_encoder(self):
         cfg = _tiny()

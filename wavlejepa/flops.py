@@ -19,8 +19,13 @@ def _dense(tokens: int, d_in: int, d_out: int) -> int:
     return 2 * tokens * d_in * d_out
 
 
-def _attention(queries: int, keys: int, q_dim: int, kv_dim: int, width: int) -> int:
-    projections = _dense(queries, q_dim, width) * 2 + _dense(keys, kv_dim, width) * 2
+def _attention(
+    queries: int, keys: int, q_dim: int, kv_dim: int, width: int, *, project_kv: bool = True
+) -> int:
+    """One attention; `project_kv=False` leaves out the key/value projections (shared)."""
+    projections = _dense(queries, q_dim, width) * 2
+    if project_kv:
+        projections += _dense(keys, kv_dim, width) * 2
     scores_and_values = 2 * (2 * queries * keys * width)
     return projections + scores_and_values
 
@@ -69,13 +74,16 @@ def forward_flops(config: ml_collections.ConfigDict, num_samples: int) -> dict[s
     p = m.predictor_width
     block = (
         _attention(queries, queries, p, p, p)
-        + _attention(queries, capacity, p, p, p)
+        + _attention(queries, capacity, p, p, p, project_kv=False)
         + 2 * _dense(queries, p, m.predictor_mlp_dim)
     )
-    predictor = groups * (
-        _dense(capacity, m.encoder_width, p)
-        + m.predictor_depth * block
-        + _dense(queries, p, m.encoder_width)
+    # The target groups of a crop share its context's projection and cross-attention keys and
+    # values (computed once per crop); everything else runs once per group.
+    shared_context = _dense(capacity, m.encoder_width, p) + m.predictor_depth * 2 * _dense(
+        capacity, p, p
+    )
+    predictor = shared_context + groups * (
+        m.predictor_depth * block + _dense(queries, p, m.encoder_width)
     )
 
     d, h = m.encoder_width, m.encoder_heads

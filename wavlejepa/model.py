@@ -176,16 +176,18 @@ def _predict(
     clip_masks: dict,
 ) -> jax.Array:
     """The predictor's output at every target frame of every group: [B, G, Q, D]. One pass
-    per target group, folded into the batch ([B * G, ...])."""
+    per target group, folded into the batch ([B * G, ...]); the groups of a crop share its
+    context's projection, keys and values."""
     batch, num_groups, group_frames = masks.target_indices.shape
     predictions_NxQxD = predictor.apply(
         predictor_params,
-        jnp.repeat(context_BxKxD, num_groups, axis=0),
-        jnp.repeat(masks.context_lengths, num_groups, axis=0),
+        context_BxKxD,
+        masks.context_lengths,
         masks.target_indices.reshape(batch * num_groups, group_frames),
         masks.target_lengths.reshape(batch * num_groups),
         cfg,
         num_frames=num_frames,
+        groups_per_context=num_groups,
         **clip_masks,
     )
     return predictions_NxQxD.reshape(batch, num_groups, group_frames, -1)

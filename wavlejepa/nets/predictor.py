@@ -41,15 +41,20 @@ def apply(
     num_frames: int,
     target_clip_ids_BxQ: jax.Array | None = None,
     context_clip_ids_BxK: jax.Array | None = None,
+    groups_per_context: int = 1,
 ) -> jax.Array:
     """Predicts `[batch, queries, encoder_width]` for the frames at `target_positions`.
 
     Args:
-      context_BxKxD: encoded context frames, the first `context_lengths[b]` valid.
+      context_BxKxD: encoded context frames, the first `context_lengths[b]` valid; with
+        `groups_per_context = G` it is `[batch / G, K, D]` (`context_lengths` `[batch / G]`):
+        query rows `c * G ... c * G + G - 1` (the target groups of crop c) all read context c,
+        whose projection and every block's keys and values are computed once.
       target_positions_BxQ: frame index of each query, the first `target_lengths[b]` valid.
       num_frames: frames of the whole crop (size of the position table).
       target_clip_ids_BxQ, context_clip_ids_BxK: source clip of each query and context frame
-        (packed crops; `waveform.frame_clip_ids`): a query attends only within its clip.
+        (packed crops; `waveform.frame_clip_ids`): a query attends only within its clip. Both
+        have the queries' batch (`[batch, ...]`).
     """
     dtype = jnp.dtype(cfg.dtype)
     context = layers.dense_apply(params["context_projection"], context_BxKxD.astype(dtype))
@@ -71,6 +76,7 @@ def apply(
         lengths_B=target_lengths_B,
         context_BxSxD=context,
         context_lengths_B=context_lengths_B,
+        context_repeat=groups_per_context,
         **masks,
     )
     x = layers.layer_norm_apply(params["final_norm"], x)

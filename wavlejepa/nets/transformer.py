@@ -36,6 +36,7 @@ def attention_apply(
     query_lengths_B: jax.Array | None = None,
     kv_lengths_B: jax.Array | None = None,
     mask_Bx1xTxS: jax.Array | None = None,
+    kv_repeat: int = 1,
 ) -> jax.Array:
     """Multi-head attention from `x [batch, queries, dim]` to `kv [batch, keys, kv_dim]`.
 
@@ -43,20 +44,33 @@ def attention_apply(
     `mask [batch, 1, queries, keys]` (bool, optional) also hides the keys it marks False; a
     query left with no key gets the mean of the values (masked logits are large negative, never
     -inf), which callers drop.
+
+    `kv_repeat = R` shares one key/value sequence among R consecutive query rows: `x` is
+    `[kv_batch * R, queries, dim]` while `kv` and `kv_lengths` are `[kv_batch, ...]`; keys and
+    values are projected once per kv row and then repeated (the predictor's target groups of
+    one crop all read that crop's context).
     """
     batch, num_queries, _ = x_BxTxD.shape
-    num_keys = kv_BxSxE.shape[1]
+    kv_batch, num_keys, _ = kv_BxSxE.shape
+    if kv_batch * kv_repeat != batch:
+        raise ValueError(
+            f"attention: {batch} query rows but {kv_batch} key/value rows x kv_repeat={kv_repeat}"
+        )
     width = params["query"]["kernel"].shape[1]
     head_dim = width // num_heads
     q_BxTxNxH = layers.dense_apply(params["query"], x_BxTxD).reshape(
         batch, num_queries, num_heads, head_dim
     )
-    k_BxSxNxH = layers.dense_apply(params["key"], kv_BxSxE).reshape(
-        batch, num_keys, num_heads, head_dim
-    )
-    v_BxSxNxH = layers.dense_apply(params["value"], kv_BxSxE).reshape(
-        batch, num_keys, num_heads, head_dim
-    )
+
+    def keys_or_values(dense_params: dict) -> jax.Array:
+        projected = layers.dense_apply(dense_params, kv_BxSxE)
+        projected = projected.reshape(kv_batch, num_keys, num_heads, head_dim)
+        return jnp.repeat(projected, kv_repeat, axis=0) if kv_repeat > 1 else projected
+
+    k_BxSxNxH = keys_or_values(params["key"])
+    v_BxSxNxH = keys_or_values(params["value"])
+    if kv_repeat > 1 and kv_lengths_B is not None:
+        kv_lengths_B = jnp.repeat(kv_lengths_B, kv_repeat, axis=0)
     out_BxTxNxH = jax.nn.dot_product_attention(
         q_BxTxNxH,
         k_BxSxNxH,
@@ -109,10 +123,13 @@ def block_apply(
     context_lengths_B: jax.Array | None = None,
     self_mask_Bx1xTxT: jax.Array | None = None,
     cross_mask_Bx1xTxS: jax.Array | None = None,
+    context_repeat: int = 1,
 ) -> jax.Array:
     """`x [batch, tokens, width]` -> same shape; valid tokens of x come first (`lengths`).
 
-    The optional masks (`same_clip_mask`) restrict self- and cross-attention further.
+    The optional masks (`same_clip_mask`) restrict self- and cross-attention further. With
+    `context_repeat = R`, the context is `[batch / R, keys, dim]`, shared by R consecutive rows
+    of x (`attention_apply`'s `kv_repeat`).
     """
     normed_BxTxD = layers.layer_norm_apply(params["self_attention_norm"], x_BxTxD)
     x_BxTxD = x_BxTxD + attention_apply(
@@ -134,6 +151,7 @@ def block_apply(
             query_lengths_B=lengths_B,
             kv_lengths_B=context_lengths_B,
             mask_Bx1xTxS=cross_mask_Bx1xTxS,
+            kv_repeat=context_repeat,
         )
     normed_BxTxD = layers.layer_norm_apply(params["mlp_norm"], x_BxTxD)
     return x_BxTxD + mlp_apply(params["mlp"], normed_BxTxD)

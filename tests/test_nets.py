@@ -269,11 +269,10 @@ class ModelTest(chex.TestCase):
         context_ids = jnp.array([[0, 0, 0, 1, 1, 1, 2, 2, 2], [0, 0, 1, 1, 1, 1, 1, 1, 1]])
         target_ids = jax.random.randint(jax.random.PRNGKey(3), (crops * groups, queries), 0, 3)
 
-        def loss(p, shared: bool):
-            kwargs = {"groups_per_context": groups} if shared else {}
+        def loss(p, crop_context, shared: bool):
             out = predictor.apply(
                 p,
-                context if shared else jnp.repeat(context, groups, axis=0),
+                crop_context if shared else jnp.repeat(crop_context, groups, axis=0),
                 context_lengths if shared else jnp.repeat(context_lengths, groups, axis=0),
                 positions,
                 target_lengths,
@@ -281,17 +280,14 @@ class ModelTest(chex.TestCase):
                 num_frames=50,
                 target_clip_ids_BxQ=target_ids,
                 context_clip_ids_BxK=jnp.repeat(context_ids, groups, axis=0),
-                **kwargs,
+                groups_per_context=groups if shared else 1,
             )
             valid = jnp.arange(queries)[None, :, None] < target_lengths[:, None, None]
             return jnp.sum(jnp.where(valid, jnp.sin(out), 0.0)), out
 
-        (loss_shared, out_shared), grads_shared = jax.value_and_grad(loss, has_aux=True)(
-            params, True
-        )
-        (loss_repeated, out_repeated), grads_repeated = jax.value_and_grad(loss, has_aux=True)(
-            params, False
-        )
+        grad_fn = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+        (loss_shared, out_shared), grads_shared = grad_fn(params, context, True)
+        (loss_repeated, out_repeated), grads_repeated = grad_fn(params, context, False)
         chex.assert_shape(out_shared, (crops * groups, queries, cfg.encoder_width))
         np.testing.assert_allclose(out_shared, out_repeated, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(loss_shared, loss_repeated, rtol=1e-5)

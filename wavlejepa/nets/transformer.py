@@ -46,9 +46,9 @@ def attention_apply(
     -inf), which callers drop.
 
     `kv_repeat = R` shares one key/value sequence among R consecutive query rows: `x` is
-    `[kv_batch * R, queries, dim]` while `kv` and `kv_lengths` are `[kv_batch, ...]`; keys and
-    values are projected once per kv row and then repeated (the predictor's target groups of
-    one crop all read that crop's context).
+    `[kv_batch * R, queries, dim]` while `kv` and `kv_lengths` are `[kv_batch, ...]` (the mask
+    and `query_lengths` stay at the query batch); keys and values are projected once per kv row
+    and then repeated (the predictor's target groups of one crop all read that crop's context).
     """
     batch, num_queries, _ = x_BxTxD.shape
     kv_batch, num_keys, _ = kv_BxSxE.shape
@@ -128,8 +128,8 @@ def block_apply(
     """`x [batch, tokens, width]` -> same shape; valid tokens of x come first (`lengths`).
 
     The optional masks (`same_clip_mask`) restrict self- and cross-attention further. With
-    `context_repeat = R`, the context is `[batch / R, keys, dim]`, shared by R consecutive rows
-    of x (`attention_apply`'s `kv_repeat`).
+    `context_repeat = R`, the context and its lengths are `[batch / R, ...]`, shared by R
+    consecutive rows of x (`attention_apply`'s `kv_repeat`); `cross_mask` stays at x's batch.
     """
     normed_BxTxD = layers.layer_norm_apply(params["self_attention_norm"], x_BxTxD)
     x_BxTxD = x_BxTxD + attention_apply(

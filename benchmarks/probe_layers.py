@@ -1,0 +1,86 @@
+r"""Which encoder block's output probes best? `benchmarks.learning`'s probes at every depth.
+
+  python -m benchmarks.probe_layers --workdir=/tmp/lb_small --checkpoints=0,400 \
+      --json=/tmp/layers.json
+
+Reads a run of `benchmarks.learning` (its checkpoints and their config; step 0 = the run's
+initial params, as there), and for each step and each L in 1..encoder_depth embeds all FSDD clips
+with the context encoder cut after block L (its final LayerNorm kept, as the embedder applies it
+after the last block) and runs the same mean-pooled probes: digits, speakers and the held-out
+speaker's digits. L = encoder_depth is the embedder's own output, the learning benchmark's rows.
+"""
+
+import os
+
+import jax
+import ml_collections
+from absl import app, flags, logging
+
+from benchmarks import common, learning
+from wavlejepa import checkpointing, pretrained
+from wavlejepa.data import fsdd
+from wavlejepa.evaluators import linear_probe
+
+FLAGS = flags.FLAGS
+
+# --workdir, --fsdd_dir, --heldout_speaker, --batch_size and --json are benchmarks.learning's
+# flags (defined when it is imported), read here with the meaning they have there.
+_CHECKPOINTS = flags.DEFINE_list("checkpoints", ["0"], "Steps to probe (0: initial params).")
+
+
+def truncated(
+    params: dict, config: ml_collections.ConfigDict, blocks: int
+) -> tuple[dict, ml_collections.ConfigDict]:
+    """(params, config) of the same model with its context encoder cut after `blocks` blocks."""
+    depth = config.model.encoder_depth
+    if not 1 <= blocks <= depth:
+        raise ValueError(f"blocks={blocks}: the encoder has blocks 1..{depth}.")
+    encoder = dict(params["context_encoder"])
+    encoder["blocks"] = jax.tree.map(lambda stacked: stacked[:blocks], encoder["blocks"])
+    config = config.copy_and_resolve_references()
+    config.model.encoder_depth = blocks
+    return {**params, "context_encoder": encoder}, config
+
+
+def run(workdir: str, steps: list[int], *, fsdd_dir: str, heldout: str, batch_size: int) -> dict:
+    """{step: {blocks: {task: test accuracy}}} (see the module docstring)."""
+    config = pretrained.load_config(os.path.join(workdir, checkpointing.LATEST_DIR))
+    data = fsdd.load_fsdd(fsdd_dir)
+    probe_cfg = linear_probe.default_config()
+    results = {}
+    for step in steps:
+        if step == 0:
+            params = learning.initial_params(config)
+        else:
+            params, _ = pretrained.load(os.path.join(workdir, checkpointing.LATEST_DIR), step)
+        results[step] = {}
+        for blocks in range(1, config.model.encoder_depth + 1):
+            cut_params, cut_config = truncated(params, config, blocks)
+            frames_fn = linear_probe.model_frames(cut_params, cut_config, batch_size)
+            frames = {s: frames_fn(data[s]["audio"]) for s in learning.SPLITS}
+            probed = learning.probes(frames, data, heldout, probe_cfg, {"mean": learning.TASKS})
+            results[step][blocks] = {t: probed["mean"][t]["test_accuracy"] for t in learning.TASKS}
+            logging.info("Step %d, blocks 1-%d: %s", step, blocks, results[step][blocks])
+    return results
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    results = run(
+        os.path.abspath(FLAGS.workdir),
+        [int(s) for s in _CHECKPOINTS.value],
+        fsdd_dir=os.path.abspath(FLAGS.fsdd_dir),
+        heldout=FLAGS.heldout_speaker,
+        batch_size=FLAGS.batch_size,
+    )
+    print("step  blocks" + "".join(t.rjust(16) for t in learning.TASKS))
+    for step, by_blocks in results.items():
+        for blocks, accuracy in by_blocks.items():
+            print(f"{step:<6}{blocks:>6}" + "".join(f"{accuracy[t]:16.3f}" for t in learning.TASKS))
+    common.write_json(FLAGS.json, {"workdir": FLAGS.workdir, "results": results}, indent=1)
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("workdir")
+    app.run(main)

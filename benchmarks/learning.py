@@ -8,6 +8,7 @@ r"""Does training improve the representation? Probes a run's checkpoints on FSDD
 1. Self-supervised data: the FSDD files (--fsdd_dir) of the probe's train takes (10-49) of every
    speaker but --heldout_speaker (default george, the first in sorted order), symlinked into
    <workdir>/ssl_audio and built on first use into <workdir>/tfds as `fsdd_ssl_<speaker>`.
+   --ssl_heldout_speaker (a diagnostic) adds that speaker's takes 10-49, unlabelled.
 2. Training: `train.train_and_evaluate` with total_steps=--steps, a checkpoint every
    --probe_every steps (all kept), no evaluators; the config's crops and model are kept. Running
    the command again resumes the run, or skips training when its last checkpoint exists.
@@ -74,6 +75,12 @@ _FSDD_DIR = flags.DEFINE_string(
     "fsdd_dir", os.path.normpath(FULL_FSDD), "The full FSDD recordings."
 )
 _HELDOUT = flags.DEFINE_string("heldout_speaker", "george", "Speaker kept out of SSL and probes.")
+_SSL_HELDOUT = flags.DEFINE_bool(
+    "ssl_heldout_speaker",
+    False,
+    "Diagnostic: train the SSL run on the held-out speaker's train takes too (unlabelled); the "
+    "probes still never train on that speaker. What hearing the speaker before buys.",
+)
 _SHARE_FRAMES = flags.DEFINE_integer("share_frames", 30, "Frames per clip for variance shares.")
 _MAX_CLIPS = flags.DEFINE_integer("max_clips_per_split", 0, "Probe at most this many (0: all).")
 _PROBE_STEPS = flags.DEFINE_integer("probe_steps", 200, "L-BFGS iterations per probe fit.")
@@ -87,8 +94,9 @@ LOGMEL_PROBES = {"mean_std": TASKS, "mean": TASKS}
 SPLITS = fsdd.SPLITS
 
 
-def ssl_files(fsdd_dir: str, heldout: str) -> list[str]:
-    """FSDD files (paths relative to fsdd_dir) of the probe's train takes of other speakers."""
+def ssl_files(fsdd_dir: str, heldout: str, *, include_heldout: bool = False) -> list[str]:
+    """FSDD files (paths relative to fsdd_dir) of the probe's train takes of other speakers (and
+    of the held-out one too with `include_heldout`)."""
     parsed = [(p, fsdd.parse_name(p)) for p in audio_folder.list_files(fsdd_dir)]
     parsed = [(p, name) for p, name in parsed if name is not None]
     speakers = sorted({speaker for _, (_, speaker, _) in parsed})
@@ -97,7 +105,7 @@ def ssl_files(fsdd_dir: str, heldout: str) -> list[str]:
     max_take = max(take for _, (*_, take) in parsed)
     return [
         p for p, (_, speaker, take) in parsed
-        if speaker != heldout and fsdd.take_split(take, max_take) == "train"
+        if (include_heldout or speaker != heldout) and fsdd.take_split(take, max_take) == "train"
     ]  # fmt: skip
 
 
@@ -254,10 +262,11 @@ def learning_curve(steps_rows: list[dict], logmel_row: dict) -> Figure:
 def run(
     config, workdir: str, *, fsdd_dir: str, heldout: str, steps: int, probe_every: int,
     share_frames: int = 30, max_clips: int = 0, probe_steps_lbfgs: int = 200, batch_size: int = 16,
+    ssl_heldout: bool = False,
 ) -> dict:  # fmt: skip
     """The whole benchmark (see the module docstring); returns what --json gets."""
     audio_dir = os.path.join(workdir, "ssl_audio")
-    link_files(fsdd_dir, ssl_files(fsdd_dir, heldout), audio_dir)
+    link_files(fsdd_dir, ssl_files(fsdd_dir, heldout, include_heldout=ssl_heldout), audio_dir)
     config = training_config(config, workdir, heldout=heldout, steps=steps, probe_every=probe_every)
     train_run(config, workdir)
 
@@ -292,7 +301,8 @@ def run(
     ]  # fmt: skip
     settings = dict(
         model_size=config.model.size, seed=config.seed, steps=steps, probe_every=probe_every,
-        fsdd_dir=fsdd_dir, heldout_speaker=heldout, share_frames=share_frames,
+        fsdd_dir=fsdd_dir, heldout_speaker=heldout, ssl_heldout_speaker=ssl_heldout,
+        share_frames=share_frames,
         probe_lbfgs_steps=probe_cfg.steps, clips={s: len(data[s]["audio"]) for s in SPLITS},
     )  # fmt: skip
     return {"settings": settings, "steps": step_rows, "logmel": logmel_rows}
@@ -314,6 +324,7 @@ def main(argv):
         max_clips=_MAX_CLIPS.value,
         probe_steps_lbfgs=_PROBE_STEPS.value,
         batch_size=_BATCH_SIZE.value,
+        ssl_heldout=_SSL_HELDOUT.value,
     )
     result["settings"]["config"] = config_flags.get_config_filename(flags.FLAGS["config"])
     print(format_table(result["steps"] + result["logmel"]))

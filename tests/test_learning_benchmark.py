@@ -92,6 +92,14 @@ class HelpersTest(absltest.TestCase):
         with self.assertRaisesRegex(ValueError, "not in"):
             learning.ssl_files(fsdd.SAMPLE_DIR, "nobody")
 
+    def test_ssl_files_with_the_heldout_speaker_are_every_train_take(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            files = learning.ssl_files(fake_fsdd(tmp), "theo", include_heldout=True)
+            every = sorted(os.listdir(tmp))
+        wanted = [f for f in every if int(NAME.match(f)[3]) >= 10]
+        self.assertEqual(sorted(files), wanted)
+        self.assertLen(wanted, 5 * 10 * 4)
+
     def test_probe_steps_and_nearest_metrics(self):
         self.assertEqual(learning.probe_steps(10, 5), [0, 5, 10])
         self.assertEqual(learning.probe_steps(12, 5), [0, 5, 10, 12])

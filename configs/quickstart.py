@@ -39,7 +39,8 @@ def get_config():
     # A second statistic on rows that also lose their source clip's mean prices a clip constant
     # as collapse: 0.001 * 0.4 * N = 0.64. Over 750 steps and seeds 0 and 1 it raised digits
     # (0.670 -> 0.732) and the unseen speaker (0.478 -> 0.517; random init 0.454) over the
-    # default without it, speakers 0.916 -> 0.892; 0.003 took speakers down further (README).
+    # default without it, speakers 0.916 -> 0.892; 0.002 and 0.003 (seed 0) took speakers and the
+    # unseen speaker down, the latter below random init (README).
     config.loss.clip_sigreg_weight = 0.001
     # Batch 32, not WavJEPA's 512: 1e-3 made the digit probe peak at step 100 and fall back to
     # random init by 300; 2e-4 rises at every eval (README, "Does training learn?").

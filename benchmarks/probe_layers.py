@@ -44,7 +44,8 @@ def truncated(
 
 def run(workdir: str, steps: list[int], *, fsdd_dir: str, heldout: str, batch_size: int) -> dict:
     """{step: {blocks: {task: test accuracy}}} (see the module docstring)."""
-    config = pretrained.load_config(os.path.join(workdir, checkpointing.LATEST_DIR))
+    checkpoints = os.path.join(workdir, checkpointing.LATEST_DIR)
+    config = pretrained.load_config(checkpoints)
     data = fsdd.load_fsdd(fsdd_dir)
     probe_cfg = linear_probe.default_config()
     results = {}
@@ -52,7 +53,7 @@ def run(workdir: str, steps: list[int], *, fsdd_dir: str, heldout: str, batch_si
         if step == 0:
             params = learning.initial_params(config)
         else:
-            params, _ = pretrained.load(os.path.join(workdir, checkpointing.LATEST_DIR), step)
+            params, _ = pretrained.load(checkpoints, step)
         results[step] = {}
         for blocks in range(1, config.model.encoder_depth + 1):
             cut_params, cut_config = truncated(params, config, blocks)

@@ -1,27 +1,14 @@
 """benchmarks/probe_layers.py: the encoder cut after L blocks embeds as block L's output."""
 
-import os
-
 import chex
 import jax
 import numpy as np
-import soundfile as sf
 from absl.testing import absltest, parameterized
 
-import wavlejepa.data
 from benchmarks import probe_layers
 from configs import cpu_debug
-from wavlejepa import model
+from wavlejepa import diagnostics, model
 from wavlejepa.nets import layers, transformer, waveform
-
-
-def _spoken_digit(num_samples: int) -> np.ndarray:
-    """The first `num_samples` of a bundled FSDD clip (8 kHz, played as 16 kHz), normalised:
-    `[1, num_samples]`."""
-    name = sorted(n for n in os.listdir(wavlejepa.data.FSDD_SAMPLE_DIR) if n.endswith(".wav"))[0]
-    audio, _ = sf.read(os.path.join(wavlejepa.data.FSDD_SAMPLE_DIR, name), dtype="float32")
-    audio = np.resize(audio, num_samples)  # Repeats a clip shorter than num_samples.
-    return ((audio - audio.mean()) / audio.std())[None]
 
 
 class TruncatedTest(parameterized.TestCase):
@@ -30,7 +17,8 @@ class TruncatedTest(parameterized.TestCase):
         self.config = cpu_debug.get_config()
         self.config.model.encoder_depth = 3
         self.params = model.init(jax.random.PRNGKey(0), self.config.model)
-        self.audio = _spoken_digit(waveform.samples_for_frames(24, self.config.model))
+        # A bundled FSDD clip at 16 kHz, normalised.
+        self.audio = diagnostics.sample_crops(1, waveform.samples_for_frames(24, self.config.model))
 
     @parameterized.parameters(1, 2, 3)
     def test_embeds_as_block_l_output_through_the_final_norm(self, blocks):

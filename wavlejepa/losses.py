@@ -128,6 +128,7 @@ def objective(
     lengths_B: jax.Array | None = None,
     teacher: dict | None = None,
     clip_starts_BxC: jax.Array | None = None,
+    context_audio_BxS: jax.Array | None = None,
 ) -> tuple[jax.Array, dict]:
     """Loss of one batch of crops and its metrics; `key` draws the masks and SIGReg slices.
 
@@ -138,6 +139,8 @@ def objective(
         `config.loss.targets == "ema"`.
       clip_starts_BxC: where source clips begin in each packed crop (the pipeline's
         "clip_starts"); with `config.model.attend_within_clips` attention stays inside a clip.
+      context_audio_BxS: the crops in the context's voice (the pipeline's "context_audio",
+        `config.dataset.context_pitch_shift`); None = the context hears `audio_BxS`.
     """
     k_masks, k_slices = jax.random.split(key)
     batch, num_samples = audio_BxS.shape
@@ -156,6 +159,7 @@ def objective(
         target_blocks=target_blocks,
         teacher=teacher if config.loss.targets == "ema" else None,
         clip_starts_BxC=clip_starts_BxC if config.model.attend_within_clips else None,
+        context_audio_BxS=context_audio_BxS,
     )
     chex.assert_shape(out["projected_frames"], (batch, num_frames, config.model.projector_dim))
 

@@ -67,6 +67,7 @@ def forward(
     target_blocks: int = 0,
     teacher: dict | None = None,
     clip_starts_BxC: jax.Array | None = None,
+    context_audio_BxS: jax.Array | None = None,
 ) -> dict:
     """The training forward pass, everything the objective needs in SIGReg's (projector) space.
 
@@ -77,6 +78,9 @@ def forward(
         "clip_starts"; None = one clip a crop). Every attention then stays inside a clip, and a
         target whose clip holds no context frame is dropped (target_valid False): nothing in
         the context can tell about it.
+      context_audio_BxS: the crops as the context hears them (the pipeline's "context_audio":
+        the same audio in another voice, frame for frame); None = `audio`. The context frames
+        are gathered from its front-end frames, the targets' full pass stays on `audio`.
     Returns a dict of:
       projected_frames [B, T, P]: projector(encoder(all frames)) - the targets' space (same
         params, gradients flow: LeJEPA has no teacher and no stop-gradient).
@@ -102,6 +106,12 @@ def forward(
     clip_ids_BxT = None
     if clip_starts_BxC is not None:
         clip_ids_BxT = waveform.frame_clip_ids(clip_starts_BxC, num_frames, cfg)
+    context_source_BxTxD = None
+    if context_audio_BxS is not None:
+        chex.assert_equal_shape((context_audio_BxS, audio_BxS))
+        context_source_BxTxD = waveform.apply(
+            params["waveform_encoder"], context_audio_BxS, cfg, lengths_B=lengths_B
+        )
     out = forward_from_frames(
         params,
         frames_BxTxD,
@@ -110,6 +120,7 @@ def forward(
         valid_frames_B=valid_frames_B,
         target_blocks=0 if teacher else target_blocks,
         clip_ids_BxT=clip_ids_BxT,
+        context_frames_BxTxD=context_source_BxTxD,
     )
     if teacher and target_blocks:
         out["wavjepa_targets"] = _teacher_targets(
@@ -228,10 +239,13 @@ def forward_from_frames(
     valid_frames_B: jax.Array | None = None,
     target_blocks: int = 0,
     clip_ids_BxT: jax.Array | None = None,
+    context_frames_BxTxD: jax.Array | None = None,
 ) -> dict:
     """`forward` after the waveform encoder (`frames [B, T, D]` with positions); masks must
     already exclude frames past `valid_frames [B]` (`masking.restrict`). `clip_ids [B, T]`
-    (`waveform.frame_clip_ids`) keeps every attention inside a source clip."""
+    (`waveform.frame_clip_ids`) keeps every attention inside a source clip. The context is
+    gathered from `context_frames [B, T, D]` when given (the context's own view), else from
+    `frames`."""
     batch, num_groups, group_frames = masks.target_indices.shape
     num_frames = frames_BxTxD.shape[1]
     chex.assert_shape(masks.context_indices, (batch, None))
@@ -249,7 +263,10 @@ def forward_from_frames(
         target_valid_BxGxQ = target_valid_BxGxQ & has_context_BxGxQ
 
     with jax.named_scope("context"):
-        context_frames_BxKxD = _gather_frames(frames_BxTxD, masks.context_indices)
+        if context_frames_BxTxD is None:
+            context_frames_BxTxD = frames_BxTxD
+        chex.assert_equal_shape((context_frames_BxTxD, frames_BxTxD))
+        context_frames_BxKxD = _gather_frames(context_frames_BxTxD, masks.context_indices)
         context_BxKxD = encoder.apply(
             params["context_encoder"],
             context_frames_BxKxD,

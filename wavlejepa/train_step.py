@@ -22,6 +22,7 @@ def _objective(params: dict, state: train_state.TrainState, batch: dict, key, co
         lengths_B=batch.get("lengths"),
         teacher=state.teacher,
         clip_starts_BxC=batch.get("clip_starts"),
+        context_audio_BxS=batch.get("context_audio"),
     )
 
 
@@ -29,7 +30,8 @@ def train_step(
     state: train_state.TrainState, batch: dict, *, config: ml_collections.ConfigDict
 ) -> tuple[train_state.TrainState, dict]:
     """One AdamW step on `batch["audio"] [batch, samples]` (and `batch["lengths"] [batch]`, real
-    samples per crop, when the pipeline pads); returns the new state and metrics."""
+    samples per crop, when the pipeline pads; `batch["context_audio"]`, the context's voice, when
+    it shifts one); returns the new state and metrics."""
     key = jax.random.fold_in(state.rng, state.step)
     grad_fn = jax.value_and_grad(_objective, has_aux=True)
     (_, metrics), grads = grad_fn(state.params, state, batch, key, config)

@@ -5,7 +5,10 @@ Every element (all modes, train and eval, dummy data too) is a dict:
   "lengths": int32 [batch_size], the real samples at the start of each crop: crop_samples, but
       fewer for crops of a clip zero-padded by short_clips="pad" (the padding is exactly 0);
   "clip_starts": int32 [batch_size, transforms.MAX_CLIPS_PER_CROP], where source clips begin in
-      each crop: 0, then each later start, then -1 (starts past the cap are dropped).
+      each crop: 0, then each later start, then -1 (starts past the cap are dropped);
+  "context_audio": float32 [batch_size, crop_samples], training batches only and only with
+      config.dataset.context_pitch_shift > 0: "audio" in another voice (transforms.ContextVoice),
+      what the model encodes the context from.
 Each batch is `batch_size // crops_per_clip` stretches giving `crops_per_clip` crops each
 (transforms.py). A stretch is one clip or, with short_clips="pack", a clip shorter than a crop
 followed by the next clips of a seeded order of the host's shard (packing.py). So clips shorter
@@ -55,6 +58,11 @@ def _speed_factors(dataset_config) -> tuple[float, ...]:
     return tuple(dataset_config.get("speed_perturb", ()))
 
 
+def _context_pitch_shift(dataset_config) -> float:
+    """config.dataset.context_pitch_shift (semitones); configs saved before it have none (0)."""
+    return float(dataset_config.get("context_pitch_shift", 0.0))
+
+
 def _check(dataset_config, batch_size: int) -> None:
     if batch_size <= 0 or batch_size % dataset_config.crops_per_clip:
         raise ValueError(
@@ -71,6 +79,13 @@ def _check(dataset_config, batch_size: int) -> None:
         raise ValueError(
             f"config.dataset.speed_perturb={factors}: each speed factor must be in [0.5, 2] "
             "(Kaldi's recipe: 0.9,1.0,1.1); empty turns the augmentation off."
+        )
+    semitones = _context_pitch_shift(dataset_config)
+    if not 0.0 <= semitones <= 12.0:
+        raise ValueError(
+            f"config.dataset.context_pitch_shift={semitones}: the context's voice shift is a "
+            "range in semitones, in [0, 12] (e.g. 3 draws each crop's shift from [-3, 3]); 0 "
+            "turns it off."
         )
     if dataset_config.short_clips not in SHORT_CLIPS:
         raise ValueError(
@@ -102,7 +117,7 @@ def _loader(
     dataset_config, source, audio_key, batch_size, shard, *, shuffle, num_epochs, seed, augment
 ):
     """grain.DataLoader: source -> stretches (packed or single clips) -> [speed perturbation,
-    when `augment`] -> crops -> batches."""
+    when `augment`] -> crops -> [the context's voice, when `augment`] -> batches."""
     n, k = crop_samples(dataset_config), dataset_config.crops_per_clip
     factors = _speed_factors(dataset_config) if augment else ()
     if dataset_config.short_clips == "pack":
@@ -125,6 +140,13 @@ def _loader(
         operations.append(transforms.AtLeast(n))
     operations += [
         transforms.RandomCrops(k, n, per_clip=dataset_config.normalize == "clip"),
+    ]
+    semitones = _context_pitch_shift(dataset_config) if augment else 0.0
+    if semitones:
+        operations.append(
+            transforms.ContextVoice(semitones, per_clip=dataset_config.normalize == "clip")
+        )
+    operations += [
         grain.transforms.Batch(
             batch_size // k,
             drop_remainder=True,

@@ -14,7 +14,7 @@ import fractions
 import grain
 import numpy as np
 
-from wavlejepa.data import decode, pcm
+from wavlejepa.data import decode, pcm, pitch
 
 NORMALIZE_EPS = 1e-5  # WavJEPA's eps; added to the variance, as in layer norm.
 MAX_CLIPS_PER_CROP = 8  # Clip starts recorded per crop; later ones are dropped.
@@ -178,6 +178,34 @@ class RandomCrops(grain.transforms.RandomMap):
         else:
             crops = normalize(np.stack([audio[o : o + c] for o in offsets]))
         return {"audio": crops, "lengths": np.full(k, c, np.int32), "clip_starts": clip_starts}
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextVoice(grain.transforms.RandomMap):
+    """Training augmentation: adds "context_audio" [num_crops, crop_samples], each crop's real
+    samples pitch-shifted by semitones drawn uniformly from [-semitones, semitones]
+    (`pitch.shift_pitch`: formants with the pitch, timing kept) and normalised like "audio".
+
+    The model encodes the context from it and the targets from "audio", so the context and the
+    targets hear the same words at the same frames in different voices: what tells the speaker
+    apart can no longer be predicted from the context (config.dataset.context_pitch_shift).
+    """
+
+    semitones: float
+    per_clip: bool = False  # As RandomCrops: normalise each source clip of a crop alone.
+
+    def random_map(self, element: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
+        audio, lengths = element["audio"], element["lengths"]
+        shifts = rng.uniform(-self.semitones, self.semitones, size=len(audio))
+        shifted = np.zeros_like(audio)
+        for row, (crop, n, s) in enumerate(zip(audio, lengths, shifts, strict=True)):
+            shifted[row, :n] = pitch.shift_pitch(crop[:n], float(s))
+        if self.per_clip:
+            pairs = zip(shifted, element["clip_starts"], strict=True)
+            context = np.stack([normalize_clips(c, starts) for c, starts in pairs])
+        else:
+            context = normalize(shifted, lengths)
+        return {**element, "context_audio": context}
 
 
 def concat_crops(stretches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

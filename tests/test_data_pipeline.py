@@ -465,3 +465,59 @@ def test_bad_speed_factor_names_the_key():
             shard_index=0,
             shard_count=1,
         )
+
+
+def test_context_voice_shifts_each_crop_by_its_draw_and_keeps_padding():
+    # Closed form: crops of a 300 Hz tone come back at 300 * 2 ** (s / 12) Hz for the shifts s
+    # the record's generator draws, normalised over their real samples; padding stays 0.
+    rate, n = 16_000, 8_160
+    tone = np.sin(2 * np.pi * 300.0 * np.arange(n) / rate).astype(np.float32)
+    element = {
+        "audio": transforms.normalize(np.stack([tone, tone]), np.array([n, 6_000])),
+        "lengths": np.array([n, 6_000], np.int32),
+        "clip_starts": np.tile(transforms.crop_clip_starts(np.zeros(1), 0, n), (2, 1)),
+    }
+    out = transforms.ContextVoice(4.0).random_map(element, np.random.default_rng(7))
+    shifts = np.random.default_rng(7).uniform(-4.0, 4.0, size=2)
+    assert out.keys() == {"audio", "lengths", "clip_starts", "context_audio"}
+    np.testing.assert_array_equal(out["audio"], element["audio"])
+    for crop, length, semitones in zip(
+        out["context_audio"], element["lengths"], shifts, strict=True
+    ):
+        real = crop[:length].astype(np.float64)
+        np.testing.assert_allclose([real.mean(), real.std()], [0.0, 1.0], atol=1e-4)
+        assert np.all(crop[length:] == 0.0)
+        spectrum = np.abs(np.fft.rfft(real * np.hanning(length)))
+        peak_hz = np.argmax(spectrum) * rate / length
+        np.testing.assert_allclose(peak_hz, 300.0 * 2 ** (semitones / 12), rtol=0.01)
+
+
+def test_context_pitch_shift_adds_the_context_view_to_train_batches_only(data_dir):
+    shard = dict(shard_index=0, shard_count=1)
+    plain = _dataset_config(data_dir)
+    voiced = _dataset_config(data_dir, context_pitch_shift=3.0)
+    batch = next(iter(pipeline.create_train_loader(voiced, batch_size=8, seed=0, **shard)))
+    reference = next(iter(pipeline.create_train_loader(plain, batch_size=8, seed=0, **shard)))
+    assert "context_audio" not in reference
+    # The crops are those of the plain pipeline; the context view is the same speech, shifted.
+    _assert_batches_equal({k: v for k, v in batch.items() if k != "context_audio"}, reference)
+    assert batch["context_audio"].shape == batch["audio"].shape == (8, 8_160)
+    assert batch["context_audio"].dtype == np.float32
+    np.testing.assert_allclose(batch["context_audio"].std(axis=1), 1.0, atol=1e-3)
+    assert not np.allclose(batch["context_audio"], batch["audio"], atol=0.1)
+    evals = [
+        next(iter(pipeline.create_eval_loader(c, batch_size=8, **shard))) for c in (plain, voiced)
+    ]
+    _assert_batches_equal(*evals)  # The held-out loss hears the audio as it is.
+
+
+@pytest.mark.parametrize("semitones", [-1.0, 13.0])
+def test_bad_context_pitch_shift_names_the_key(semitones):
+    with pytest.raises(ValueError, match=rf"config.dataset.context_pitch_shift={semitones}"):
+        pipeline.create_train_loader(
+            _dataset_config(context_pitch_shift=semitones),
+            batch_size=8,
+            seed=0,
+            shard_index=0,
+            shard_count=1,
+        )

@@ -77,6 +77,33 @@ class ObjectiveTest(chex.TestCase):
             # Targets come from the whole crop: every frame influences them.
             self.assertTrue(np.all(grad_tgt[b] > 0))
 
+    def test_context_audio_feeds_the_context_path_only(self):
+        # With the context's own view C of crops A: the predictions are those of a forward pass
+        # on C alone, the targets and projected frames those of a pass on A alone; the objective's
+        # invariance is the error between the two (numpy).
+        config, params, audio = _setup(batch=2)
+        other = jax.random.normal(jax.random.PRNGKey(9), audio.shape)
+        masks = masking.sample(jax.random.PRNGKey(5), config.masking, 2, 50)
+        both = model.forward(params, audio, masks, config.model, context_audio_BxS=other)
+        on_audio = model.forward(params, audio, masks, config.model)
+        on_other = model.forward(params, other, masks, config.model)
+        # At init the predictions move little with their context (~1e-4 between these two
+        # inputs), so the equalities are held 100 times tighter than that.
+        np.testing.assert_allclose(both["predictions"], on_other["predictions"], atol=1e-7)
+        for name in ("targets", "projected_frames"):
+            np.testing.assert_allclose(both[name], on_audio[name], atol=1e-7)
+        moved = jnp.abs(both["predictions"] - on_audio["predictions"]).max()
+        self.assertGreater(float(moved), 1e-5)
+
+        key = jax.random.PRNGKey(3)
+        _, metrics = losses.objective(params, audio, key, config, context_audio_BxS=other)
+        masks = masking.sample(jax.random.split(key)[0], config.masking, 2, 50)
+        pred = np.asarray(model.forward(params, other, masks, config.model)["predictions"])
+        out = model.forward(params, audio, masks, config.model)
+        err = np.mean((pred - np.asarray(out["targets"])) ** 2, axis=-1)
+        want = err[np.asarray(out["target_valid"])].mean()
+        np.testing.assert_allclose(float(metrics["invariance"]), want, rtol=1e-4)
+
     def test_loss_is_the_weighted_sum_and_metrics_are_finite(self):
         config, params, audio = _setup()
         loss, metrics = _objective(params, audio, jax.random.PRNGKey(2), config)

@@ -1,7 +1,10 @@
 """The train step: schedule, decay mask, one compile, and data parallelism on 8 CPU devices."""
 
+from unittest import mock
+
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -56,6 +59,38 @@ class TrainStepTest(chex.TestCase):
             train_state.learning_rate_schedule(config)(11),
             rtol=1e-6,
         )
+
+    def test_the_batch_reaches_the_objective(self):
+        # Plumbing: the objective gets the batch's crops, lengths, clip starts and, when the
+        # pipeline adds it, the context's view (None otherwise), with the step's key.
+        config = cpu_debug.get_config()
+        state = train_state.create(jax.random.PRNGKey(0), config)
+        batch = {
+            "audio": np.ones((4, 8160), np.float32),
+            "lengths": np.full((4,), 8160, np.int32),
+            "clip_starts": np.zeros((4, 8), np.int32),
+            "context_audio": np.full((4, 8160), 2.0, np.float32),
+        }
+        seen = []
+
+        def fake_objective(params, audio, key, config, **kwargs):
+            seen.append((audio, key, kwargs))
+            loss = jnp.sum(jnp.square(params["predictor"]["mask_token"]))
+            return loss, {"loss": loss}
+
+        with mock.patch.object(losses, "objective", fake_objective):
+            train_step.train_step(state, batch, config=config)
+            train_step.train_step(state, {"audio": batch["audio"]}, config=config)
+        (audio, key, kwargs), (_, _, plain) = seen
+        np.testing.assert_array_equal(audio, batch["audio"])
+        np.testing.assert_array_equal(key, jax.random.fold_in(state.rng, state.step))
+        for name, kwarg in [
+            ("lengths", "lengths_B"),
+            ("clip_starts", "clip_starts_BxC"),
+            ("context_audio", "context_audio_BxS"),
+        ]:
+            np.testing.assert_array_equal(kwargs[kwarg], batch[name])
+            self.assertIsNone(plain[kwarg])
 
     def test_eight_devices_match_one_device(self):
         # The same global batch, sharded over 8 devices or on one: same loss, SIGReg (global N,

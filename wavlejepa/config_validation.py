@@ -10,7 +10,7 @@ import os
 import ml_collections
 
 from wavlejepa import evaluators, losses, masking, model_sizes
-from wavlejepa.data import transforms
+from wavlejepa.data import pipeline, transforms
 from wavlejepa.evaluators import linear_probe
 from wavlejepa.nets import waveform
 
@@ -83,6 +83,7 @@ def _loss_and_data_problems(config: ml_collections.ConfigDict):
     except ValueError as e:
         yield f"config.dataset.crop_seconds / config.masking: {e}"
 
+    yield from pipeline.problems(config.dataset)
     if config.dataset.eval_batches < 0:
         yield f"config.dataset.eval_batches={config.dataset.eval_batches} must be >= 0 (0 = off)."
     if not 0 < config.health.sigreg_collapse_fraction <= 1 or config.health.loss_jump_factor <= 1:

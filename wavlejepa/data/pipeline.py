@@ -63,6 +63,31 @@ def _context_pitch_shift(dataset_config) -> float:
     return float(dataset_config.get("context_pitch_shift", 0.0))
 
 
+def problems(dataset_config):
+    """Yields one message per bad value of the pipeline's options (config_validation reports
+    them all before any compute; building a loader raises the first)."""
+    if dataset_config.normalize not in NORMALIZE:
+        yield f"config.dataset.normalize={dataset_config.normalize!r}; choose one of {NORMALIZE}."
+    factors = _speed_factors(dataset_config)
+    if any(not 0.5 <= f <= 2.0 for f in factors):
+        yield (
+            f"config.dataset.speed_perturb={factors}: each speed factor must be in [0.5, 2] "
+            "(Kaldi's recipe: 0.9,1.0,1.1); empty turns the augmentation off."
+        )
+    semitones = _context_pitch_shift(dataset_config)
+    if not 0.0 <= semitones <= 12.0:
+        yield (
+            f"config.dataset.context_pitch_shift={semitones}: the context's voice shift is a "
+            "range in semitones, in [0, 12] (e.g. 3 draws each crop's shift from [-3, 3]); 0 "
+            "turns it off."
+        )
+    if dataset_config.short_clips not in SHORT_CLIPS:
+        yield (
+            f"config.dataset.short_clips={dataset_config.short_clips!r}; choose one of "
+            f"{SHORT_CLIPS}."
+        )
+
+
 def _check(dataset_config, batch_size: int) -> None:
     if batch_size <= 0 or batch_size % dataset_config.crops_per_clip:
         raise ValueError(
@@ -70,28 +95,8 @@ def _check(dataset_config, batch_size: int) -> None:
             f"positive multiple of config.dataset.crops_per_clip={dataset_config.crops_per_clip}:"
             " each clip gives that many crops to one batch."
         )
-    if dataset_config.normalize not in NORMALIZE:
-        raise ValueError(
-            f"config.dataset.normalize={dataset_config.normalize!r}; choose one of {NORMALIZE}."
-        )
-    factors = _speed_factors(dataset_config)
-    if any(not 0.5 <= f <= 2.0 for f in factors):
-        raise ValueError(
-            f"config.dataset.speed_perturb={factors}: each speed factor must be in [0.5, 2] "
-            "(Kaldi's recipe: 0.9,1.0,1.1); empty turns the augmentation off."
-        )
-    semitones = _context_pitch_shift(dataset_config)
-    if not 0.0 <= semitones <= 12.0:
-        raise ValueError(
-            f"config.dataset.context_pitch_shift={semitones}: the context's voice shift is a "
-            "range in semitones, in [0, 12] (e.g. 3 draws each crop's shift from [-3, 3]); 0 "
-            "turns it off."
-        )
-    if dataset_config.short_clips not in SHORT_CLIPS:
-        raise ValueError(
-            f"config.dataset.short_clips={dataset_config.short_clips!r}; choose one of "
-            f"{SHORT_CLIPS}."
-        )
+    for problem in problems(dataset_config):
+        raise ValueError(problem)
 
 
 def _source(dataset_config, split: str, dummy: bool, num_dummy: int, dummy_seed: int):

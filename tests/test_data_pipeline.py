@@ -467,9 +467,11 @@ def test_bad_speed_factor_names_the_key():
         )
 
 
-def test_context_voice_shifts_each_crop_by_its_draw_and_keeps_padding():
+@pytest.mark.parametrize("per_clip", [False, True])
+def test_context_voice_shifts_each_crop_by_its_draw_and_keeps_padding(per_clip):
     # Closed form: crops of a 300 Hz tone come back at 300 * 2 ** (s / 12) Hz for the shifts s
-    # the record's generator draws, normalised over their real samples; padding stays 0.
+    # the record's generator draws, normalised over their real samples; padding stays 0, also
+    # when each source clip is normalised alone (a padded crop is one clip, as in RandomCrops).
     rate, n = 16_000, 8_160
     tone = np.sin(2 * np.pi * 300.0 * np.arange(n) / rate).astype(np.float32)
     element = {
@@ -477,7 +479,7 @@ def test_context_voice_shifts_each_crop_by_its_draw_and_keeps_padding():
         "lengths": np.array([n, 6_000], np.int32),
         "clip_starts": np.tile(transforms.crop_clip_starts(np.zeros(1), 0, n), (2, 1)),
     }
-    out = transforms.ContextVoice(4.0).random_map(element, np.random.default_rng(7))
+    out = transforms.ContextVoice(4.0, per_clip).random_map(element, np.random.default_rng(7))
     shifts = np.random.default_rng(7).uniform(-4.0, 4.0, size=2)
     assert out.keys() == {"audio", "lengths", "clip_starts", "context_audio"}
     np.testing.assert_array_equal(out["audio"], element["audio"])

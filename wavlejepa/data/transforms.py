@@ -56,6 +56,18 @@ def normalize_clips(crop: np.ndarray, clip_starts: np.ndarray) -> np.ndarray:
     return np.concatenate(pieces).astype(np.float32)
 
 
+def normalize_crops(
+    crops: np.ndarray, lengths: np.ndarray, clip_starts: np.ndarray, per_clip: bool
+) -> np.ndarray:
+    """float32 [crops, samples]: each crop normalised over its `lengths` real samples or, with
+    `per_clip` and every crop full, each source clip of a crop alone (`normalize_clips`; a
+    padded crop holds one clip, so it is normalised over its real samples either way)."""
+    if per_clip and np.all(lengths == crops.shape[-1]):
+        pairs = zip(crops, clip_starts, strict=True)
+        return np.stack([normalize_clips(crop, starts) for crop, starts in pairs])
+    return normalize(crops, lengths)
+
+
 def to_float(audio: np.ndarray) -> np.ndarray:
     """A stored waveform -> float32 [samples] in [-1, 1], mono.
 
@@ -172,12 +184,10 @@ class RandomCrops(grain.transforms.RandomMap):
                 "clip_starts": np.tile(crop_clip_starts(starts, 0, c), (k, 1)),
             }
         clip_starts = np.stack([crop_clip_starts(starts, o, c) for o in offsets])
-        if self.per_clip:
-            pairs = zip(offsets, clip_starts, strict=True)
-            crops = np.stack([normalize_clips(audio[o : o + c], s) for o, s in pairs])
-        else:
-            crops = normalize(np.stack([audio[o : o + c] for o in offsets]))
-        return {"audio": crops, "lengths": np.full(k, c, np.int32), "clip_starts": clip_starts}
+        lengths = np.full(k, c, np.int32)
+        crops = np.stack([audio[o : o + c] for o in offsets])
+        crops = normalize_crops(crops, lengths, clip_starts, self.per_clip)
+        return {"audio": crops, "lengths": lengths, "clip_starts": clip_starts}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +202,7 @@ class ContextVoice(grain.transforms.RandomMap):
     """
 
     semitones: float
-    per_clip: bool = False  # As RandomCrops: normalise each source clip of a crop alone.
+    per_clip: bool = False  # As RandomCrops (`normalize_crops`).
 
     def random_map(self, element: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
         audio, lengths = element["audio"], element["lengths"]
@@ -200,11 +210,7 @@ class ContextVoice(grain.transforms.RandomMap):
         shifted = np.zeros_like(audio)
         for row, (crop, n, s) in enumerate(zip(audio, lengths, shifts, strict=True)):
             shifted[row, :n] = pitch.shift_pitch(crop[:n], float(s))
-        if self.per_clip:
-            pairs = zip(shifted, element["clip_starts"], strict=True)
-            context = np.stack([normalize_clips(c, starts) for c, starts in pairs])
-        else:
-            context = normalize(shifted, lengths)
+        context = normalize_crops(shifted, lengths, element["clip_starts"], self.per_clip)
         return {**element, "context_audio": context}
 
 

@@ -107,8 +107,7 @@ def forward(
     if clip_starts_BxC is not None:
         clip_ids_BxT = waveform.frame_clip_ids(clip_starts_BxC, num_frames, cfg)
     context_source_BxTxD = None
-    if context_audio_BxS is not None:
-        chex.assert_equal_shape((context_audio_BxS, audio_BxS))
+    if context_audio_BxS is not None:  # Its shape is checked on the frames.
         context_source_BxTxD = waveform.apply(
             params["waveform_encoder"], context_audio_BxS, cfg, lengths_B=lengths_B
         )

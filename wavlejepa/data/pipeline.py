@@ -143,14 +143,11 @@ def _loader(
         operations.append(transforms.SpeedPerturb(factors))
     if dataset_config.short_clips == "skip":
         operations.append(transforms.AtLeast(n))
-    operations += [
-        transforms.RandomCrops(k, n, per_clip=dataset_config.normalize == "clip"),
-    ]
+    per_clip = dataset_config.normalize == "clip"
+    operations.append(transforms.RandomCrops(k, n, per_clip=per_clip))
     semitones = _context_pitch_shift(dataset_config) if augment else 0.0
     if semitones:
-        operations.append(
-            transforms.ContextVoice(semitones, per_clip=dataset_config.normalize == "clip")
-        )
+        operations.append(transforms.ContextVoice(semitones, per_clip=per_clip))
     operations += [
         grain.transforms.Batch(
             batch_size // k,

@@ -58,6 +58,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Weight of a second SIGReg statistic, over the clip-centred rows (0: none), added to the
     # loss beside the first: a per-clip constant then costs like collapse in this one only.
     config.loss.clip_sigreg_weight = 0.0
+    # "clip": the invariance's targets are z normalised over time within each source clip (per
+    # channel, WavJEPA's instance norm): a clip constant earns no invariance. "none": z as is.
+    # With "online" or "stop_gradient" targets only (WavJEPA's are normalised already).
+    config.loss.target_norm = "none"
     config.loss.ema_decay = 0.99  # Teacher <- decay * teacher + (1 - decay) * online, each step.
     config.loss.target_blocks = 8  # WavJEPA averages its top 8 blocks (capped at the depth).
     config.loss.t_max = 3.0  # Epps-Pulley integration range [0, t_max] (LeJEPA library).

@@ -68,6 +68,14 @@ def _loss_and_data_problems(config: ml_collections.ConfigDict):
     loss = config.loss
     if loss.targets not in losses.TARGETS:
         yield f"config.loss.targets={loss.targets!r}: choose one of {losses.TARGETS}."
+    if loss.target_norm not in losses.TARGET_NORMS:
+        yield f"config.loss.target_norm={loss.target_norm!r}: choose one of {losses.TARGET_NORMS}."
+    elif loss.target_norm != "none" and loss.targets not in ("online", "stop_gradient"):
+        yield (
+            f"config.loss.target_norm={loss.target_norm!r} applies to the projected targets of "
+            f'loss.targets="online" or "stop_gradient", not {loss.targets!r} (its targets are '
+            'normalised already): set target_norm="none" or change targets.'
+        )
     if not 0.0 <= loss.ema_decay < 1.0:
         yield f"config.loss.ema_decay={loss.ema_decay} must be in [0, 1) (e.g. 0.99)."
     if not 0.0 <= loss.sigreg_weight <= 1.0:

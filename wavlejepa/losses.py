@@ -59,6 +59,7 @@ from wavlejepa import masking, model, sigreg
 from wavlejepa.nets import waveform
 
 TARGETS = ("online", "stop_gradient", "wavjepa", "ema")
+TARGET_NORMS = ("none", "clip")
 
 
 def invariance(
@@ -69,6 +70,38 @@ def invariance(
     per_frame = jnp.mean(jnp.square(diff), axis=-1)
     valid = valid_BxGxQ.astype(jnp.float32)
     return jnp.sum(per_frame * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
+def _clip_means(member_BxTxC: jax.Array, x_BxTxP: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`(count [B, C], mean [B, C, P])` of x over each clip's member rows (one-hot weights)."""
+    count_BxC = jnp.sum(member_BxTxC, axis=1)
+    sum_BxCxP = jnp.einsum("btc,btp->bcp", member_BxTxC, x_BxTxP)
+    return count_BxC, sum_BxCxP / jnp.maximum(count_BxC, 1.0)[..., None]
+
+
+def normalise_within_clips(
+    z_BxTxP: jax.Array,
+    valid_BxT: jax.Array,
+    clip_ids_BxT: jax.Array,
+    num_clips: int,
+    eps: float = 1e-5,
+) -> jax.Array:
+    """Each channel of z normalised over the real frames of its source clip: [B, T, P] float32,
+    (z - mean) / sqrt(var + eps) with the clip's mean and (biased) variance, WavJEPA's instance
+    norm over time taken per source clip of a packed crop; padding frames are 0.
+
+    As invariance targets (`loss.target_norm="clip"`) they hold only what changes inside a clip:
+    a clip constant (speaker, channel, loudness) is 0 there and earns no invariance, and no
+    scale of z is easier to predict than another.
+    """
+    z = z_BxTxP.astype(jnp.float32)
+    valid = valid_BxT.astype(jnp.float32)
+    member_BxTxC = jax.nn.one_hot(clip_ids_BxT, num_clips) * valid[..., None]
+    _, mean_BxCxP = _clip_means(member_BxTxC, z)
+    centred_BxTxP = (z - jnp.einsum("btc,bcp->btp", member_BxTxC, mean_BxCxP)) * valid[..., None]
+    _, var_BxCxP = _clip_means(member_BxTxC, jnp.square(centred_BxTxP))
+    var_BxTxP = jnp.einsum("btc,bcp->btp", member_BxTxC, var_BxCxP)
+    return centred_BxTxP * jax.lax.rsqrt(var_BxTxP + eps)
 
 
 def sigreg_samples(
@@ -93,11 +126,7 @@ def sigreg_samples(
     centred_BxTxP = z - mean_TxP[None]
     if clip_ids_BxT is not None:
         member_BxTxC = jax.nn.one_hot(clip_ids_BxT, num_clips) * weight_BxT[..., None]
-        count_BxC = jnp.sum(member_BxTxC, axis=1)
-        clip_mean_BxCxP = (
-            jnp.einsum("btc,btp->bcp", member_BxTxC, centred_BxTxP)
-            / jnp.maximum(count_BxC, 1.0)[..., None]
-        )
+        count_BxC, clip_mean_BxCxP = _clip_means(member_BxTxC, centred_BxTxP)
         count_BxT = jnp.einsum("btc,bc->bt", member_BxTxC, count_BxC)
         scale_BxT = jnp.sqrt(count_BxT / jnp.maximum(count_BxT - 1.0, 1.0))
         centred_BxTxP = (
@@ -163,6 +192,19 @@ def objective(
     )
     chex.assert_shape(out["projected_frames"], (batch, num_frames, config.model.projector_dim))
 
+    clip_ids_BxT, num_clips = jnp.zeros((batch, num_frames), jnp.int32), 1
+    if clip_starts_BxC is not None:
+        clip_ids_BxT = waveform.frame_clip_ids(clip_starts_BxC, num_frames, config.model)
+        num_clips = clip_starts_BxC.shape[1]
+    if config.loss.target_norm not in TARGET_NORMS:
+        raise ValueError(
+            f"config.loss.target_norm={config.loss.target_norm!r}; choose one of {TARGET_NORMS}."
+        )
+    if config.loss.target_norm == "clip":  # Targets: z normalised over time within each clip.
+        normalised_BxTxP = normalise_within_clips(
+            out["projected_frames"], out["frame_valid"], clip_ids_BxT, num_clips
+        )
+        out = {**out, "targets": model.at_targets(normalised_BxTxP, masks)}
     predictions, targets = _compared(out, config.loss.targets)
     inv = invariance(predictions, targets, out["target_valid"])
     directions = sigreg.random_directions(
@@ -177,10 +219,6 @@ def objective(
     loss = (1.0 - weight) * inv + weight * reg
     extra = {}
     if config.loss.clip_sigreg_weight:  # A second statistic, of the clip-centred rows.
-        clip_ids_BxT, num_clips = jnp.zeros((batch, num_frames), jnp.int32), 1
-        if clip_starts_BxC is not None:
-            clip_ids_BxT = waveform.frame_clip_ids(clip_starts_BxC, num_frames, config.model)
-            num_clips = clip_starts_BxC.shape[1]
         extra["sigreg_within_clips"] = stat(*sigreg_samples(*frames, clip_ids_BxT, num_clips))
         loss = loss + config.loss.clip_sigreg_weight * extra["sigreg_within_clips"]
     metrics = {

@@ -50,7 +50,7 @@ def _gather_frames(x_BxTxD: jax.Array, indices_BxK: jax.Array) -> jax.Array:
     return jnp.take_along_axis(x_BxTxD, indices_BxK[:, :, None], axis=1)
 
 
-def _at_targets(x_BxTxD: jax.Array, masks: masking.Masks) -> jax.Array:
+def at_targets(x_BxTxD: jax.Array, masks: masking.Masks) -> jax.Array:
     """x at every target frame of every group: [B, G, Q, D]."""
     batch, groups, group_frames = masks.target_indices.shape
     gathered_BxNxD = _gather_frames(x_BxTxD, masks.target_indices.reshape(batch, -1))
@@ -151,7 +151,7 @@ def _teacher_targets(
             clip_ids_BxT=clip_ids_BxT,
             top_blocks=target_blocks,
         )
-        return _at_targets(targets_BxTxD, masks)
+        return at_targets(targets_BxTxD, masks)
 
 
 def _clip_masks(clip_ids_BxT: jax.Array, masks: masking.Masks) -> tuple[jax.Array, jax.Array, dict]:
@@ -225,7 +225,7 @@ def _full_pass(
     extra = {}
     if target_blocks:
         full_BxTxD, wavjepa_BxTxD = full_BxTxD
-        extra["wavjepa_targets"] = _at_targets(wavjepa_BxTxD, masks)
+        extra["wavjepa_targets"] = at_targets(wavjepa_BxTxD, masks)
     return projector.apply(params["projector"], full_BxTxD, cfg), extra
 
 
@@ -253,7 +253,7 @@ def forward_from_frames(
         projected_BxTxP, extra = _full_pass(
             params, frames_BxTxD, masks, cfg, valid_frames_B, clip_ids_BxT, target_blocks
         )
-        targets_BxGxQxP = _at_targets(projected_BxTxP, masks)
+        targets_BxGxQxP = at_targets(projected_BxTxP, masks)
 
     target_valid_BxGxQ = jnp.arange(group_frames)[None, None, :] < masks.target_lengths[..., None]
     clip_masks, context_ids_BxK = {}, None

@@ -55,6 +55,8 @@ def _bad(**overrides):
         (dict(batch_size=12), 8, "config.batch_size=12 must be a positive multiple of the 8"),
         (dict(batch_size=6, dataset__crops_per_clip=4), 1, "config.dataset.crops_per_clip=4"),
         (dict(loss__targets="teacher"), 1, "config.loss.targets='teacher'"),
+        (dict(loss__target_norm="crop"), 1, "config.loss.target_norm='crop': choose one of"),
+        (dict(loss__target_norm="clip", loss__targets="ema"), 1, "not 'ema'"),
         (dict(model__dtype="fp16"), 1, "config.model.dtype='fp16'"),
         (dict(masking__spans_per_target_group=5), 1, "config.masking"),
         (dict(dataset__crop_seconds=0.001), 1, "config.dataset.crop_seconds"),

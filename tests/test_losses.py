@@ -273,6 +273,67 @@ class ClipCentringTest(chex.TestCase):
         self.assertLess(score(rng.standard_normal((B, T, P)), jnp.asarray(ids)), 2.0)
 
 
+class TargetNormTest(chex.TestCase):
+    """loss.target_norm="clip": targets normalised over time within each source clip."""
+
+    def test_matches_a_numpy_loop_and_ignores_clip_constants_and_scales(self):
+        rng = np.random.default_rng(4)
+        z = rng.standard_normal((3, 12, 5)).astype(np.float32)
+        valid = np.arange(12)[None, :] < np.array([[12], [9], [6]])
+        ids = np.array([[0] * 4 + [1] * 7 + [2], [0] * 12, [0] * 2 + [1] * 10])
+        norm = lambda x: np.asarray(
+            losses.normalise_within_clips(
+                jnp.asarray(x), jnp.asarray(valid), jnp.asarray(ids), num_clips=3
+            )
+        )
+        want = np.zeros_like(z, np.float64)
+        for b in range(3):
+            for c in range(3):
+                sel = valid[b] & (ids[b] == c)
+                if sel.any():
+                    x = z[b, sel].astype(np.float64)
+                    want[b, sel] = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5)
+        got = norm(z)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        self.assertEqual(float(np.abs(got[~valid]).max()), 0.0)  # Padding is 0.
+        self.assertEqual(float(np.abs(got[0, 11]).max()), 0.0)  # A one-frame clip is 0.
+        # A per-clip constant and a per-clip positive scale of each channel change nothing.
+        shift = rng.standard_normal((3, 3, 5))[np.arange(3)[:, None], ids]
+        scale = rng.uniform(0.5, 3.0, (3, 3, 5))[np.arange(3)[:, None], ids]
+        np.testing.assert_allclose(norm(z * scale + shift)[valid], got[valid], rtol=1e-3, atol=1e-3)
+
+    def test_invariance_compares_the_predictions_with_normalised_targets(self):
+        config, params, audio = _setup(batch=4)
+        packed = jnp.array([[0, 2400, 5000], [0, 4000, -1], [0, -1, -1], [0, 3000, 6000]])
+        key = jax.random.PRNGKey(2)
+        _, plain = _objective(params, audio, key, config, clip_starts_BxC=packed)
+        config.loss.target_norm = "clip"
+        loss, metrics = _objective(params, audio, key, config, clip_starts_BxC=packed)
+        # The model's own pass with the objective's masks, normalised in numpy.
+        masks = masking.sample(jax.random.split(key)[0], config.masking, 4, 50)
+        out = model.forward(params, audio, masks, config.model)
+        z = np.asarray(out["projected_frames"], np.float64)
+        ids = np.asarray(waveform.frame_clip_ids(packed, 50, config.model))
+        normed = np.zeros_like(z)
+        for b in range(4):
+            for c in np.unique(ids[b]):
+                x = z[b, ids[b] == c]
+                normed[b, ids[b] == c] = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5)
+        idx = np.asarray(masks.target_indices)
+        targets = np.stack([normed[b][idx[b]] for b in range(4)])  # [B, G, Q, P]
+        err = np.mean((np.asarray(out["predictions"]) - targets) ** 2, axis=-1)
+        want = err[np.asarray(out["target_valid"])].mean()
+        np.testing.assert_allclose(float(metrics["invariance"]), want, rtol=1e-4)
+        self.assertGreater(abs(float(metrics["invariance"]) - float(plain["invariance"])), 0.1)
+        chex.assert_trees_all_close(metrics["sigreg"], plain["sigreg"], rtol=1e-6)
+
+    def test_bad_target_norm(self):
+        config, params, audio = _setup()
+        config.loss.target_norm = "crop"
+        with self.assertRaisesRegex(ValueError, "config.loss.target_norm='crop'"):
+            _objective(params, audio, jax.random.PRNGKey(2), config)
+
+
 class TargetOptionsTest(chex.TestCase):
     def test_ema_targets_come_from_the_teacher_and_not_from_the_online_encoders(self):
         config, params, audio = _setup()

@@ -43,6 +43,14 @@ the unseen speaker better (README, session 6). At 0.001 (a clip constant priced 
 without it, and over seeds 0 and 1 digits and the unseen speaker end higher than without it
 (README, session 8): the quickstart's weight. The base recipe leaves it off (unmeasured there).
 
+WavJEPA's target normalisation without its teacher (`loss.target_norm="clip"`, off by default):
+the invariance compares the predictions with z normalised over time within each source clip
+(`normalise_within_clips`), so a clip constant earns no invariance at all; SIGReg is unchanged.
+It has a price of its own: a code constant within a clip normalises to 0 and is then perfectly
+predicted, so only SIGReg (a clip constant at ~0.5, or 0.64 with the second statistic) stands
+against it. Over 750 steps (seed 0) the invariance fell to 0.07 (0.59 without it) and the clip
+share stayed at 0.03, but the unseen speaker ended below random init (README, session 12).
+
 Forms measured and dropped (README table; the code is at commit 584cf3a): one statistic per
 frame position over the crops (LeJEPA's per-view form, N = B: a clip constant passes it),
 uncentred frames (a position code passes), and targets minus their crop's mean; and (at commit

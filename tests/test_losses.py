@@ -204,14 +204,20 @@ class ShortcutPriceTest(chex.TestCase):
         self.assertLess(self._sigreg(z, centre=False), 0.1 * 0.40 * self.B * self.T)
 
 
+def _packed_frames(seed):
+    """`(z [3, 12, 5], valid [3, 12], clip ids [3, 12])`: crops of 3, 1 and 2 source clips,
+    with 12, 9 and 6 real frames (crop 0's third clip is a single frame)."""
+    z = np.random.default_rng(seed).standard_normal((3, 12, 5)).astype(np.float32)
+    valid = np.arange(12)[None, :] < np.array([[12], [9], [6]])
+    ids = np.array([[0] * 4 + [1] * 7 + [2], [0] * 12, [0] * 2 + [1] * 10])
+    return z, valid, ids
+
+
 class ClipCentringTest(chex.TestCase):
     """loss.clip_sigreg_weight: a second statistic whose rows also lose their clip's mean."""
 
     def test_rows_match_a_numpy_loop(self):
-        rng = np.random.default_rng(2)
-        z = rng.standard_normal((3, 12, 5)).astype(np.float32)
-        valid = np.arange(12)[None, :] < np.array([[12], [9], [6]])
-        ids = np.array([[0] * 4 + [1] * 7 + [2], [0] * 12, [0] * 2 + [1] * 10])
+        z, valid, ids = _packed_frames(seed=2)
         rows, weights = losses.sigreg_samples(
             jnp.asarray(z), jnp.asarray(valid), jnp.asarray(ids), num_clips=3
         )
@@ -277,10 +283,8 @@ class TargetNormTest(chex.TestCase):
     """loss.target_norm="clip": targets normalised over time within each source clip."""
 
     def test_matches_a_numpy_loop_and_ignores_clip_constants_and_scales(self):
-        rng = np.random.default_rng(4)
-        z = rng.standard_normal((3, 12, 5)).astype(np.float32)
-        valid = np.arange(12)[None, :] < np.array([[12], [9], [6]])
-        ids = np.array([[0] * 4 + [1] * 7 + [2], [0] * 12, [0] * 2 + [1] * 10])
+        z, valid, ids = _packed_frames(seed=4)
+        rng = np.random.default_rng(5)
         norm = lambda x: np.asarray(
             losses.normalise_within_clips(
                 jnp.asarray(x), jnp.asarray(valid), jnp.asarray(ids), num_clips=3

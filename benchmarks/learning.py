@@ -33,7 +33,8 @@ The first command (full FSDD, 7 minutes on our shared 2-core machine, mostly com
   log-mel mean_std      0.936    1.000    0.566        -     0.072      0.560         -          -
   log-mel mean          0.940    0.996    0.302        -     0.072      0.560         -          -
 
-and writes every number (all splits, chosen weight decays) to --json and a learning curve to --plot.
+and writes every number (all splits, chosen weight decays, the --config.* overrides) to --json
+and a learning curve to --plot.
 """
 
 import functools
@@ -327,6 +328,8 @@ def main(argv):
         ssl_heldout=_SSL_HELDOUT.value,
     )
     result["settings"]["config"] = config_flags.get_config_filename(flags.FLAGS["config"])
+    # The --config.* flags of the run, so each JSON names its variant: {"loss.x": value}.
+    result["settings"]["config_overrides"] = config_flags.get_override_values(flags.FLAGS["config"])
     print(format_table(result["steps"] + result["logmel"]))
     common.write_json(_JSON.value, result, indent=1)
     if _PLOT.value:

@@ -186,6 +186,7 @@ class EndToEndTest(absltest.TestCase):
         self.assertEqual([line[:16].strip() for line in lines[1:]],
                          ["0 (init)", "1", "2", "log-mel mean_std", "log-mel mean"])  # fmt: skip
         self.assertEqual(result["settings"]["clips"], {"train": 100, "validation": 50, "test": 50})
+        self.assertEqual(result["settings"]["config_overrides"], {"dataset.eval_batches": 0})
         self.assertEqual([r["step"] for r in result["steps"]], [0, 1, 2])
         for r in result["steps"] + result["logmel"]:
             for key in (*learning.TASKS, "position_share", "clip_share"):

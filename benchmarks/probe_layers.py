@@ -4,10 +4,11 @@ r"""Which encoder block's output probes best? `benchmarks.learning`'s probes at 
       --json=/tmp/layers.json
 
 Reads a run of `benchmarks.learning` (its checkpoints and their config; step 0 = the run's
-initial params, as there), and for each step and each L in 1..encoder_depth embeds all FSDD clips
+initial params, as there), and for each step and each L in 0..encoder_depth embeds all FSDD clips
 with the context encoder cut after block L (its final LayerNorm kept, as the embedder applies it
 after the last block) and runs the same mean-pooled probes: digits, speakers and the held-out
-speaker's digits. L = encoder_depth is the embedder's own output, the learning benchmark's rows.
+speaker's digits. L = 0 is the conv front end's output (with its positions) before any block;
+L = encoder_depth is the embedder's own output, the learning benchmark's rows.
 """
 
 import os
@@ -31,10 +32,11 @@ _CHECKPOINTS = flags.DEFINE_list("checkpoints", ["0"], "Steps to probe (0: initi
 def truncated(
     params: dict, config: ml_collections.ConfigDict, blocks: int
 ) -> tuple[dict, ml_collections.ConfigDict]:
-    """(params, config) of the same model with its context encoder cut after `blocks` blocks."""
+    """(params, config) of the same model with its context encoder cut after `blocks` blocks
+    (0: none, the front end's frames through the final LayerNorm)."""
     depth = config.model.encoder_depth
-    if not 1 <= blocks <= depth:
-        raise ValueError(f"blocks={blocks}: the encoder has blocks 1..{depth}.")
+    if not 0 <= blocks <= depth:
+        raise ValueError(f"blocks={blocks}: cut after 0..{depth} blocks.")
     encoder = dict(params["context_encoder"])
     encoder["blocks"] = jax.tree.map(lambda stacked: stacked[:blocks], encoder["blocks"])
     config = config.copy_and_resolve_references()
@@ -55,7 +57,7 @@ def run(workdir: str, steps: list[int], *, fsdd_dir: str, heldout: str, batch_si
         else:
             params, _ = pretrained.load(checkpoints, step)
         results[step] = {}
-        for blocks in range(1, config.model.encoder_depth + 1):
+        for blocks in range(config.model.encoder_depth + 1):
             cut_params, cut_config = truncated(params, config, blocks)
             frames_fn = linear_probe.model_frames(cut_params, cut_config, batch_size)
             frames = {s: frames_fn(data[s]["audio"]) for s in learning.SPLITS}

@@ -1,4 +1,5 @@
-"""benchmarks/probe_layers.py: the encoder cut after L blocks embeds as block L's output."""
+"""benchmarks/probe_layers.py: the encoder cut after L blocks embeds as block L's output
+(L = 0: the front end's frames through the final LayerNorm)."""
 
 import chex
 import jax
@@ -20,7 +21,7 @@ class TruncatedTest(parameterized.TestCase):
         # A bundled FSDD clip at 16 kHz, normalised.
         self.audio = diagnostics.sample_crops(1, waveform.samples_for_frames(24, self.config.model))
 
-    @parameterized.parameters(1, 2, 3)
+    @parameterized.parameters(0, 1, 2, 3)
     def test_embeds_as_block_l_output_through_the_final_norm(self, blocks):
         cut_params, cut_config = probe_layers.truncated(self.params, self.config, blocks)
         got = model.embed(cut_params, self.audio, cut_config.model)
@@ -46,9 +47,9 @@ class TruncatedTest(parameterized.TestCase):
             self.params["context_encoder"]["blocks"]["mlp"]["hidden"]["kernel"], (3, None, None)
         )
 
-    @parameterized.parameters(0, 4)
+    @parameterized.parameters(-1, 4)
     def test_blocks_outside_the_encoder_raise(self, blocks):
-        with self.assertRaisesRegex(ValueError, r"blocks 1\.\.3"):
+        with self.assertRaisesRegex(ValueError, r"after 0\.\.3 blocks"):
             probe_layers.truncated(self.params, self.config, blocks)
 
 

@@ -36,6 +36,33 @@ class TrainStepTest(chex.TestCase):
         self.assertFalse(mask["predictor"]["mask_token"])
         self.assertFalse(mask["context_encoder"]["final_norm"]["scale"])
 
+    def test_frontend_lr_multiplier_scales_the_front_ends_updates_only(self):
+        config = cpu_debug.get_config()
+        params = train_state.create(jax.random.PRNGKey(0), config).params
+        grads = jax.tree.map(
+            lambda p: jax.random.normal(jax.random.PRNGKey(p.size), p.shape), params
+        )
+
+        def updates_after(multiplier, steps=3):
+            config.optimizer.frontend_lr_multiplier = multiplier
+            tx = train_state.create_optimizer(config)
+            state, p = tx.init(params), params
+            for _ in range(steps):  # Past step 0, where the warm-up's learning rate is 0.
+                u, state = tx.update(grads, state, p)
+                p = jax.tree.map(jnp.add, p, u)
+            return u
+
+        plain, scaled = updates_after(1.0), updates_after(7.0)
+        conv = ("waveform_encoder", "conv_2", "kernel")
+        self.assertGreater(float(jnp.abs(plain[conv[0]][conv[1]][conv[2]]).max()), 0.0)
+        for name in params:
+            factor = 7.0 if name == "waveform_encoder" else 1.0
+            jax.tree.map(
+                lambda a, b, f=factor: np.testing.assert_allclose(b, f * a, rtol=1e-4, atol=1e-9),
+                plain[name],
+                scaled[name],
+            )
+
     def test_steps_compile_once_and_train(self):
         config = cpu_debug.get_config()
         state = train_state.create(jax.random.PRNGKey(0), config)

@@ -51,7 +51,17 @@ def _decay_mask(params: dict) -> dict:
     )
 
 
+def _frontend_mask(params: dict) -> dict:
+    """True on the conv front end's params (`waveform_encoder`), False elsewhere."""
+    return {
+        name: jax.tree.map(lambda _, front=name == "waveform_encoder": front, sub)
+        for name, sub in params.items()
+    }
+
+
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """AdamW (decay on kernels only) after a global grad-norm clip; the front end's updates
+    are scaled by `optimizer.frontend_lr_multiplier` (its learning rate times that)."""
     opt = config.optimizer
     adamw = optax.adamw(
         learning_rate_schedule(config),
@@ -61,9 +71,12 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
         weight_decay=opt.weight_decay,
         mask=_decay_mask,
     )
+    parts = [adamw]
     if opt.grad_clip > 0:
-        return optax.chain(optax.clip_by_global_norm(opt.grad_clip), adamw)
-    return adamw
+        parts.insert(0, optax.clip_by_global_norm(opt.grad_clip))
+    if opt.frontend_lr_multiplier != 1.0:
+        parts.append(optax.masked(optax.scale(opt.frontend_lr_multiplier), _frontend_mask))
+    return optax.chain(*parts) if len(parts) > 1 else adamw
 
 
 def create(rng: jax.Array, config: ml_collections.ConfigDict) -> TrainState:

@@ -76,10 +76,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.b2 = 0.98
     config.optimizer.eps = 1e-6
     config.optimizer.grad_clip = 5.0  # Global grad-norm clip; 0 turns it off.
-    # The conv front end's learning rate is peak_lr times this (1: the same as the rest). Adam
-    # moves every weight by about the learning rate a step, and the front end's Kaiming-scale
-    # kernels are 3-25x larger than the transformer's, so at 1 they barely move.
-    config.optimizer.frontend_lr_multiplier = 1.0
+    # The conv front end's kernels learn at peak_lr times this (1: like every other weight).
+    # Adam moves each weight by about the learning rate a step, and these Kaiming-normal kernels
+    # start 3-26x larger than the transformer's, so they move the least (README, session 14).
+    config.optimizer.conv_lr_multiplier = 1.0
 
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "audio_folder"  # A TFDS name: "audio_folder" (ours) or a catalog one.

@@ -53,9 +53,9 @@ def _bad(**overrides):
         (dict(optimizer__peak_lr=0.0), 1, "config.optimizer.peak_lr=0.0 must be > 0"),
         (dict(optimizer__peak_lr=-1e-3), 1, "config.optimizer.peak_lr"),
         (
-            dict(optimizer__frontend_lr_multiplier=0.0),
+            dict(optimizer__conv_lr_multiplier=0.0),
             1,
-            "config.optimizer.frontend_lr_multiplier=0.0 must be > 0",
+            "config.optimizer.conv_lr_multiplier=0.0 must be > 0",
         ),
         (dict(batch_size=12), 8, "config.batch_size=12 must be a positive multiple of the 8"),
         (dict(batch_size=6, dataset__crops_per_clip=4), 1, "config.dataset.crops_per_clip=4"),

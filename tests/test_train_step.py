@@ -36,7 +36,7 @@ class TrainStepTest(chex.TestCase):
         self.assertFalse(mask["predictor"]["mask_token"])
         self.assertFalse(mask["context_encoder"]["final_norm"]["scale"])
 
-    def test_frontend_lr_multiplier_scales_the_front_ends_updates_only(self):
+    def test_conv_lr_multiplier_scales_the_conv_kernels_updates_only(self):
         config = cpu_debug.get_config()
         params = train_state.create(jax.random.PRNGKey(0), config).params
         grads = jax.tree.map(
@@ -44,7 +44,7 @@ class TrainStepTest(chex.TestCase):
         )
 
         def updates_after(multiplier, steps=3):
-            config.optimizer.frontend_lr_multiplier = multiplier
+            config.optimizer.conv_lr_multiplier = multiplier
             tx = train_state.create_optimizer(config)
             state, p = tx.init(params), params
             for _ in range(steps):  # Past step 0, where the warm-up's learning rate is 0.
@@ -53,15 +53,21 @@ class TrainStepTest(chex.TestCase):
             return u
 
         plain, scaled = updates_after(1.0), updates_after(7.0)
-        conv = ("waveform_encoder", "conv_2", "kernel")
-        self.assertGreater(float(jnp.abs(plain[conv[0]][conv[1]][conv[2]]).max()), 0.0)
-        for name in params:
-            factor = 7.0 if name == "waveform_encoder" else 1.0
-            jax.tree.map(
-                lambda a, b, f=factor: np.testing.assert_allclose(b, f * a, rtol=1e-4, atol=1e-9),
-                plain[name],
-                scaled[name],
+        num_convs = len(config.model.conv_kernels)
+        for path, a in jax.tree_util.tree_flatten_with_path(plain)[0]:
+            names = [entry.key for entry in path]
+            b = scaled
+            for name in names:
+                b = b[name]
+            self.assertGreater(float(jnp.abs(a).max()), 0.0, names)
+            conv = (
+                names[0] == "waveform_encoder"
+                and names[-1] == "kernel"
+                and names[1] != "projection"
             )
+            np.testing.assert_allclose(b, (7.0 if conv else 1.0) * a, rtol=1e-4, atol=1e-9)
+            num_convs -= conv
+        self.assertEqual(num_convs, 0)  # Every conv layer's kernel was scaled.
 
     def test_steps_compile_once_and_train(self):
         config = cpu_debug.get_config()

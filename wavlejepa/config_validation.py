@@ -30,10 +30,10 @@ def _optimizer_and_schedule_problems(config: ml_collections.ConfigDict):
         yield f"config.optimizer.end_lr_fraction={opt.end_lr_fraction} must be in [0, 1]."
     if opt.weight_decay < 0 or opt.grad_clip < 0:
         yield "config.optimizer.weight_decay and grad_clip must be >= 0 (grad_clip 0 = off)."
-    if not opt.frontend_lr_multiplier > 0:
+    if not opt.conv_lr_multiplier > 0:
         yield (
-            f"config.optimizer.frontend_lr_multiplier={opt.frontend_lr_multiplier} must be > 0 "
-            "(1 = the front end learns at peak_lr like the rest)."
+            f"config.optimizer.conv_lr_multiplier={opt.conv_lr_multiplier} must be > 0 "
+            "(1 = the conv kernels learn at peak_lr like every other weight)."
         )
 
     for key in (

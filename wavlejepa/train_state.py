@@ -51,17 +51,21 @@ def _decay_mask(params: dict) -> dict:
     )
 
 
-def _frontend_mask(params: dict) -> dict:
-    """True on the conv front end's params (`waveform_encoder`), False elsewhere."""
-    return {
-        name: jax.tree.map(lambda _, front=name == "waveform_encoder": front, sub)
-        for name, sub in params.items()
-    }
+def _conv_mask(params: dict) -> dict:
+    """True on the conv front end's kernels (`waveform_encoder/conv_<i>`), False elsewhere."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: (
+            path[0].key == "waveform_encoder"
+            and path[1].key.startswith("conv_")
+            and path[-1].key == "kernel"
+        ),
+        params,
+    )
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW (decay on kernels only) after a global grad-norm clip; the front end's updates
-    are scaled by `optimizer.frontend_lr_multiplier` (its learning rate times that)."""
+    """AdamW (decay on kernels only) after a global grad-norm clip; the conv kernels' updates
+    are scaled by `optimizer.conv_lr_multiplier` (their learning rate times that)."""
     opt = config.optimizer
     adamw = optax.adamw(
         learning_rate_schedule(config),
@@ -74,8 +78,8 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
     parts = [adamw]
     if opt.grad_clip > 0:
         parts.insert(0, optax.clip_by_global_norm(opt.grad_clip))
-    if opt.frontend_lr_multiplier != 1.0:
-        parts.append(optax.masked(optax.scale(opt.frontend_lr_multiplier), _frontend_mask))
+    if opt.conv_lr_multiplier != 1.0:
+        parts.append(optax.masked(optax.scale(opt.conv_lr_multiplier), _conv_mask))
     return optax.chain(*parts) if len(parts) > 1 else adamw
 
 

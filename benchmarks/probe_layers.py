@@ -27,6 +27,7 @@ FLAGS = flags.FLAGS
 # --workdir, --fsdd_dir, --heldout_speaker, --batch_size and --json are benchmarks.learning's
 # flags (defined when it is imported), read here with the meaning they have there.
 _CHECKPOINTS = flags.DEFINE_list("checkpoints", ["0"], "Steps to probe (0: initial params).")
+_BLOCKS = flags.DEFINE_list("blocks", [], "Depths to probe (default: 0..encoder_depth).")
 
 
 def truncated(
@@ -44,8 +45,17 @@ def truncated(
     return {**params, "context_encoder": encoder}, config
 
 
-def run(workdir: str, steps: list[int], *, fsdd_dir: str, heldout: str, batch_size: int) -> dict:
-    """{step: {blocks: {task: test accuracy}}} (see the module docstring)."""
+def run(
+    workdir: str,
+    steps: list[int],
+    *,
+    fsdd_dir: str,
+    heldout: str,
+    batch_size: int,
+    depths: list[int] | None = None,
+) -> dict:
+    """{step: {blocks: {task: test accuracy}}} (see the module docstring), for each of `depths`
+    (default: every depth, 0..encoder_depth)."""
     checkpoints = os.path.join(workdir, checkpointing.LATEST_DIR)
     config = pretrained.load_config(checkpoints)
     data = fsdd.load_fsdd(fsdd_dir)
@@ -57,7 +67,7 @@ def run(workdir: str, steps: list[int], *, fsdd_dir: str, heldout: str, batch_si
         else:
             params, _ = pretrained.load(checkpoints, step)
         results[step] = {}
-        for blocks in range(config.model.encoder_depth + 1):
+        for blocks in range(config.model.encoder_depth + 1) if depths is None else depths:
             cut_params, cut_config = truncated(params, config, blocks)
             frames_fn = linear_probe.model_frames(cut_params, cut_config, batch_size)
             frames = {s: frames_fn(data[s]["audio"]) for s in learning.SPLITS}
@@ -76,6 +86,7 @@ def main(argv):
         fsdd_dir=os.path.abspath(FLAGS.fsdd_dir),
         heldout=FLAGS.heldout_speaker,
         batch_size=FLAGS.batch_size,
+        depths=[int(b) for b in _BLOCKS.value] or None,
     )
     print("step  blocks" + "".join(t.rjust(16) for t in learning.TASKS))
     for step, by_blocks in results.items():

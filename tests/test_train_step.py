@@ -5,6 +5,7 @@ from unittest import mock
 import chex
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl.testing import absltest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -68,6 +69,21 @@ class TrainStepTest(chex.TestCase):
             np.testing.assert_allclose(b, (7.0 if conv else 1.0) * a, rtol=1e-4, atol=1e-9)
             num_convs -= conv
         self.assertEqual(num_convs, 0)  # Every conv layer's kernel was scaled.
+
+    def test_a_config_saved_before_conv_lr_multiplier_existed_builds_the_same_optimizer(self):
+        config = cpu_debug.get_config()
+        params = train_state.create(jax.random.PRNGKey(0), config).params
+        old = ml_collections.ConfigDict(config.to_dict())  # As pretrained.load_config makes.
+        del old.optimizer["conv_lr_multiplier"]
+        grads = jax.tree.map(jnp.ones_like, params)
+        updates = []
+        for c in (config, old):
+            tx = train_state.create_optimizer(c)
+            state = tx.init(params)
+            for _ in range(2):
+                u, state = tx.update(grads, state, params)
+            updates.append(u)
+        chex.assert_trees_all_close(*updates)
 
     def test_steps_compile_once_and_train(self):
         config = cpu_debug.get_config()

@@ -78,8 +78,10 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
     parts = [adamw]
     if opt.grad_clip > 0:
         parts.insert(0, optax.clip_by_global_norm(opt.grad_clip))
-    if opt.conv_lr_multiplier != 1.0:
-        parts.append(optax.masked(optax.scale(opt.conv_lr_multiplier), _conv_mask))
+    # Configs saved before this key existed (older checkpoints' config.json) trained at 1.
+    conv_lr_multiplier = opt.get("conv_lr_multiplier", 1.0)
+    if conv_lr_multiplier != 1.0:
+        parts.append(optax.masked(optax.scale(conv_lr_multiplier), _conv_mask))
     return optax.chain(*parts) if len(parts) > 1 else adamw
 
 

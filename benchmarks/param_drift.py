@@ -17,13 +17,14 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from benchmarks import common, learning
+from benchmarks import common, learning, probe_layers  # noqa: F401 (probe_layers: its flag)
 from wavlejepa import checkpointing, pretrained
 
 FLAGS = flags.FLAGS
 
-# --workdir and --json are benchmarks.learning's flags (defined when it is imported).
-_CHECKPOINTS = flags.DEFINE_list("checkpoints", ["750"], "Steps to compare with the init.")
+# --workdir and --json are benchmarks.learning's flags, and --checkpoints (the steps to compare
+# with the init) is benchmarks.probe_layers', all defined when they are imported: one process
+# (a test session) may import all three.
 
 
 def kernels(params: dict) -> dict[str, np.ndarray]:
@@ -54,7 +55,7 @@ def main(argv):
     checkpoints = os.path.join(os.path.abspath(FLAGS.workdir), checkpointing.LATEST_DIR)
     config = pretrained.load_config(checkpoints)
     initial = learning.initial_params(config)
-    steps = [int(s) for s in _CHECKPOINTS.value]
+    steps = [int(s) for s in FLAGS.checkpoints]
     results = {step: drift(initial, pretrained.load(checkpoints, step)[0]) for step in steps}
     print(f"{'kernel':<48}{'init rms':>10}" + "".join(f"{f'step {s}':>12}" for s in steps))
     for name, first in results[steps[0]].items():

@@ -75,13 +75,14 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
         weight_decay=opt.weight_decay,
         mask=_decay_mask,
     )
-    parts = [adamw]
-    if opt.grad_clip > 0:
-        parts.insert(0, optax.clip_by_global_norm(opt.grad_clip))
+    parts = [optax.clip_by_global_norm(opt.grad_clip)] if opt.grad_clip > 0 else []
+    parts.append(adamw)
     # Configs saved before this key existed (older checkpoints' config.json) trained at 1.
     conv_lr_multiplier = opt.get("conv_lr_multiplier", 1.0)
     if conv_lr_multiplier != 1.0:
         parts.append(optax.masked(optax.scale(conv_lr_multiplier), _conv_mask))
+    # A lone AdamW stays unwrapped: at multiplier 1 the optimizer-state tree is the one it was
+    # before the multiplier existed (clip then AdamW, or AdamW alone), so older runs resume.
     return optax.chain(*parts) if len(parts) > 1 else adamw
 
 

@@ -1,0 +1,212 @@
+r"""What labels buy: the encoder trained *supervised* on the held-out probe's own training data.
+
+  python -m benchmarks.supervised_ceiling --config=configs/quickstart.py --steps=750 \
+      --probe_every=250 --fsdd_dir=../shared/data/fsdd/recordings --json=/tmp/sup.json
+
+`benchmarks.learning` asks whether self-supervised training makes the frozen encoder better on a
+speaker it never heard. This asks how far the same encoder gets there when it is trained on the
+answer: the config's waveform and context encoders (its model size, crops and seed), mean-pooled
+over their real frames, with a linear digit head, trained by cross-entropy on the clips the
+held-out probe trains on (FSDD takes 10-49 of every speaker but --heldout_speaker: the
+self-supervised run's audio, with its digit labels). The optimizer is the config's
+(`train_state.create_optimizer`, its schedule over --steps). Each step draws
+`config.batch_size` of those clips (an epoch-wise shuffle), one random crop of
+`config.dataset.crop_seconds` each (shorter clips whole, padded, the padding masked),
+normalised like a training crop.
+
+At step 0 and every --probe_every steps the encoder is frozen and probed exactly as
+`benchmarks.learning` probes a checkpoint (the same embedding pass and linear probes; the
+held-out speaker's digits with mean and mean_std pooling), and the trained head is scored
+on the held-out speaker's clips directly ("head" column: the supervised model end to end).
+Nothing is written to disk but --json. The held-out speaker's audio is never trained on.
+"""
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from benchmarks import common, learning
+from wavlejepa import model, train_state
+from wavlejepa.data import fsdd, transforms
+from wavlejepa.evaluators import linear_probe
+from wavlejepa.nets import waveform
+
+FLAGS = flags.FLAGS  # --config, --steps, --probe_every, --fsdd_dir, --heldout_speaker,
+# --max_clips_per_split, --probe_steps, --batch_size and --json are benchmarks.learning's flags
+# (one test process imports both modules, and absl refuses a flag defined twice).
+
+ENCODERS = ("waveform_encoder", "context_encoder")  # What the embedding uses (model.embed).
+
+
+def labelled_clips(data: dict, heldout: str) -> tuple[list[np.ndarray], np.ndarray]:
+    """The held-out probe's training clips (`load_fsdd` train split of the other speakers) and
+    their digits int32 [clips]."""
+    x, y = linear_probe.heldout_speaker_splits(
+        {s: np.arange(len(data[s]["audio"]))[:, None] for s in fsdd.SPLITS}, data, heldout
+    )
+    return [data["train"]["audio"][i] for i in x["train"][:, 0]], y["train"].astype(np.int32)
+
+
+def crop_batch(
+    rng: np.random.Generator, clips: list[np.ndarray], samples: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random `samples`-long crop of each clip (a shorter clip whole, zero-padded), each
+    normalised over its real samples: audio float32 [clips, samples], lengths int32 [clips]."""
+    audio = np.zeros((len(clips), samples), np.float32)
+    lengths = np.zeros((len(clips),), np.int32)
+    for row, clip in enumerate(clips):
+        start = rng.integers(0, len(clip) - samples + 1) if len(clip) > samples else 0
+        piece = clip[start : start + samples]
+        audio[row, : len(piece)], lengths[row] = piece, len(piece)
+    return transforms.normalize(audio, lengths), lengths
+
+
+def init_params(key: jax.Array, config) -> dict:
+    """{"encoder": the two encoders of `model.init` (the learning benchmark's step 0 for the same
+    seed), "head": {"kernel" [width, 10], "bias" [10]} at zero}."""
+    params = model.init(key, config.model)
+    width = config.model.encoder_width
+    head = {"kernel": jnp.zeros((width, 10), jnp.float32), "bias": jnp.zeros((10,), jnp.float32)}
+    return {"encoder": {k: params[k] for k in ENCODERS}, "head": head}
+
+
+def pooled(encoder: dict, audio_BxS: jax.Array, lengths_B: jax.Array, cfg) -> jax.Array:
+    """Mean of each crop's real frames of `model.embed`: [batch, encoder_width]."""
+    frames_BxTxD = model.embed(encoder, audio_BxS, cfg, lengths_B=lengths_B).astype(jnp.float32)
+    valid_BxT = jnp.arange(frames_BxTxD.shape[1]) < waveform.valid_frames(lengths_B, cfg)[:, None]
+    total_BxD = jnp.einsum("btd,bt->bd", frames_BxTxD, valid_BxT.astype(jnp.float32))
+    return total_BxD / valid_BxT.sum(axis=1, keepdims=True)
+
+
+def loss_fn(params: dict, audio_BxS, lengths_B, digits_B, cfg) -> tuple[jax.Array, jax.Array]:
+    """Mean softmax cross-entropy of the head on the pooled frames, and the batch accuracy."""
+    logits_Bx10 = pooled(params["encoder"], audio_BxS, lengths_B, cfg) @ params["head"]["kernel"]
+    logits_Bx10 = logits_Bx10 + params["head"]["bias"]
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits_Bx10, digits_B).mean()
+    return loss, (logits_Bx10.argmax(-1) == digits_B).mean()
+
+
+def make_step(config):
+    """A jitted (params, opt_state, audio, lengths, digits) -> (params, opt_state, loss, acc)."""
+    optimizer = train_state.create_optimizer(config)
+    grad_fn = jax.value_and_grad(functools.partial(loss_fn, cfg=config.model), has_aux=True)
+
+    @jax.jit
+    def step(params, opt_state, audio_BxS, lengths_B, digits_B):
+        (loss, accuracy), grads = grad_fn(params, audio_BxS, lengths_B, digits_B)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, accuracy
+
+    return optimizer, step
+
+
+def head_accuracy(head: dict, frames: dict, data: dict, heldout: str) -> float:
+    """The trained head on the held-out speaker's clips (mean of all their frames)."""
+    features = {s: np.stack([f.mean(axis=0) for f in frames[s]]) for s in fsdd.SPLITS}
+    x, y = linear_probe.heldout_speaker_splits(features, data, heldout)
+    logits = x["test"] @ np.asarray(head["kernel"], np.float64) + np.asarray(head["bias"])
+    return float(np.mean(logits.argmax(-1) == y["test"]))
+
+
+def run(config, *, fsdd_dir: str, heldout: str, steps: int, probe_every: int, max_clips: int = 0,
+        probe_steps_lbfgs: int = 200, batch_size: int = 16) -> dict:  # fmt: skip
+    """Trains and probes (module docstring); returns what --json gets."""
+    config = config.copy_and_resolve_references()
+    config.total_steps = steps  # The learning-rate schedule's length.
+    data = fsdd.load_fsdd(fsdd_dir)
+    clips, digits = labelled_clips(data, heldout)
+    probe_data = learning.subsample(data, max_clips)
+    probe_cfg = linear_probe.default_config()
+    probe_cfg.steps = probe_steps_lbfgs
+    full_params = learning.initial_params(config)  # The probe's model: encoders swapped in.
+
+    params = init_params(jax.random.PRNGKey(config.seed), config)
+    optimizer, step_fn = make_step(config)
+    opt_state = optimizer.init(params)
+    rng = np.random.default_rng(config.seed)
+    samples = transforms.crop_samples(config.dataset)
+    order, cursor, log = rng.permutation(len(clips)), 0, []
+    rows = []
+    for step in range(steps + 1):
+        if step in learning.probe_steps(steps, probe_every):
+            embed = linear_probe.model_frames({**full_params, **params["encoder"]}, config,
+                                              batch_size)  # fmt: skip
+            frames = {s: embed(probe_data[s]["audio"]) for s in fsdd.SPLITS}
+            results = learning.probes(frames, probe_data, heldout, probe_cfg,
+                                      learning.MODEL_PROBES)  # fmt: skip
+            recent = log[-probe_every:]
+            metrics = {
+                "head": head_accuracy(params["head"], frames, probe_data, heldout),
+                "train_loss": float(np.mean([m[0] for m in recent])) if recent else None,
+                "train_accuracy": float(np.mean([m[1] for m in recent])) if recent else None,
+            }
+            label = "0 (init)" if step == 0 else str(step)
+            shares = learning.shares(frames["test"], 30)
+            rows.append({"step": step, **learning.row(label, results, "mean", shares, metrics)})
+            logging.info("Probed step %d: %s", step, {k: rows[-1][k] for k in (*learning.TASKS,
+                                                                              "head")})  # fmt: skip
+        if step == steps:
+            break
+        if cursor + config.batch_size > len(order):
+            order, cursor = rng.permutation(len(clips)), 0
+        batch = order[cursor : cursor + config.batch_size]
+        cursor += config.batch_size
+        audio, lengths = crop_batch(rng, [clips[i] for i in batch], samples)
+        params, opt_state, loss, accuracy = step_fn(params, opt_state, audio, lengths,
+                                                    digits[batch])  # fmt: skip
+        log.append((float(loss), float(accuracy)))
+    settings = dict(
+        model_size=config.model.size, seed=config.seed, steps=steps, probe_every=probe_every,
+        fsdd_dir=fsdd_dir, heldout_speaker=heldout, train_clips=len(clips),
+        batch_size=config.batch_size, peak_lr=config.optimizer.peak_lr,
+        probe_lbfgs_steps=probe_cfg.steps,
+    )  # fmt: skip
+    return {"settings": settings, "steps": rows}
+
+
+COLUMNS = (("head", "head", "{:9.3f}"), ("train loss", "train_loss", "{:11.4g}"),
+           ("train acc", "train_accuracy", "{:10.3f}"))  # fmt: skip
+
+
+def format_table(rows: list[dict]) -> str:
+    """`learning.format_table`'s probe columns, then the head and the training loss/accuracy."""
+    probe_lines = learning.format_table(rows).splitlines()
+    lines = [probe_lines[0] + "".join(h.rjust(len(f.format(0.0))) for h, _, f in COLUMNS)]
+    for line, r in zip(probe_lines[1:], rows, strict=True):
+        cells = [
+            f.format(r[k]) if r.get(k) is not None else "-".rjust(len(f.format(0.0)))
+            for _, k, f in COLUMNS
+        ]
+        lines.append(line + "".join(cells))
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.steps < 1 or FLAGS.probe_every < 1:
+        raise app.UsageError("--steps and --probe_every must be >= 1.")
+    result = run(
+        FLAGS.config,
+        fsdd_dir=os.path.abspath(FLAGS.fsdd_dir),
+        heldout=FLAGS.heldout_speaker,
+        steps=FLAGS.steps,
+        probe_every=FLAGS.probe_every,
+        max_clips=FLAGS.max_clips_per_split,
+        probe_steps_lbfgs=FLAGS.probe_steps,
+        batch_size=FLAGS.batch_size,
+    )
+    result["settings"]["config"] = config_flags.get_config_filename(FLAGS["config"])
+    result["settings"]["config_overrides"] = config_flags.get_override_values(FLAGS["config"])
+    print(format_table(result["steps"]))
+    common.write_json(FLAGS.json, result, indent=1)
+
+
+if __name__ == "__main__":
+    app.run(main)

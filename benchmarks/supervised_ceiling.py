@@ -67,13 +67,11 @@ def crop_batch(
     return transforms.normalize(audio, lengths), lengths
 
 
-def init_params(key: jax.Array, config) -> dict:
-    """{"encoder": the two encoders of `model.init` (the learning benchmark's step 0 for the same
-    seed), "head": {"kernel" [width, 10], "bias" [10]} at zero}."""
-    params = model.init(key, config.model)
-    width = config.model.encoder_width
+def trainable(start: dict, width: int) -> dict:
+    """What training changes: {"encoder": the two encoders of the model params `start`, "head":
+    {"kernel" [width, 10], "bias" [10]} at zero}."""
     head = {"kernel": jnp.zeros((width, 10), jnp.float32), "bias": jnp.zeros((10,), jnp.float32)}
-    return {"encoder": {k: params[k] for k in ENCODERS}, "head": head}
+    return {"encoder": {k: start[k] for k in ENCODERS}, "head": head}
 
 
 def pooled(encoder: dict, audio_BxS: jax.Array, lengths_B: jax.Array, cfg) -> jax.Array:
@@ -124,9 +122,10 @@ def run(config, *, fsdd_dir: str, heldout: str, steps: int, probe_every: int, ma
     probe_data = learning.subsample(data, max_clips)
     probe_cfg = linear_probe.default_config()
     probe_cfg.steps = probe_steps_lbfgs
-    full_params = learning.initial_params(config)  # The probe's model: encoders swapped in.
-
-    params = init_params(jax.random.PRNGKey(config.seed), config)
+    # benchmarks.learning's step 0 of this config (its random-init row); the probe swaps the
+    # trained encoders in.
+    full_params = learning.initial_params(config)
+    params = trainable(full_params, config.model.encoder_width)
     optimizer, step_fn = make_step(config)
     opt_state = optimizer.init(params)
     rng = np.random.default_rng(config.seed)

@@ -58,7 +58,9 @@ class LossTest(absltest.TestCase):
     def setUp(self):
         super().setUp()
         self.config = tiny_config()
-        self.params = supervised_ceiling.init_params(jax.random.PRNGKey(0), self.config)
+        self.params = supervised_ceiling.trainable(
+            learning.initial_params(self.config), self.config.model.encoder_width
+        )
         rng = np.random.default_rng(2)
         self.head = {"kernel": rng.normal(size=(self.config.model.encoder_width, 10)) * 0.3,
                      "bias": rng.normal(size=10)}  # fmt: skip
@@ -95,7 +97,9 @@ class LossTest(absltest.TestCase):
         config = self.config
         config.total_steps, config.optimizer.warmup_steps = 10, 1
         config.optimizer.peak_lr = 1e-2
-        params = supervised_ceiling.init_params(jax.random.PRNGKey(0), config)
+        params = supervised_ceiling.trainable(
+            learning.initial_params(config), config.model.encoder_width
+        )
         optimizer, step = supervised_ceiling.make_step(config)
         opt_state, losses = optimizer.init(params), []
         for _ in range(10):

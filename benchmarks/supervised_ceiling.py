@@ -21,7 +21,7 @@ on the held-out speaker's clips directly ("head" column: the supervised model en
 Nothing is written to disk but --json. The held-out speaker's audio is never trained on.
 The first command (full FSDD, alone on our shared 2-core machine, 16.5 minutes) printed
 
-  step         digits speakers  heldout  held ms ...     head train loss train acc
+  step         digits speakers  heldout  held ms    ...     head train loss train acc
   0 (init)      0.644    0.876    0.444    0.498    ...    0.100          -         -
   250           0.840    0.804    0.604    0.628    ...    0.514      1.429     0.479
   500           0.832    0.812    0.462    0.550    ...    0.542     0.5092     0.850

@@ -227,14 +227,14 @@ COLUMNS = (  # (header, key, format)
 )
 
 
-def format_table(rows: list[dict]) -> str:
+def format_table(rows: list[dict], columns=COLUMNS) -> str:
     """Fixed-width text: one line per row, "-" where a row has no such number."""
     width = max(len(str(r["label"])) for r in rows) + 2
-    lines = ["step".ljust(width) + "".join(h.rjust(len(f.format(0.0))) for h, _, f in COLUMNS)]
+    lines = ["step".ljust(width) + "".join(h.rjust(len(f.format(0.0))) for h, _, f in columns)]
     for r in rows:
         cells = [
             f.format(r[k]) if r.get(k) is not None else "-".rjust(len(f.format(0.0)))
-            for _, k, f in COLUMNS
+            for _, k, f in columns
         ]
         lines.append(str(r["label"]).ljust(width) + "".join(cells))
     return "\n".join(lines)

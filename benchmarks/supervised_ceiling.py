@@ -179,21 +179,12 @@ def run(config, *, fsdd_dir: str, heldout: str, steps: int, probe_every: int, ma
     return {"settings": settings, "steps": rows}
 
 
-COLUMNS = (("head", "head", "{:9.3f}"), ("train loss", "train_loss", "{:11.4g}"),
-           ("train acc", "train_accuracy", "{:10.3f}"))  # fmt: skip
-
-
-def format_table(rows: list[dict]) -> str:
-    """`learning.format_table`'s probe columns, then the head and the training loss/accuracy."""
-    probe_lines = learning.format_table(rows).splitlines()
-    lines = [probe_lines[0] + "".join(h.rjust(len(f.format(0.0))) for h, _, f in COLUMNS)]
-    for line, r in zip(probe_lines[1:], rows, strict=True):
-        cells = [
-            f.format(r[k]) if r.get(k) is not None else "-".rjust(len(f.format(0.0)))
-            for _, k, f in COLUMNS
-        ]
-        lines.append(line + "".join(cells))
-    return "\n".join(lines)
+# benchmarks.learning's columns, then the trained head and the training loss and accuracy.
+COLUMNS = learning.COLUMNS + (
+    ("head", "head", "{:9.3f}"),
+    ("train loss", "train_loss", "{:11.4g}"),
+    ("train acc", "train_accuracy", "{:10.3f}"),
+)
 
 
 def main(argv):
@@ -213,7 +204,7 @@ def main(argv):
     )
     result["settings"]["config"] = config_flags.get_config_filename(FLAGS["config"])
     result["settings"]["config_overrides"] = config_flags.get_override_values(FLAGS["config"])
-    print(format_table(result["steps"]))
+    print(learning.format_table(result["steps"], COLUMNS))
     common.write_json(FLAGS.json, result, indent=1)
 
 

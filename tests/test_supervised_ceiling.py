@@ -130,7 +130,7 @@ class RunTest(absltest.TestCase):
             for key in (*learning.TASKS, "heldout_digits_mean_std", "head"):
                 self.assertBetween(r[key], 0.0, 1.0)
         self.assertEqual(result["settings"]["train_clips"], 4 * 10 * 4)
-        table = supervised_ceiling.format_table(rows).splitlines()
+        table = learning.format_table(rows, supervised_ceiling.COLUMNS).splitlines()
         self.assertEqual(table[0].split()[-5:], ["head", "train", "loss", "train", "acc"])
         self.assertEqual(len({len(line) for line in table}), 1)  # Columns line up.
         self.assertEqual(table[1].split()[-3:], ["0.100", "-", "-"])

@@ -189,6 +189,22 @@ def probes(frames: dict, data: dict, heldout: str, probe_cfg, tasks_by_pooling: 
     return results
 
 
+def probe_step(
+    step: int, params: dict, config, data: dict, heldout: str, probe_cfg, batch_size: int,
+    share_frames: int, metrics: dict,
+) -> tuple[dict, dict]:  # fmt: skip
+    """One probed step of a model: its table row (`row` of the MODEL_PROBES results, the shares
+    and `metrics`) and its frames {split: [[frames, dim]] per clip} from one embedding pass."""
+    frames_fn = linear_probe.model_frames(params, config, batch_size)
+    frames = {s: frames_fn(data[s]["audio"]) for s in SPLITS}
+    results = probes(frames, data, heldout, probe_cfg, MODEL_PROBES)
+    label = "0 (init)" if step == 0 else str(step)
+    step_shares = shares(frames["test"], share_frames)
+    step_row = {"step": step, **row(label, results, "mean", step_shares, metrics)}
+    logging.info("Probed step %d: %s", step, {t: step_row[t] for t in TASKS})
+    return step_row, frames
+
+
 def shares(test_frames: list[np.ndarray], num_frames: int) -> dict[str, float]:
     """variance_shares of the first num_frames frames of the clips at least that long."""
     long = [f[:num_frames] for f in test_frames if len(f) >= num_frames]
@@ -277,9 +293,6 @@ def run(
     metrics_path = epath.Path(workdir) / reporting.METRICS_FILE
     records = plot.load_metrics(str(metrics_path)) if metrics_path.exists() else []
 
-    def embed_all(frames_fn):  # The one embedding pass of a model: {split: [[frames, dim]]}.
-        return {s: frames_fn(data[s]["audio"]) for s in SPLITS}
-
     step_rows = []
     for step in probe_steps(steps, probe_every):
         if step == 0:
@@ -287,14 +300,11 @@ def run(
         else:
             ckpt_dir = os.path.join(workdir, checkpointing.LATEST_DIR)
             params, _ = pretrained.load(ckpt_dir, step)
-        frames = embed_all(linear_probe.model_frames(params, config, batch_size))
-        results = probes(frames, data, heldout, probe_cfg, MODEL_PROBES)
-        label = "0 (init)" if step == 0 else str(step)
-        step_shares, metrics = shares(frames["test"], share_frames), train_metrics(records, step)
-        step_rows.append({"step": step, **row(label, results, "mean", step_shares, metrics)})
-        logging.info("Probed step %d: %s", step, {t: step_rows[-1][t] for t in TASKS})
+        step_row, _ = probe_step(step, params, config, data, heldout, probe_cfg, batch_size,
+                                 share_frames, train_metrics(records, step))  # fmt: skip
+        step_rows.append(step_row)
 
-    frames = embed_all(logmel.logmel_frames)
+    frames = {s: logmel.logmel_frames(data[s]["audio"]) for s in SPLITS}
     results = probes(frames, data, heldout, probe_cfg, LOGMEL_PROBES)
     logmel_shares = shares(frames["test"], share_frames)
     logmel_rows = [

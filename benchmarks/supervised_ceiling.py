@@ -45,7 +45,7 @@ from benchmarks import common, learning
 from wavlejepa import model, train_state
 from wavlejepa.data import fsdd, transforms
 from wavlejepa.evaluators import linear_probe
-from wavlejepa.nets import waveform
+from wavlejepa.nets import layers, waveform
 
 FLAGS = flags.FLAGS  # --config, --steps, --probe_every, --fsdd_dir, --heldout_speaker,
 # --max_clips_per_split, --probe_steps, --batch_size and --json are benchmarks.learning's flags
@@ -66,15 +66,16 @@ def labelled_clips(data: dict, heldout: str) -> tuple[list[np.ndarray], np.ndarr
 def crop_batch(
     rng: np.random.Generator, clips: list[np.ndarray], samples: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A random `samples`-long crop of each clip (a shorter clip whole, zero-padded), each
-    normalised over its real samples: audio float32 [clips, samples], lengths int32 [clips]."""
-    audio = np.zeros((len(clips), samples), np.float32)
-    lengths = np.zeros((len(clips),), np.int32)
-    for row, clip in enumerate(clips):
-        start = rng.integers(0, len(clip) - samples + 1) if len(clip) > samples else 0
-        piece = clip[start : start + samples]
-        audio[row, : len(piece)], lengths[row] = piece, len(piece)
-    return transforms.normalize(audio, lengths), lengths
+    """One training crop of each clip, as the input pipeline cuts a lone clip
+    (`transforms.RandomCrops`: a random `samples`-long window, a shorter clip whole and
+    zero-padded, each normalised over its real samples): audio float32 [clips, samples], lengths
+    int32 [clips]."""
+    crops = transforms.RandomCrops(num_crops=1, crop_samples=samples)
+    lone = np.zeros(1, np.int64)  # clip_starts of a stretch holding one clip.
+    batch = transforms.concat_crops(
+        [crops.random_map({"audio": clip, "clip_starts": lone}, rng) for clip in clips]
+    )
+    return batch["audio"], batch["lengths"]
 
 
 def trainable(start: dict, width: int) -> dict:
@@ -94,8 +95,8 @@ def pooled(encoder: dict, audio_BxS: jax.Array, lengths_B: jax.Array, cfg) -> ja
 
 def loss_fn(params: dict, audio_BxS, lengths_B, digits_B, cfg) -> tuple[jax.Array, jax.Array]:
     """Mean softmax cross-entropy of the head on the pooled frames, and the batch accuracy."""
-    logits_Bx10 = pooled(params["encoder"], audio_BxS, lengths_B, cfg) @ params["head"]["kernel"]
-    logits_Bx10 = logits_Bx10 + params["head"]["bias"]
+    features_BxD = pooled(params["encoder"], audio_BxS, lengths_B, cfg)
+    logits_Bx10 = layers.dense_apply(params["head"], features_BxD)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits_Bx10, digits_B).mean()
     return loss, (logits_Bx10.argmax(-1) == digits_B).mean()
 
@@ -141,25 +142,22 @@ def run(config, *, fsdd_dir: str, heldout: str, steps: int, probe_every: int, ma
     rng = np.random.default_rng(config.seed)
     samples = transforms.crop_samples(config.dataset)
     order, cursor, log = rng.permutation(len(clips)), 0, []
-    rows = []
+    rows, probed = [], set(learning.probe_steps(steps, probe_every))
     for step in range(steps + 1):
-        if step in learning.probe_steps(steps, probe_every):
-            embed = linear_probe.model_frames({**full_params, **params["encoder"]}, config,
-                                              batch_size)  # fmt: skip
-            frames = {s: embed(probe_data[s]["audio"]) for s in fsdd.SPLITS}
-            results = learning.probes(frames, probe_data, heldout, probe_cfg,
-                                      learning.MODEL_PROBES)  # fmt: skip
+        if step in probed:
             recent = log[-probe_every:]
             metrics = {
-                "head": head_accuracy(params["head"], frames, probe_data, heldout),
                 "train_loss": float(np.mean([m[0] for m in recent])) if recent else None,
                 "train_accuracy": float(np.mean([m[1] for m in recent])) if recent else None,
             }
-            label = "0 (init)" if step == 0 else str(step)
-            shares = learning.shares(frames["test"], 30)
-            rows.append({"step": step, **learning.row(label, results, "mean", shares, metrics)})
-            logging.info("Probed step %d: %s", step, {k: rows[-1][k] for k in (*learning.TASKS,
-                                                                              "head")})  # fmt: skip
+            swapped = {**full_params, **params["encoder"]}
+            step_row, frames = learning.probe_step(
+                step, swapped, config, probe_data, heldout, probe_cfg, batch_size,
+                share_frames=30, metrics=metrics,  # 30: benchmarks.learning's default.
+            )  # fmt: skip
+            step_row["head"] = head_accuracy(params["head"], frames, probe_data, heldout)
+            logging.info("Step %d: the head on %s reads %.3f", step, heldout, step_row["head"])
+            rows.append(step_row)
         if step == steps:
             break
         if cursor + config.batch_size > len(order):

@@ -30,6 +30,7 @@ from wavlejepa import (
     model_sizes,
     reporting,
     stopping,
+    summary,
     train_state,
     train_step,
 )
@@ -52,6 +53,9 @@ def held_out_metrics(
         if not per_batch:
             raise ValueError(f"Split {config.dataset.eval_split!r} gave no eval batch.")
         results = {k: float(np.mean([m[k] for m in per_batch])) for k in per_batch[0]}
+        if len(per_batch) > 1:  # The spread the run's closing verdict is judged against.
+            losses = [float(m["loss"]) for m in per_batch]
+            results["loss_sem"] = float(np.std(losses, ddof=1) / np.sqrt(len(losses)))
     results.update(evaluators.run_all(state.params, config))
     return results
 
@@ -280,9 +284,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     # Loop, then finish: whatever happened, what was saved is finished on disk before we
     # return or raise.
     try:
-        return run.loop(state, start_step, workdir)
+        state = run.loop(state, start_step, workdir)
     finally:
         latest_mngr.wait_until_finished()
         if best_mngr is not None:
             best_mngr.wait_until_finished()
         run.reporter.close()
+    if jax.process_index() == 0:
+        print("\n".join(summary.lines(workdir, config.dataset.audio_dir or None)), flush=True)
+    return state

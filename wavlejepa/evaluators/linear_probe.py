@@ -118,7 +118,8 @@ def fit_and_score(
       features: {split: [n, dim]} for "train", "validation", "test".
       labels: {split: int [n]}.
     Returns:
-      test/validation/train accuracy of the chosen classifier and its weight decay.
+      test/validation/train accuracy of the chosen classifier, its weight decay, and the
+      number of test examples.
     """
     mean = features["train"].mean(axis=0)
     std = features["train"].std(axis=0) + 1e-8
@@ -134,6 +135,7 @@ def fit_and_score(
     best = int(np.argmax(accuracy["validation"]))  # The first best: the smallest decay.
     result = {f"{s}_accuracy": float(accuracy[s][best]) for s in ("test", "validation", "train")}
     result["weight_decay"] = decays[best]
+    result["test_examples"] = len(labels["test"])  # What the accuracy's noise depends on.
     return result
 
 

@@ -29,7 +29,7 @@ DEBUG = ["--config=configs/cpu_debug.py", "--config.debug_dummy_data=True"]
 
 
 def xla_flags(devices: int) -> str:
-    """This session's XLA_FLAGS (conftest.py) with `devices` fake CPU devices instead."""
+    """This session's XLA_FLAGS (the root conftest.py) with `devices` fake CPU devices instead."""
     count = "--xla_force_host_platform_device_count"
     kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(count)]
     return " ".join([f"{count}={devices}", *kept])

@@ -1,4 +1,5 @@
-"""Test-session setup: 8 fake CPU devices (for data-parallel tests) and quiet TensorFlow.
+"""Test-session setup of every test folder (tests/, research/tests/): 8 fake CPU devices (for
+data-parallel tests) and quiet TensorFlow.
 
 XLA reads its flags when jax first initialises a backend, so this runs before any test imports
 jax. Subprocess tests set their own device count and keep the other flags
@@ -19,5 +20,8 @@ os.environ.setdefault(
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-# `configs` is a top-level folder of the repo (not part of the installed package).
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.abspath(__file__))
+# `configs` and `research` are top-level folders of the repo (not part of the installed package);
+# tests/ holds the helpers of the subprocess tests (`test_train_runner`), which research/tests
+# uses too.
+sys.path[:0] = [REPO, os.path.join(REPO, "tests")]

@@ -1,4 +1,4 @@
-"""Tests of benchmarks/supervised_ceiling.py: its batches, pooling and loss against numpy, that its
+"""Tests of research/supervised_ceiling.py: its batches, pooling and loss against numpy, that its
 step learns, and one short run on the bundled FSDD sample under FSDD's take numbers."""
 
 import os
@@ -8,10 +8,10 @@ import chex
 import jax
 import numpy as np
 from absl.testing import absltest
-from test_learning_benchmark import NAME, fake_fsdd
+from test_learning import NAME, fake_fsdd
 
-from benchmarks import learning, supervised_ceiling
 from configs import cpu_debug
+from research import learning, supervised_ceiling
 from wavlejepa import model
 from wavlejepa.data import fsdd
 from wavlejepa.nets import waveform

@@ -1,8 +1,8 @@
 r"""Does training improve the representation? Probes a run's checkpoints on FSDD as it trains.
 
-  python -m benchmarks.learning --config=configs/cpu_debug.py --steps=10 --probe_every=5 \
+  python -m research.learning --config=configs/cpu_debug.py --steps=10 --probe_every=5 \
       --workdir=/tmp/lb_test
-  python -m benchmarks.learning --config=configs/quickstart.py --steps=400 --probe_every=100 \
+  python -m research.learning --config=configs/quickstart.py --steps=400 --probe_every=100 \
       --workdir=/tmp/lb_small --json=/tmp/lb_small.json --plot=/tmp/lb_small.png
 
 1. Self-supervised data: the FSDD files (--fsdd_dir) of the probe's train takes (10-49) of every
@@ -68,7 +68,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", "configs/cpu_debug.py", lock
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumed if it exists).")
 _STEPS = flags.DEFINE_integer("steps", 100, "Training steps (config.total_steps).")
 _PROBE_EVERY = flags.DEFINE_integer("probe_every", 25, "Checkpoint and probe every this many.")
-# Benchmarks may use the development setup's shared data (the library never does).
+# Research tools may read the development setup's shared data (the library never does).
 FULL_FSDD = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "data", "fsdd", "recordings"
 )
@@ -281,7 +281,7 @@ def run(
     share_frames: int = 30, max_clips: int = 0, probe_steps_lbfgs: int = 200, batch_size: int = 16,
     ssl_heldout: bool = False,
 ) -> dict:  # fmt: skip
-    """The whole benchmark (see the module docstring); returns what --json gets."""
+    """The whole experiment (see the module docstring); returns what --json gets."""
     audio_dir = os.path.join(workdir, "ssl_audio")
     link_files(fsdd_dir, ssl_files(fsdd_dir, heldout, include_heldout=ssl_heldout), audio_dir)
     config = training_config(config, workdir, heldout=heldout, steps=steps, probe_every=probe_every)

@@ -1,4 +1,4 @@
-"""Tests of benchmarks/learning.py and the held-out-speaker probe split it uses.
+"""Tests of research/learning.py and the held-out-speaker probe split it uses.
 
 The end-to-end test trains the tiny model for 2 steps on a 300-clip stand-in for the full FSDD
 (the bundled sample with its takes renamed into FSDD's 0-49 scheme), so it needs no shared data.
@@ -20,8 +20,8 @@ import pytest
 import test_train_runner as runner
 from absl.testing import absltest
 
-from benchmarks import learning
 from configs import cpu_debug
+from research import learning
 from wavlejepa import pretrained
 from wavlejepa.data import fsdd
 from wavlejepa.evaluators import linear_probe
@@ -154,7 +154,7 @@ class EndToEndTest(absltest.TestCase):
             fake_fsdd(fsdd)
             workdir, out = os.path.join(tmp, "run"), os.path.join(tmp, "out")
             args = [
-                sys.executable, "-m", "benchmarks.learning", "--config=configs/cpu_debug.py",
+                sys.executable, "-m", "research.learning", "--config=configs/cpu_debug.py",
                 "--config.dataset.eval_batches=0",  # ~8 held-out clips: too few for a batch.
                 f"--workdir={workdir}", f"--fsdd_dir={fsdd}", "--heldout_speaker=theo",
                 "--steps=2", "--probe_every=1", "--max_clips_per_split=100", "--probe_steps=20",

@@ -1,9 +1,9 @@
 r"""What labels buy: the encoder trained *supervised* on the held-out probe's own training data.
 
-  python -m benchmarks.supervised_ceiling --config=configs/quickstart.py --steps=750 \
+  python -m research.supervised_ceiling --config=configs/quickstart.py --steps=750 \
       --probe_every=250 --fsdd_dir=../shared/data/fsdd/recordings --json=/tmp/sup.json
 
-`benchmarks.learning` asks whether self-supervised training makes the frozen encoder better on a
+`research.learning` asks whether self-supervised training makes the frozen encoder better on a
 speaker it never heard. This asks how far the same encoder gets there when it is trained on the
 answer: the config's waveform and context encoders (its model size, crops and seed), mean-pooled
 over their real frames, with a linear digit head, trained by cross-entropy on the clips the
@@ -15,7 +15,7 @@ self-supervised run's audio, with its digit labels). The optimizer is the config
 normalised like a training crop.
 
 At step 0 and every --probe_every steps the encoder is frozen and probed exactly as
-`benchmarks.learning` probes a checkpoint (the same embedding pass and linear probes; the
+`research.learning` probes a checkpoint (the same embedding pass and linear probes; the
 held-out speaker's digits with mean and mean_std pooling), and the trained head is scored
 on the held-out speaker's clips directly ("head" column: the supervised model end to end).
 Nothing is written to disk but --json. The held-out speaker's audio is never trained on.
@@ -27,8 +27,8 @@ The first command (full FSDD, alone on our shared 2-core machine, 16.5 minutes) 
   500           0.832    0.812    0.462    0.550    ...    0.542     0.5092     0.850
   750           0.836    0.804    0.508    0.544    ...    0.482      0.274     0.930
 
-(the columns cut at "..." are the shares, then "-" for sigreg and invariance). The README's
-"Does training learn?", session 15, has the other seed and learning rate.
+(the columns cut at "..." are the shares, then "-" for sigreg and invariance); the JSONs of two
+seeds at each of two learning rates are research/results/supervised_ceiling_small_750steps_*.json.
 """
 
 import functools
@@ -41,14 +41,15 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from benchmarks import common, learning
+from benchmarks import common
+from research import learning
 from wavlejepa import model, train_state
 from wavlejepa.data import fsdd, transforms
 from wavlejepa.evaluators import linear_probe
 from wavlejepa.nets import layers, waveform
 
 FLAGS = flags.FLAGS  # --config, --steps, --probe_every, --fsdd_dir, --heldout_speaker,
-# --max_clips_per_split, --probe_steps, --batch_size and --json are benchmarks.learning's flags
+# --max_clips_per_split, --probe_steps, --batch_size and --json are research.learning's flags
 # (one test process imports both modules, and absl refuses a flag defined twice).
 
 ENCODERS = ("waveform_encoder", "context_encoder")  # What the embedding uses (model.embed).
@@ -133,7 +134,7 @@ def run(config, *, fsdd_dir: str, heldout: str, steps: int, probe_every: int, ma
     probe_data = learning.subsample(data, max_clips)
     probe_cfg = linear_probe.default_config()
     probe_cfg.steps = probe_steps_lbfgs
-    # benchmarks.learning's step 0 of this config (its random-init row); the probe swaps the
+    # research.learning's step 0 of this config (its random-init row); the probe swaps the
     # trained encoders in.
     full_params = learning.initial_params(config)
     params = trainable(full_params, config.model.encoder_width)
@@ -153,7 +154,7 @@ def run(config, *, fsdd_dir: str, heldout: str, steps: int, probe_every: int, ma
             swapped = {**full_params, **params["encoder"]}
             step_row, frames = learning.probe_step(
                 step, swapped, config, probe_data, heldout, probe_cfg, batch_size,
-                share_frames=30, metrics=metrics,  # 30: benchmarks.learning's default.
+                share_frames=30, metrics=metrics,  # 30: research.learning's default.
             )  # fmt: skip
             step_row["head"] = head_accuracy(params["head"], frames, probe_data, heldout)
             logging.info("Step %d: the head on %s reads %.3f", step, heldout, step_row["head"])
@@ -177,7 +178,7 @@ def run(config, *, fsdd_dir: str, heldout: str, steps: int, probe_every: int, ma
     return {"settings": settings, "steps": rows}
 
 
-# benchmarks.learning's columns, then the trained head and the training loss and accuracy.
+# research.learning's columns, then the trained head and the training loss and accuracy.
 COLUMNS = learning.COLUMNS + (
     ("head", "head", "{:9.3f}"),
     ("train loss", "train_loss", "{:11.4g}"),

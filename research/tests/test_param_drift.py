@@ -1,11 +1,11 @@
-"""benchmarks/param_drift.py: each kernel's RMS at init and its relative change."""
+"""research/param_drift.py: each kernel's RMS at init and its relative change."""
 
 import jax
 import numpy as np
 from absl.testing import absltest
 
-from benchmarks import param_drift
 from configs import cpu_debug
+from research import param_drift
 from wavlejepa import model
 
 

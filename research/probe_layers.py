@@ -1,14 +1,14 @@
-r"""Which encoder block's output probes best? `benchmarks.learning`'s probes at every depth.
+r"""Which encoder block's output probes best? `research.learning`'s probes at every depth.
 
-  python -m benchmarks.probe_layers --workdir=/tmp/lb_small --checkpoints=0,400 \
+  python -m research.probe_layers --workdir=/tmp/lb_small --checkpoints=0,400 \
       --json=/tmp/layers.json
 
-Reads a run of `benchmarks.learning` (its checkpoints and their config; step 0 = the run's
+Reads a run of `research.learning` (its checkpoints and their config; step 0 = the run's
 initial params, as there), and for each step and each L in 0..encoder_depth embeds all FSDD clips
 with the context encoder cut after block L (its final LayerNorm kept, as the embedder applies it
 after the last block) and runs the same mean-pooled probes: digits, speakers and the held-out
 speaker's digits. L = 0 is the conv front end's output (with its positions) before any block;
-L = encoder_depth is the embedder's own output, the learning benchmark's rows.
+L = encoder_depth is the embedder's own output, `research.learning`'s rows.
 """
 
 import os
@@ -17,14 +17,15 @@ import jax
 import ml_collections
 from absl import app, flags, logging
 
-from benchmarks import common, learning
+from benchmarks import common
+from research import learning
 from wavlejepa import checkpointing, pretrained
 from wavlejepa.data import fsdd
 from wavlejepa.evaluators import linear_probe
 
 FLAGS = flags.FLAGS
 
-# --workdir, --fsdd_dir, --heldout_speaker, --batch_size and --json are benchmarks.learning's
+# --workdir, --fsdd_dir, --heldout_speaker, --batch_size and --json are research.learning's
 # flags (defined when it is imported), read here with the meaning they have there.
 _CHECKPOINTS = flags.DEFINE_list("checkpoints", ["0"], "Steps to probe (0: initial params).")
 _BLOCKS = flags.DEFINE_list("blocks", [], "Depths to probe (default: 0..encoder_depth).")

@@ -1,9 +1,9 @@
 r"""How far has training moved each part of the model from its initial params?
 
-  python -m benchmarks.param_drift --workdir=/tmp/lb_small --checkpoints=250,750 \
+  python -m research.param_drift --workdir=/tmp/lb_small --checkpoints=250,750 \
       --json=/tmp/drift.json
 
-Reads a run of `benchmarks.learning` (its checkpoints; step 0 = the run's initial params, as
+Reads a run of `research.learning` (its checkpoints; step 0 = the run's initial params, as
 there) and prints, for each weight kernel (a leaf named "kernel": convs and dense layers; stacked
 transformer blocks counted together), its RMS at init and its relative change at each step,
 ||w_step - w_0|| / ||w_0||. Adam moves every weight by about the learning rate a step whatever its
@@ -17,13 +17,14 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from benchmarks import common, learning, probe_layers  # noqa: F401 (probe_layers: its flag)
+from benchmarks import common
+from research import learning, probe_layers  # noqa: F401 (probe_layers: its flag)
 from wavlejepa import checkpointing, pretrained
 
 FLAGS = flags.FLAGS
 
-# --workdir and --json are benchmarks.learning's flags, and --checkpoints (the steps to compare
-# with the init) is benchmarks.probe_layers', all defined when they are imported: one process
+# --workdir and --json are research.learning's flags, and --checkpoints (the steps to compare
+# with the init) is research.probe_layers', all defined when they are imported: one process
 # (a test session) may import all three.
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/probe_layers.py: the encoder cut after L blocks embeds as block L's output
+"""research/probe_layers.py: the encoder cut after L blocks embeds as block L's output
 (L = 0: the front end's frames through the final LayerNorm)."""
 
 import chex
@@ -6,8 +6,8 @@ import jax
 import numpy as np
 from absl.testing import absltest, parameterized
 
-from benchmarks import probe_layers
 from configs import cpu_debug
+from research import probe_layers
 from wavlejepa import diagnostics, model
 from wavlejepa.nets import layers, transformer, waveform
 

@@ -94,17 +94,6 @@ def get_config() -> ml_collections.ConfigDict:
     # Clips shorter than a crop: "pack" joins them end to end (crops full of audio, no two alike:
     # what 1 s speech_commands-style clips need), "pad" zero-pads them, "skip" drops them.
     config.dataset.short_clips = "pack"
-    # Each crop is normalised to zero mean, unit variance ("crop"); "clip" normalises each source
-    # clip of a packed crop on its own, as the embedder does at use.
-    config.dataset.normalize = "crop"
-    # Training augmentation: each stretch of clips played at a speed drawn from these factors
-    # (e.g. (0.9, 1.0, 1.1), Kaldi's speed perturbation; pitch moves with tempo). () = off, as in
-    # WavJEPA. The held-out loss and the probes always see the audio as it is.
-    config.dataset.speed_perturb = ()
-    # Training augmentation: the context hears each crop in another voice (pitch and formants
-    # shifted by semitones drawn from [-x, x], timing kept; data/pitch.py) while the targets
-    # hear it as it is, so who speaks cannot be predicted from the context. 0 = off.
-    config.dataset.context_pitch_shift = 0.0
     config.dataset.num_workers = 4  # grain worker processes (0 = in the main process).
     config.dataset.eval_batches = 4  # Batches of eval_split per held-out evaluation.
     # Building an audio_folder (python -m wavlejepa.prepare_dataset, or on first use):

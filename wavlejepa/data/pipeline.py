@@ -5,16 +5,15 @@ Every element (all modes, train and eval, dummy data too) is a dict:
   "lengths": int32 [batch_size], the real samples at the start of each crop: crop_samples, but
       fewer for crops of a clip zero-padded by short_clips="pad" (the padding is exactly 0);
   "clip_starts": int32 [batch_size, transforms.MAX_CLIPS_PER_CROP], where source clips begin in
-      each crop: 0, then each later start, then -1 (starts past the cap are dropped);
-  "context_audio": float32 [batch_size, crop_samples], training batches only and only with
-      config.dataset.context_pitch_shift > 0: "audio" in another voice (transforms.ContextVoice),
-      what the model encodes the context from.
+      each crop: 0, then each later start, then -1 (starts past the cap are dropped).
 Each batch is `batch_size // crops_per_clip` stretches giving `crops_per_clip` crops each
 (transforms.py). A stretch is one clip or, with short_clips="pack", a clip shorter than a crop
 followed by the next clips of a seeded order of the host's shard (packing.py). So clips shorter
 than a crop are joined ("pack": crops full of audio, none repeated), zero-padded ("pad": all
 crops of such a clip are equal) or dropped ("skip"). Each host reads its own shard
-(shard_index/shard_count = jax.process_index()/count()).
+(shard_index/shard_count = jax.process_index()/count()). With config.dataset.num_workers > 0
+grain starts worker processes, which read grain's absl flags: programs parse flags first
+(`app.run`); a notebook or test that builds such a loader calls `flags.FLAGS.mark_as_parsed()`.
 
 Build the dataset first (on process 0, then sync hosts) with `ensure_built(config.dataset)`, then:
 
@@ -37,50 +36,21 @@ writes. A state restores only into a loader built with the same dataset, split, 
 num_workers (grain checks them and raises otherwise).
 """
 
-import math
-
 import grain
-from absl import flags
 
 from wavlejepa.data import packing, sources, synthetic, transforms
 from wavlejepa.data.sources import ensure_built  # noqa: F401  (part of this module's API)
 from wavlejepa.data.transforms import crop_samples, normalize  # noqa: F401  (ditto)
 
 SHORT_CLIPS = ("pack", "pad", "skip")
-NORMALIZE = ("crop", "clip")
 EVAL_SEED = 0  # Eval crops are drawn from this fixed seed, whatever config.seed is.
 DUMMY_TRAIN_CLIPS = 1024  # Synthetic clips behind dummy=True (train split).
 DUMMY_EVAL_CLIPS = 128  # Synthetic clips behind dummy=True (eval split).
 
 
-def _speed_factors(dataset_config) -> tuple[float, ...]:
-    """config.dataset.speed_perturb; configs saved before it existed have none (off)."""
-    return tuple(dataset_config.get("speed_perturb", ()))
-
-
-def _context_pitch_shift(dataset_config) -> float:
-    """config.dataset.context_pitch_shift (semitones); configs saved before it have none (0)."""
-    return float(dataset_config.get("context_pitch_shift", 0.0))
-
-
 def problems(dataset_config):
     """Yields one message per bad value of the pipeline's options (config_validation reports
     them all before any compute; building a loader raises the first)."""
-    if dataset_config.normalize not in NORMALIZE:
-        yield f"config.dataset.normalize={dataset_config.normalize!r}; choose one of {NORMALIZE}."
-    factors = _speed_factors(dataset_config)
-    if any(not 0.5 <= f <= 2.0 for f in factors):
-        yield (
-            f"config.dataset.speed_perturb={factors}: each speed factor must be in [0.5, 2] "
-            "(Kaldi's recipe: 0.9,1.0,1.1); empty turns the augmentation off."
-        )
-    semitones = _context_pitch_shift(dataset_config)
-    if not 0.0 <= semitones <= 12.0:
-        yield (
-            f"config.dataset.context_pitch_shift={semitones}: the context's voice shift is a "
-            "range in semitones, in [0, 12] (e.g. 3 draws each crop's shift from [-3, 3]); 0 "
-            "turns it off."
-        )
     if dataset_config.short_clips not in SHORT_CLIPS:
         yield (
             f"config.dataset.short_clips={dataset_config.short_clips!r}; choose one of "
@@ -110,58 +80,41 @@ def _source(dataset_config, split: str, dummy: bool, num_dummy: int, dummy_seed:
     return clips, "audio"
 
 
-def _worker_count(dataset_config) -> int:
-    if dataset_config.num_workers > 0 and not flags.FLAGS.is_parsed():
-        # grain's worker processes read its absl flags; outside `app.run` (tests, notebooks) take
-        # their defaults, as grain's own notebooks do.
-        flags.FLAGS.mark_as_parsed()
-    return dataset_config.num_workers
-
-
 def _loader(
-    dataset_config, source, audio_key, batch_size, shard, *, shuffle, num_epochs, seed, augment
+    dataset_config, source, audio_key, batch_size, shard_index, shard_count, *, train, seed
 ):
-    """grain.DataLoader: source -> stretches (packed or single clips) -> [speed perturbation,
-    when `augment`] -> crops -> [the context's voice, when `augment`] -> batches."""
+    """grain.DataLoader: source -> stretches (packed or single clips) -> crops -> batches.
+
+    `train`: shuffled and endless; else one pass in order over shards cut evenly (eval).
+    """
     n, k = crop_samples(dataset_config), dataset_config.crops_per_clip
-    factors = _speed_factors(dataset_config) if augment else ()
+    shard = grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=not train)
     if dataset_config.short_clips == "pack":
-        # Built long enough that, played at the fastest factor, the stretch still fills k crops.
-        packed_samples = math.ceil(n * max(factors, default=1.0))
         source = packing.PackedClips(
-            source,
-            audio_key=audio_key,
-            crop_samples=packed_samples,
-            num_crops=k,
-            seed=seed,
-            shard_options=shard,
+            source, audio_key=audio_key, crop_samples=n, num_crops=k, seed=seed, shard_options=shard
         )
         operations = []
     else:
         operations = [transforms.ToFloat(audio_key)]
-    if factors:
-        operations.append(transforms.SpeedPerturb(factors))
     if dataset_config.short_clips == "skip":
         operations.append(transforms.AtLeast(n))
-    per_clip = dataset_config.normalize == "clip"
-    operations.append(transforms.RandomCrops(k, n, per_clip=per_clip))
-    semitones = _context_pitch_shift(dataset_config) if augment else 0.0
-    if semitones:
-        operations.append(transforms.ContextVoice(semitones, per_clip=per_clip))
     operations += [
+        transforms.RandomCrops(k, n),
         grain.transforms.Batch(
-            batch_size // k,
-            drop_remainder=True,
-            batch_fn=transforms.concat_crops,
+            batch_size // k, drop_remainder=True, batch_fn=transforms.concat_crops
         ),
     ]
     return grain.DataLoader(
         data_source=source,
         sampler=grain.samplers.IndexSampler(
-            len(source), shard_options=shard, shuffle=shuffle, num_epochs=num_epochs, seed=seed
+            len(source),
+            shard_options=shard,
+            shuffle=train,
+            num_epochs=None if train else 1,
+            seed=seed,
         ),
         operations=operations,
-        worker_count=_worker_count(dataset_config),
+        worker_count=dataset_config.num_workers,
         shard_options=shard,
     )
 
@@ -188,17 +141,8 @@ def create_train_loader(
     """
     _check(dataset_config, batch_size)
     source, key = _source(dataset_config, dataset_config.split, dummy, DUMMY_TRAIN_CLIPS, 0)
-    shard = grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=False)
     return _loader(
-        dataset_config,
-        source,
-        key,
-        batch_size,
-        shard,
-        shuffle=True,
-        num_epochs=None,
-        seed=seed,
-        augment=True,
+        dataset_config, source, key, batch_size, shard_index, shard_count, train=True, seed=seed
     )
 
 
@@ -233,15 +177,13 @@ def create_eval_loader(
             "Use a smaller batch or more held-out clips (for an audio_folder, a larger "
             "config.dataset.validation_fraction)."
         )
-    shard = grain.sharding.ShardOptions(shard_index, shard_count, drop_remainder=True)
     return _loader(
         dataset_config,
         source,
         key,
         batch_size,
-        shard,
-        shuffle=False,
-        num_epochs=1,
+        shard_index,
+        shard_count,
+        train=False,
         seed=EVAL_SEED,
-        augment=False,  # Held-out loss on the audio as it is.
     )

@@ -9,12 +9,11 @@ concat_crops stacks the crops of a batch of stretches row-wise.
 """
 
 import dataclasses
-import fractions
 
 import grain
 import numpy as np
 
-from wavlejepa.data import decode, pcm, pitch
+from wavlejepa.data import pcm
 
 NORMALIZE_EPS = 1e-5  # WavJEPA's eps; added to the variance, as in layer norm.
 MAX_CLIPS_PER_CROP = 8  # Clip starts recorded per crop; later ones are dropped.
@@ -46,26 +45,6 @@ def normalize(audio: np.ndarray, lengths=None, eps: float = NORMALIZE_EPS) -> np
     centred = np.where(valid, x - mean, 0.0)
     var = (centred * centred).sum(axis=-1, keepdims=True) / count
     return (centred / np.sqrt(var + eps)).astype(np.float32)
-
-
-def normalize_clips(crop: np.ndarray, clip_starts: np.ndarray) -> np.ndarray:
-    """`normalize` each source clip of a packed crop on its own, as the embedder normalises a
-    clip: float32 [samples], from float [samples] and `crop_clip_starts` (0, later starts, -1s)."""
-    bounds = [int(s) for s in clip_starts if s >= 0] + [len(crop)]
-    pieces = [normalize(crop[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    return np.concatenate(pieces).astype(np.float32)
-
-
-def normalize_crops(
-    crops: np.ndarray, lengths: np.ndarray, clip_starts: np.ndarray, per_clip: bool
-) -> np.ndarray:
-    """float32 [crops, samples]: each crop normalised over its `lengths` real samples or, with
-    `per_clip` and every crop full, each source clip of a crop alone (`normalize_clips`; a
-    padded crop holds one clip, so it is normalised over its real samples either way)."""
-    if per_clip and np.all(lengths == crops.shape[-1]):
-        pairs = zip(crops, clip_starts, strict=True)
-        return np.stack([normalize_clips(crop, starts) for crop, starts in pairs])
-    return normalize(crops, lengths)
 
 
 def to_float(audio: np.ndarray) -> np.ndarray:
@@ -108,37 +87,6 @@ class ToFloat(grain.transforms.Map):
         return {"audio": to_float(element[self.audio_key]), "clip_starts": np.zeros(1, np.int64)}
 
 
-def speed_ratio(factor: float) -> tuple[int, int]:
-    """(up, down) of the polyphase resampling that plays audio `factor` times as fast: a
-    stretch of n samples becomes ceil(n * up / down) = about n / factor (0.9 -> (10, 9))."""
-    ratio = fractions.Fraction(float(factor)).limit_denominator(100)
-    return ratio.denominator, ratio.numerator
-
-
-def change_speed(stretch: dict[str, np.ndarray], factor: float) -> dict[str, np.ndarray]:
-    """A stretch played `factor` times as fast (tempo and pitch together, as tape does), by
-    polyphase resampling; clip starts move with it. factor 1 returns the stretch unchanged."""
-    up, down = speed_ratio(factor)
-    if up == down:
-        return stretch
-    audio = decode.resample(stretch["audio"].astype(np.float64), down, up)  # As if rate down -> up.
-    starts = np.asarray(stretch["clip_starts"]) * up // down
-    return {"audio": audio.astype(np.float32), "clip_starts": starts.astype(np.int64)}
-
-
-@dataclasses.dataclass(frozen=True)
-class SpeedPerturb(grain.transforms.RandomMap):
-    """Training augmentation: each stretch played at a speed drawn uniformly from `factors`
-    (Ko et al., 2015: 0.9, 1.0, 1.1), so a few speakers sound like more (the formants shift with
-    the pitch). Runs before the crops are cut; a stretch becomes about len / factor samples long,
-    so a packed stretch is built max(factors) times longer (pipeline) to still fill its crops."""
-
-    factors: tuple[float, ...]
-
-    def random_map(self, element: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
-        return change_speed(element, self.factors[int(rng.integers(len(self.factors)))])
-
-
 @dataclasses.dataclass(frozen=True)
 class AtLeast(grain.transforms.Filter):
     """Keeps stretches of at least `samples` samples (short_clips="skip")."""
@@ -165,7 +113,6 @@ class RandomCrops(grain.transforms.RandomMap):
 
     num_crops: int
     crop_samples: int
-    per_clip: bool = False  # Packed crops: normalise each source clip alone (`normalize_clips`).
 
     def random_map(self, element: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
         audio, starts = element["audio"], element["clip_starts"]
@@ -185,33 +132,8 @@ class RandomCrops(grain.transforms.RandomMap):
             }
         clip_starts = np.stack([crop_clip_starts(starts, o, c) for o in offsets])
         lengths = np.full(k, c, np.int32)
-        crops = np.stack([audio[o : o + c] for o in offsets])
-        crops = normalize_crops(crops, lengths, clip_starts, self.per_clip)
+        crops = normalize(np.stack([audio[o : o + c] for o in offsets]), lengths)
         return {"audio": crops, "lengths": lengths, "clip_starts": clip_starts}
-
-
-@dataclasses.dataclass(frozen=True)
-class ContextVoice(grain.transforms.RandomMap):
-    """Training augmentation: adds "context_audio" [num_crops, crop_samples], each crop's real
-    samples pitch-shifted by semitones drawn uniformly from [-semitones, semitones]
-    (`pitch.shift_pitch`: formants with the pitch, timing kept) and normalised like "audio".
-
-    The model encodes the context from it and the targets from "audio", so the context and the
-    targets hear the same words at the same frames in different voices: what tells the speaker
-    apart can no longer be predicted from the context (config.dataset.context_pitch_shift).
-    """
-
-    semitones: float
-    per_clip: bool = False  # As RandomCrops (`normalize_crops`).
-
-    def random_map(self, element: dict[str, np.ndarray], rng: np.random.Generator) -> dict:
-        audio, lengths = element["audio"], element["lengths"]
-        shifts = rng.uniform(-self.semitones, self.semitones, size=len(audio))
-        shifted = np.zeros_like(audio)
-        for row, (crop, n, s) in enumerate(zip(audio, lengths, shifts, strict=True)):
-            shifted[row, :n] = pitch.shift_pitch(crop[:n], float(s))
-        context = normalize_crops(shifted, lengths, element["clip_starts"], self.per_clip)
-        return {**element, "context_audio": context}
 
 
 def concat_crops(stretches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

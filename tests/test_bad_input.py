@@ -250,7 +250,7 @@ def test_embed_from_a_truncated_checkpoint_is_one_line_per_checkpoint(
     tmp_path, checkpoint, one_clip
 ):
     # Orbax fails on the first short array file while TensorStore's other reads are in flight:
-    # without cli.quiet_closed_event_loops each printed an "Event loop is closed" traceback.
+    # without runtime.quiet_closed_event_loops each printed an "Event loop is closed" traceback.
     broken = tmp_path / "run"
     shutil.copytree(checkpoint, broken)
     for root, _, names in os.walk(broken):

@@ -16,7 +16,7 @@ import numpy as np
 from absl import app, flags
 
 import wavlejepa.data
-from wavlejepa import cli, model, pretrained
+from wavlejepa import cli, model, pretrained, runtime
 from wavlejepa.data import decode, pcm, pipeline
 
 
@@ -44,6 +44,7 @@ def sample_crops(num_clips: int, num_samples: int) -> np.ndarray:
 
 def main(argv):
     del argv
+    runtime.set_up()
     params, config = pretrained.load(flags.FLAGS.checkpoint)
     num_samples = pipeline.crop_samples(config.dataset)
     audio = sample_crops(flags.FLAGS.num_clips, num_samples)

@@ -20,7 +20,7 @@ import sys
 
 from absl import app, flags
 
-from wavlejepa import cli
+from wavlejepa import cli, runtime
 
 # JAX and the model are imported in main(), after the flags: `--help` and flag errors are instant.
 _CHECKPOINT = flags.DEFINE_string(
@@ -58,6 +58,7 @@ def _embed_per_file(embedder, paths: list[str], source: str, output_dir: str):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    runtime.set_up()
     per_file = _OUTPUT_DIR.value is not None
     if per_file and flags.FLAGS["output"].present:
         cli.fail("--output and --output_dir contradict each other: give one.")

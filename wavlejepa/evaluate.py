@@ -19,7 +19,7 @@ import tqdm
 from absl import app, flags
 from ml_collections import config_flags
 
-from wavlejepa import cli
+from wavlejepa import cli, runtime
 
 # JAX, the model and the probes are imported in main(): `--help` and flag errors are instant.
 BASELINES = ("none", "random_init", "logmel")
@@ -80,6 +80,7 @@ def _frames_factory(args):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    runtime.set_up()
     from wavlejepa.data import fsdd
     from wavlejepa.evaluators import linear_probe
 

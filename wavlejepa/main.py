@@ -10,7 +10,7 @@ the coordinator explicitly (`--coordinator_address=HOST:PORT --num_processes=N -
 from absl import app, flags
 from ml_collections import config_flags
 
-from wavlejepa import cli
+from wavlejepa import cli, runtime
 
 # JAX and the trainer are imported in main(), after the flags: `--help` and flag errors are instant.
 
@@ -32,6 +32,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    runtime.set_up()
     import jax
 
     from wavlejepa import checkpointing, config_validation, train

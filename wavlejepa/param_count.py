@@ -7,7 +7,7 @@ import jax
 from absl import app
 from ml_collections import config_flags
 
-from wavlejepa import cli, model
+from wavlejepa import cli, model, runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 
@@ -20,6 +20,7 @@ def count(model_config) -> dict[str, int]:
 
 def main(argv):
     del argv
+    runtime.set_up()
     counts = count(_CONFIG.value.model)
     for name, n in counts.items():
         print(f"{name:18s} {n:>13,d}")

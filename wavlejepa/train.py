@@ -24,11 +24,11 @@ from jax.sharding import PartitionSpec as P
 
 from wavlejepa import (
     checkpointing,
-    cli,
     config_validation,
     evaluators,
     model_sizes,
     reporting,
+    runtime,
     stopping,
     summary,
     train_state,
@@ -240,7 +240,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     # interconnect's order); Auto axes propagate shardings through unannotated model code.
     workdir = epath.Path(workdir)
     config = _prepared_config(config, workdir)
-    cli.quiet_orbax_logs()
+    runtime.quiet_orbax_logs()
     mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     logging.info(

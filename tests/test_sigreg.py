@@ -8,6 +8,7 @@ import scipy.integrate
 from absl.testing import absltest, parameterized
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from configs import cpu_debug
 from wavlejepa import sigreg
 
 
@@ -150,6 +151,14 @@ class SigregTest(chex.TestCase):
         np.testing.assert_allclose(got, epps_pulley_np(projected).mean(), rtol=1e-4)
         per_shard = np.mean([epps_pulley_np(projected[8 * i : 8 * i + 8]).mean() for i in range(8)])
         self.assertGreater(abs(got - per_shard), 0.1)
+
+    def test_collapse_value_is_the_statistic_of_a_collapsed_global_batch(self):
+        config = cpu_debug.get_config()  # 8 crops of 0.51 s: 50 frames each, 400 rows.
+        value = sigreg.sigreg_collapse_value(config)
+        self.assertEqual(value, 0.40 * 8 * 50)
+        dirs = sigreg.random_directions(jax.random.PRNGKey(0), config.model.encoder_width, 16)
+        collapsed = sigreg.sigreg(jnp.zeros((8 * 50, config.model.encoder_width)), dirs)
+        np.testing.assert_allclose(float(collapsed), value, rtol=0.01)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from absl import app, flags
 from etils import epath
 from matplotlib.figure import Figure
 
-from wavlejepa import cli
+from wavlejepa import cli, runtime
 
 # `reporting` (JAX, CLU) and the model are imported where used: `--help` is instant.
 PROBE_PREFIXES = ("eval_", "probe_")  # Eval keys holding "accuracy" are probe results.
@@ -59,9 +59,9 @@ def sigreg_lines(config: ml_collections.ConfigDict | None) -> dict[str, float]:
     and crop) and the health warning's threshold; none without the run's config."""
     if config is None:
         return {}
-    from wavlejepa import reporting
+    from wavlejepa import sigreg
 
-    collapse = reporting.sigreg_collapse_value(config)
+    collapse = sigreg.sigreg_collapse_value(config)
     return {
         "collapsed (0.40 N)": collapse,
         "health warning": config.health.sigreg_collapse_fraction * collapse,
@@ -193,6 +193,7 @@ def _define_flags() -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    runtime.set_up()
     args = flags.FLAGS
     from wavlejepa import checkpointing
 

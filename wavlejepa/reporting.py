@@ -17,19 +17,11 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from etils import epath
 
-from wavlejepa.data import transforms
-from wavlejepa.nets import waveform
+from wavlejepa import sigreg
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"  # The run's full config, written into the workdir at start.
 _FIX = "the peak learning rate is likely too high: try configs/conservative.py"
-
-
-def sigreg_collapse_value(config: ml_collections.ConfigDict) -> float:
-    """SIGReg of a collapsed batch, 0.40 * N: N is the rows of the statistic, every frame of the
-    global batch. Gaussian data gives ~1."""
-    frames = waveform.num_frames(transforms.crop_samples(config.dataset), config.model)
-    return 0.40 * config.batch_size * frames
 
 
 def health_warnings(
@@ -38,12 +30,13 @@ def health_warnings(
     """Warnings for a SIGReg near collapse (after warm-up) or a loss jump at a logged step, each
     naming a likely cause."""
     warnings, health = [], config.health
-    limit = health.sigreg_collapse_fraction * sigreg_collapse_value(config)
+    collapsed = sigreg.sigreg_collapse_value(config)
+    limit = health.sigreg_collapse_fraction * collapsed
     if step > config.optimizer.warmup_steps and scalars["sigreg"] > limit:
         warnings.append(
             f"SIGReg {scalars['sigreg']:.4g} at step {step} is above "
             f"config.health.sigreg_collapse_fraction={health.sigreg_collapse_fraction:g} of a "
-            f"collapsed batch's {sigreg_collapse_value(config):.4g}: the embeddings are far from "
+            f"collapsed batch's {collapsed:.4g}: the embeddings are far from "
             f"Gaussian (collapse or blow-up); {_FIX} (peak_lr 1.5e-4, warmup 7,500 steps)."
         )
     if previous_loss is not None and scalars["loss"] > health.loss_jump_factor * previous_loss:

@@ -12,7 +12,11 @@ global: XLA sums the cos/sin terms over devices before squaring.
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+
+from wavlejepa.data import transforms
+from wavlejepa.nets import waveform
 
 
 def _knots_and_weights(t_max: float, num_knots: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,3 +84,10 @@ def sigreg(
     """Mean Epps-Pulley statistic of the embeddings projected on each direction (a scalar)."""
     projected_NxM = embeddings_NxD.astype(jnp.float32) @ directions_DxM
     return jnp.mean(epps_pulley(projected_NxM, t_max, num_knots, weights_N=weights_N))
+
+
+def sigreg_collapse_value(config: ml_collections.ConfigDict) -> float:
+    """SIGReg of a collapsed batch, 0.40 * N: N is the rows of the statistic, every frame of the
+    global batch. Gaussian data gives ~1."""
+    frames = waveform.num_frames(transforms.crop_samples(config.dataset), config.model)
+    return 0.40 * config.batch_size * frames

@@ -8,66 +8,81 @@ Re-running on a prepared dataset only prints its summary; an interrupted build l
 looks finished, so re-running also finishes it.
 """
 
+import inspect
 import os
 import sys
 
 import ml_collections
 from absl import app, flags
 
-from configs import default
-from wavlejepa import cli
+from wavlejepa import cli, runtime
+from wavlejepa.data import pcm
 
-# TFDS and the builder are imported in main(): `--help` and flag errors are instant.
-_DEFAULTS = default.get_config().dataset  # One place for the build defaults: the config's.
+# TFDS and the builder are imported in main(): `--help` and flag errors are instant. So a build
+# option left unset (None) takes its default from the builder's signature there: one place for it.
+_UNSET = "(unset: AudioFolder's default)"
 
 _AUDIO_DIR = flags.DEFINE_string("audio_dir", None, "Folder of audio files (searched recursively).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir the dataset is written to.")
 _NAME = flags.DEFINE_string("name", "audio_folder", "Dataset name (snake_case) in data_dir.")
 _STRICT = flags.DEFINE_bool("strict", False, "Stop at the first bad file instead of skipping it.")
 _MIN_DURATION = flags.DEFINE_float(
-    "min_duration", _DEFAULTS.min_duration_seconds, "Skip files shorter than this (seconds)."
+    "min_duration", None, f"Skip files shorter than this (seconds) {_UNSET}."
 )
 _VALIDATION = flags.DEFINE_float(
-    "validation_fraction", _DEFAULTS.validation_fraction, "Share of files in 'validation'."
+    "validation_fraction", None, f"Share of files in 'validation' {_UNSET}."
 )
-_TEST = flags.DEFINE_float("test_fraction", _DEFAULTS.test_fraction, "Share of files in 'test'.")
+_TEST = flags.DEFINE_float("test_fraction", None, f"Share of files in 'test' {_UNSET}.")
 _SAMPLE_RATE = flags.DEFINE_integer(
-    "sample_rate", _DEFAULTS.sample_rate, "Rate the audio is resampled to."
+    "sample_rate", pcm.SAMPLE_RATE, "Rate the audio is resampled to."
 )
 _LABEL_FROM = flags.DEFINE_string(
-    "label_from", _DEFAULTS.label_from,
-    "Label from the parent folder (folder), a CSV (csv), or none (audio_folder.LABEL_FROM).",
+    "label_from", None,
+    f"Label from the parent folder (folder), a CSV (csv), or none (audio_folder.LABEL_FROM) "
+    f"{_UNSET}.",
 )  # fmt: skip
 _LABEL_CSV = flags.DEFINE_string("label_csv", "", "label_from=csv: `relative/path,label` rows.")
 flags.mark_flags_as_required(["audio_dir", "data_dir"])
 
 
-def _dataset_config() -> ml_collections.ConfigDict:
-    """The flags as the config.dataset fields that `sources` reads."""
+_BUILD_OPTIONS = {  # AudioFolder's keyword: its flag, None when unset.
+    "label_from": _LABEL_FROM,
+    "validation_fraction": _VALIDATION,
+    "test_fraction": _TEST,
+    "min_duration_seconds": _MIN_DURATION,
+}
+
+
+def _dataset_config(builder_class) -> ml_collections.ConfigDict:
+    """The flags as the config.dataset fields that `sources` reads; a build option left unset
+    takes the default of `builder_class.__init__` (AudioFolder's)."""
+    defaults = inspect.signature(builder_class.__init__).parameters
+    options = {
+        key: defaults[key].default if flag.value is None else flag.value
+        for key, flag in _BUILD_OPTIONS.items()
+    }
     return ml_collections.ConfigDict(
         dict(
             name=_NAME.value,
             data_dir=_DATA_DIR.value,
             audio_dir=_AUDIO_DIR.value,
-            label_from=_LABEL_FROM.value,
             label_csv=_LABEL_CSV.value,
-            validation_fraction=_VALIDATION.value,
-            test_fraction=_TEST.value,
-            min_duration_seconds=_MIN_DURATION.value,
             sample_rate=_SAMPLE_RATE.value,
+            **options,
         )
     )
 
 
 def main(argv):
     del argv
+    runtime.set_up()
     import tensorflow_datasets as tfds
 
     from wavlejepa.data import audio_folder, decode, sources
 
-    if _LABEL_FROM.value not in audio_folder.LABEL_FROM:
+    dataset_config = _dataset_config(audio_folder.AudioFolder)
+    if dataset_config.label_from not in audio_folder.LABEL_FROM:
         cli.fail(f"--label_from={_LABEL_FROM.value}; choose one of {audio_folder.LABEL_FROM}.")
-    dataset_config = _dataset_config()
     if not sys.stderr.isatty():  # Piped: no progress bars full of escape codes.
         tfds.disable_progress_bar()
     try:

@@ -319,29 +319,43 @@ def run(
     return {"settings": settings, "steps": step_rows, "logmel": logmel_rows}
 
 
-def main(argv):
+def run_args(argv: list[str]) -> dict:
+    """The arguments of `run` that `research.supervised_ceiling.run` takes too, from their flags
+    (which it shares), once the command line is checked."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if _STEPS.value < 1 or _PROBE_EVERY.value < 1:
         raise app.UsageError("--steps and --probe_every must be >= 1.")
-    result = run(
-        _CONFIG.value,
-        os.path.abspath(_WORKDIR.value),
+    return dict(
         fsdd_dir=os.path.abspath(_FSDD_DIR.value),
         heldout=_HELDOUT.value,
         steps=_STEPS.value,
         probe_every=_PROBE_EVERY.value,
-        share_frames=_SHARE_FRAMES.value,
         max_clips=_MAX_CLIPS.value,
         probe_steps_lbfgs=_PROBE_STEPS.value,
         batch_size=_BATCH_SIZE.value,
-        ssl_heldout=_SSL_HELDOUT.value,
     )
+
+
+def report(result: dict, rows: list[dict], columns=COLUMNS) -> None:
+    """Names the config in `result`'s settings, prints `rows` as a table, writes `result` to
+    --json."""
     result["settings"]["config"] = config_flags.get_config_filename(flags.FLAGS["config"])
     # The --config.* flags of the run, so each JSON names its variant: {"loss.x": value}.
     result["settings"]["config_overrides"] = config_flags.get_override_values(flags.FLAGS["config"])
-    print(format_table(result["steps"] + result["logmel"]))
+    print(format_table(rows, columns))
     common.write_json(_JSON.value, result, indent=1)
+
+
+def main(argv):
+    result = run(
+        _CONFIG.value,
+        os.path.abspath(_WORKDIR.value),
+        **run_args(argv),
+        share_frames=_SHARE_FRAMES.value,
+        ssl_heldout=_SSL_HELDOUT.value,
+    )
+    report(result, result["steps"] + result["logmel"])
     if _PLOT.value:
         plot.save_png(learning_curve(result["steps"], result["logmel"][0]), _PLOT.value)
 

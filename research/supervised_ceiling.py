@@ -32,16 +32,13 @@ seeds at each of two learning rates are research/results/supervised_ceiling_smal
 """
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from benchmarks import common
 from research import learning
 from wavlejepa import model, train_state
 from wavlejepa.data import fsdd, transforms
@@ -187,24 +184,8 @@ COLUMNS = learning.COLUMNS + (
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if FLAGS.steps < 1 or FLAGS.probe_every < 1:
-        raise app.UsageError("--steps and --probe_every must be >= 1.")
-    result = run(
-        FLAGS.config,
-        fsdd_dir=os.path.abspath(FLAGS.fsdd_dir),
-        heldout=FLAGS.heldout_speaker,
-        steps=FLAGS.steps,
-        probe_every=FLAGS.probe_every,
-        max_clips=FLAGS.max_clips_per_split,
-        probe_steps_lbfgs=FLAGS.probe_steps,
-        batch_size=FLAGS.batch_size,
-    )
-    result["settings"]["config"] = config_flags.get_config_filename(FLAGS["config"])
-    result["settings"]["config_overrides"] = config_flags.get_override_values(FLAGS["config"])
-    print(learning.format_table(result["steps"], COLUMNS))
-    common.write_json(FLAGS.json, result, indent=1)
+    result = run(FLAGS.config, **learning.run_args(argv))
+    learning.report(result, result["steps"], COLUMNS)
 
 
 if __name__ == "__main__":

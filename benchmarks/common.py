@@ -1,4 +1,5 @@
-"""What the benchmarks share: timing a jitted call, and writing their figures to --json."""
+"""What the benchmarks share: timing a jitted call, printing a sweep's rows as they come, and
+writing their figures to --json (the research tools write theirs with it too)."""
 
 import json
 import time
@@ -15,6 +16,12 @@ def time_call(fn, *args, repeats: int) -> float:
         out = fn(*args)
     jax.block_until_ready(out)
     return (time.perf_counter() - start) / repeats
+
+
+def print_row(template: str, row: dict) -> None:
+    """Prints `template.format(**row)` at once (flushed), so a long sweep shows each point as it
+    is measured."""
+    print(template.format(**row), flush=True)
 
 
 def write_json(path: str, figures, indent: int = 2) -> None:

@@ -28,6 +28,11 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "", "TFDS data_dir ('' = a temporary
 _WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "grain worker counts to time.")
 _SECONDS = flags.DEFINE_float("seconds", 10.0, "Timed seconds per measurement (after warm-up).")
 _JSON = flags.DEFINE_string("json", "", "Write the figures to this JSON file too.")
+_ROW = (  # One line per run: `main`'s run dicts.
+    "{crops:9s} crops {crop_seconds} s x {crops_per_clip}, batch {batch_size:3d}, {workers} "
+    "workers: {clips_per_second:8.1f} clips/s, {audio_seconds_per_second:8.1f} audio s/s "
+    "(start-up {startup_seconds} s, load {load_average})"
+)
 
 
 def measure(dataset_config, batch_size: int, seconds: float) -> dict:
@@ -78,13 +83,7 @@ def main(argv):
             run = dict(crops=setting, load_average=round(os.getloadavg()[0], 2))
             run.update(measure(dataset_config, config.batch_size, _SECONDS.value))
             results["runs"].append(run)
-            print(
-                f"{setting:9s} crops {run['crop_seconds']} s x {run['crops_per_clip']}, batch "
-                f"{run['batch_size']:3d}, {workers} workers: {run['clips_per_second']:8.1f} "
-                f"clips/s, {run['audio_seconds_per_second']:8.1f} audio s/s (start-up "
-                f"{run['startup_seconds']} s, load {run['load_average']})",
-                flush=True,
-            )
+            common.print_row(_ROW, run)
     common.write_json(_JSON.value, results)
 
 

@@ -26,6 +26,10 @@ _CROPS = flags.DEFINE_list("crop_seconds", ["1", "2", "4", "8", "16"], "Crop len
 _BATCHES = flags.DEFINE_list("batch_sizes", [], "Global batch sizes (default: the config's).")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per point.")
 _JSON = flags.DEFINE_string("json", "", "Write the figures to this JSON file too.")
+_ROW = (  # One line per point: `measure_point`'s dict.
+    "batch {batch_size:4d} crop {crop_seconds:5.2f} s  step {step_ms:9.1f} ms  "
+    "{audio_seconds_per_sec:8.1f} audio-s/s  attention {attention_share:6.1%} of FLOPs"
+)
 
 
 def measure_point(config, steps: int) -> dict:
@@ -68,12 +72,7 @@ def main(argv):
             config.dataset.crop_seconds = crop
             row = measure_point(config, _STEPS.value)
             rows.append(row)
-            print(
-                f"batch {batch:4d} crop {crop:5.2f} s  step {row['step_ms']:9.1f} ms  "
-                f"{row['audio_seconds_per_sec']:8.1f} audio-s/s  "
-                f"attention {100 * row['attention_share']:5.1f}% of FLOPs",
-                flush=True,
-            )
+            common.print_row(_ROW, row)
     common.write_json(_JSON.value, rows)
 
 

@@ -7,7 +7,8 @@ r"""The base model on one node of 8 GPUs (A100/H100), in bfloat16.
 yet measured): one step is ~117 TFLOPs (wavlejepa/flops.py), so on H100s about 0.04-0.05 s/step
 at 30-40% MFU (4-5 hours for the 375k steps), on A100s about 0.12-0.16 s/step (12-16 hours),
 if the input pipeline keeps up (64 clips a step: ~1,400 clips/s on H100s, ~450 on A100s). A
-SIGReg-spike warning means: use a lower peak LR (configs/conservative.py's values as overrides).
+SIGReg-spike warning means: use a lower peak LR (e.g. `--config.optimizer.peak_lr=1.5e-4
+--config.optimizer.warmup_steps=7500`).
 """
 
 from configs import default
@@ -15,6 +16,8 @@ from configs import default
 
 def get_config():
     config = default.get_config()
+    # default.py's loss weights were measured to learn at 32 crops x 50 frames (N = 1,600 SIGReg
+    # rows); at this 512 x 200 shape (N = 102,400 rows) they are extrapolated, not measured.
     config.batch_size = 512  # WavJEPA's global batch: 64 crops per GPU.
     config.model.dtype = "bfloat16"  # Tensor-core type; params, norms and SIGReg stay float32.
     config.dataset.num_workers = 16  # grain processes decoding and cropping for 8 GPUs.

@@ -167,21 +167,6 @@ class TransformerTest(chex.TestCase):
         )
         np.testing.assert_allclose(got2[0], got[0], rtol=1e-6)
 
-    def test_same_clip_mask_equals_attention_within_each_clip_alone(self):
-        # Packed tokens attend only to their own clip: the same as running each clip on its own.
-        params = transformer.attention_init(jax.random.PRNGKey(3), 16, 16, 32)
-        x = jax.random.normal(jax.random.PRNGKey(4), (1, 7, 16))
-        ids = jnp.array([[0, 0, 0, 1, 1, 2, 2]])
-        lengths = jnp.array([6])  # The last token is padding.
-        mask = transformer.same_clip_mask(ids, ids)
-        chex.assert_shape(mask, (1, 1, 7, 7))
-        got = transformer.attention_apply(
-            params, x, x, num_heads=4, mask_Bx1xTxS=mask, kv_lengths_B=lengths
-        )
-        for lo, hi in [(0, 3), (3, 5), (5, 6)]:
-            alone = transformer.attention_apply(params, x[:, lo:hi], x[:, lo:hi], num_heads=4)
-            np.testing.assert_allclose(got[:, lo:hi], alone, rtol=1e-5, atol=1e-6)
-
     def test_scan_over_stacked_blocks_equals_blocks_in_turn(self):
         key = jax.random.PRNGKey(3)
         stacked = transformer.stack_init(key, 3, width=16, mlp_dim=32)
@@ -203,28 +188,6 @@ class TransformerTest(chex.TestCase):
         )(stacked)
         np.testing.assert_allclose(got_remat, plain, rtol=1e-6)
         chex.assert_trees_all_close(grad_remat, grad, rtol=1e-5, atol=1e-6)
-
-
-class WavJEPATargetsTest(chex.TestCase):
-    def test_top_blocks_instance_normalised_and_averaged(self):
-        # encoder.apply(top_blocks=2) against the blocks run one at a time and numpy.
-        cfg = _tiny()
-        params = encoder.init(jax.random.PRNGKey(0), cfg)
-        x = jax.random.normal(jax.random.PRNGKey(1), (2, 12, cfg.encoder_width))
-        lengths = jnp.array([12, 7])
-        out, targets = encoder.apply(params, x, cfg, lengths_B=lengths, top_blocks=2)
-        h, per_block = x, []
-        for i in range(cfg.encoder_depth):
-            block = jax.tree.map(lambda a, i=i: a[i], params["blocks"])
-            h = transformer.block_apply(block, h, num_heads=cfg.encoder_heads, lengths_B=lengths)
-            per_block.append(np.asarray(h, np.float64))
-        np.testing.assert_allclose(out, encoder.apply(params, x, cfg, lengths_B=lengths), atol=1e-6)
-        for b, n in enumerate([12, 7]):
-            normed = [
-                (y[b, :n] - y[b, :n].mean(0)) / np.sqrt(y[b, :n].var(0) + 1e-5)
-                for y in per_block[-2:]
-            ]
-            np.testing.assert_allclose(targets[b, :n], np.mean(normed, axis=0), atol=2e-4)
 
 
 class ModelTest(chex.TestCase):
@@ -266,8 +229,6 @@ class ModelTest(chex.TestCase):
         context_lengths = jnp.array([9, 4])
         positions = jax.random.randint(jax.random.PRNGKey(2), (crops * groups, queries), 0, 50)
         target_lengths = jnp.array([10, 7, 3, 10, 10, 1])
-        context_ids = jnp.array([[0, 0, 0, 1, 1, 1, 2, 2, 2], [0, 0, 1, 1, 1, 1, 1, 1, 1]])
-        target_ids = jax.random.randint(jax.random.PRNGKey(3), (crops * groups, queries), 0, 3)
 
         def loss(p, crop_context, shared: bool):
             out = predictor.apply(
@@ -278,8 +239,6 @@ class ModelTest(chex.TestCase):
                 target_lengths,
                 cfg,
                 num_frames=50,
-                target_clip_ids_BxQ=target_ids,
-                context_clip_ids_BxK=jnp.repeat(context_ids, groups, axis=0),
                 groups_per_context=groups if shared else 1,
             )
             valid = jnp.arange(queries)[None, :, None] < target_lengths[:, None, None]

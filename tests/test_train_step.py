@@ -5,7 +5,6 @@ from unittest import mock
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl.testing import absltest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -37,54 +36,6 @@ class TrainStepTest(chex.TestCase):
         self.assertFalse(mask["predictor"]["mask_token"])
         self.assertFalse(mask["context_encoder"]["final_norm"]["scale"])
 
-    def test_conv_lr_multiplier_scales_the_conv_kernels_updates_only(self):
-        config = cpu_debug.get_config()
-        params = train_state.create(jax.random.PRNGKey(0), config).params
-        grads = jax.tree.map(
-            lambda p: jax.random.normal(jax.random.PRNGKey(p.size), p.shape), params
-        )
-
-        def updates_after(multiplier, steps=3):
-            config.optimizer.conv_lr_multiplier = multiplier
-            tx = train_state.create_optimizer(config)
-            state, p = tx.init(params), params
-            for _ in range(steps):  # Past step 0, where the warm-up's learning rate is 0.
-                u, state = tx.update(grads, state, p)
-                p = jax.tree.map(jnp.add, p, u)
-            return u
-
-        plain, scaled = updates_after(1.0), updates_after(7.0)
-        num_convs = len(config.model.conv_kernels)
-        for path, a in jax.tree_util.tree_flatten_with_path(plain)[0]:
-            names = [entry.key for entry in path]
-            b = scaled
-            for name in names:
-                b = b[name]
-            self.assertGreater(float(jnp.abs(a).max()), 0.0, names)
-            conv = (
-                names[0] == "waveform_encoder"
-                and names[-1] == "kernel"
-                and names[1] != "projection"
-            )
-            np.testing.assert_allclose(b, (7.0 if conv else 1.0) * a, rtol=1e-4, atol=1e-9)
-            num_convs -= conv
-        self.assertEqual(num_convs, 0)  # Every conv layer's kernel was scaled.
-
-    def test_a_config_saved_before_conv_lr_multiplier_existed_builds_the_same_optimizer(self):
-        config = cpu_debug.get_config()
-        params = train_state.create(jax.random.PRNGKey(0), config).params
-        old = ml_collections.ConfigDict(config.to_dict())  # As pretrained.load_config makes.
-        del old.optimizer["conv_lr_multiplier"]
-        grads = jax.tree.map(jnp.ones_like, params)
-        updates = []
-        for c in (config, old):
-            tx = train_state.create_optimizer(c)
-            state = tx.init(params)
-            for _ in range(2):
-                u, state = tx.update(grads, state, params)
-            updates.append(u)
-        chex.assert_trees_all_close(*updates)
-
     def test_steps_compile_once_and_train(self):
         config = cpu_debug.get_config()
         state = train_state.create(jax.random.PRNGKey(0), config)
@@ -110,15 +61,14 @@ class TrainStepTest(chex.TestCase):
         )
 
     def test_the_batch_reaches_the_objective(self):
-        # Plumbing: the objective gets the batch's crops, lengths, clip starts and, when the
-        # pipeline adds it, the context's view (None otherwise), with the step's key.
+        # Plumbing: the objective gets the batch's crops, lengths and clip starts (None when
+        # the batch has none), with the step's key.
         config = cpu_debug.get_config()
         state = train_state.create(jax.random.PRNGKey(0), config)
         batch = {
             "audio": np.ones((4, 8160), np.float32),
             "lengths": np.full((4,), 8160, np.int32),
             "clip_starts": np.zeros((4, 8), np.int32),
-            "context_audio": np.full((4, 8160), 2.0, np.float32),
         }
         seen = []
 
@@ -133,11 +83,7 @@ class TrainStepTest(chex.TestCase):
         (audio, key, kwargs), (_, _, plain) = seen
         np.testing.assert_array_equal(audio, batch["audio"])
         np.testing.assert_array_equal(key, jax.random.fold_in(state.rng, state.step))
-        for name, kwarg in [
-            ("lengths", "lengths_B"),
-            ("clip_starts", "clip_starts_BxC"),
-            ("context_audio", "context_audio_BxS"),
-        ]:
+        for name, kwarg in [("lengths", "lengths_B"), ("clip_starts", "clip_starts_BxC")]:
             np.testing.assert_array_equal(kwargs[kwarg], batch[name])
             self.assertIsNone(plain[kwarg])
 

@@ -3,7 +3,7 @@
 A workdir holds two managers, so that best-model tracking can never delete the newest step that
 resume needs:
 
-  checkpoints/<step>/state/      TrainState: step, params, opt_state, rng, teacher (orbax PyTree)
+  checkpoints/<step>/state/      TrainState: step, params, opt_state, rng (orbax PyTree)
                     data_iter/  grain iterator position, process_<i>-of-<n>.json per host
                     config/     the run's config (JSON)
   best/<step>/params/           params of the config.keep_best lowest eval losses
@@ -87,9 +87,6 @@ def shape_mismatch(saved: dict, config: ml_collections.ConfigDict) -> str:
         was, now = saved.get("model", {}).get(key), current["model"].get(key)
         if was != now:
             differences.append(f"model.{key}: {was} in the checkpoint, {now} here")
-    was, now = saved.get("loss", {}).get("targets"), current["loss"]["targets"]
-    if (was == "ema") != (now == "ema"):  # The state holds an EMA teacher or not.
-        differences.append(f"loss.targets: {was!r} in the checkpoint, {now!r} here")
     return "; ".join(differences)
 
 

@@ -47,9 +47,6 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     cfg.dtype = "float32"  # Compute dtype; params stay float32. "bfloat16" on TPU/GPU.
     cfg.remat = False  # Rematerialise each transformer block in the backward pass (long crops).
     cfg.scan_layers = True  # lax.scan over blocks (one compiled block); False unrolls them.
-    # Packed crops (dataset.short_clips="pack"): attention stays inside each source clip, as in
-    # sequence packing, and targets with no context frame in their clip are dropped.
-    cfg.attend_within_clips = False
     return cfg
 
 

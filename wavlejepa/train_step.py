@@ -12,38 +12,33 @@ import optax
 from wavlejepa import losses, train_state
 
 
-def _objective(params: dict, state: train_state.TrainState, batch: dict, key, config):
-    """`losses.objective` of `params` on a batch, with the state's EMA teacher (if any)."""
+def _objective(params: dict, batch: dict, key: jax.Array, config: ml_collections.ConfigDict):
+    """`losses.objective` of `params` on a batch (its "lengths" and "clip_starts" when given)."""
     return losses.objective(
         params,
         batch["audio"],
         key,
         config,
         lengths_B=batch.get("lengths"),
-        teacher=state.teacher,
         clip_starts_BxC=batch.get("clip_starts"),
-        context_audio_BxS=batch.get("context_audio"),
     )
 
 
 def train_step(
     state: train_state.TrainState, batch: dict, *, config: ml_collections.ConfigDict
 ) -> tuple[train_state.TrainState, dict]:
-    """One AdamW step on `batch["audio"] [batch, samples]` (and `batch["lengths"] [batch]`, real
-    samples per crop, when the pipeline pads; `batch["context_audio"]`, the context's voice, when
-    it shifts one); returns the new state and metrics."""
+    """One AdamW step on `batch["audio"] [batch, samples]` (with `batch["lengths"] [batch]`, real
+    samples per crop, when the pipeline pads, and `batch["clip_starts"] [batch, clips]` when it
+    packs); returns the new state and metrics."""
     key = jax.random.fold_in(state.rng, state.step)
     grad_fn = jax.value_and_grad(_objective, has_aux=True)
-    (_, metrics), grads = grad_fn(state.params, state, batch, key, config)
+    (_, metrics), grads = grad_fn(state.params, batch, key, config)
     optimizer = train_state.create_optimizer(config)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["grad_norm"] = optax.global_norm(grads)
     metrics["learning_rate"] = train_state.learning_rate_schedule(config)(state.step)
-    teacher = train_state.update_teacher(state.teacher, params, config.loss.ema_decay)
-    new_state = state.replace(
-        step=state.step + 1, params=params, opt_state=opt_state, teacher=teacher
-    )
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
 
 
@@ -52,5 +47,5 @@ def eval_step(
 ) -> dict:
     """The training losses on a held-out batch, without gradients; masks from a fixed key."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
-    _, metrics = _objective(state.params, state, batch, key, config)
+    _, metrics = _objective(state.params, batch, key, config)
     return metrics

@@ -39,8 +39,6 @@ def apply(
     cfg: ml_collections.ConfigDict,
     *,
     num_frames: int,
-    target_clip_ids_BxQ: jax.Array | None = None,
-    context_clip_ids_BxK: jax.Array | None = None,
     groups_per_context: int = 1,
 ) -> jax.Array:
     """Predicts `[batch, queries, encoder_width]` for the frames at `target_positions`.
@@ -52,21 +50,11 @@ def apply(
         whose projection and every block's keys and values are computed once.
       target_positions_BxQ: frame index of each query, the first `target_lengths[b]` valid.
       num_frames: frames of the whole crop (size of the position table).
-      target_clip_ids_BxQ, context_clip_ids_BxK: source clip of each query and context frame
-        (packed crops; `waveform.frame_clip_ids`): a query attends only within its clip. Both
-        have the queries' batch (`[batch, ...]`).
     """
     dtype = jnp.dtype(cfg.dtype)
     context = layers.dense_apply(params["context_projection"], context_BxKxD.astype(dtype))
     positions = jnp.asarray(layers.sincos_positions(num_frames, cfg.predictor_width), dtype)
     queries = params["mask_token"].astype(dtype) + positions[target_positions_BxQ]
-    masks = {}
-    if target_clip_ids_BxQ is not None:
-        same_clip = transformer.same_clip_mask
-        masks = {
-            "self_mask_Bx1xTxT": same_clip(target_clip_ids_BxQ, target_clip_ids_BxQ),
-            "cross_mask_Bx1xTxS": same_clip(target_clip_ids_BxQ, context_clip_ids_BxK),
-        }
     x = transformer.stack_apply(
         params["blocks"],
         queries,
@@ -77,7 +65,6 @@ def apply(
         context_BxSxD=context,
         context_lengths_B=context_lengths_B,
         context_repeat=groups_per_context,
-        **masks,
     )
     x = layers.layer_norm_apply(params["final_norm"], x)
     return layers.dense_apply(params["output_projection"], x)

@@ -2,8 +2,7 @@
 
 Padding is given as lengths: the valid tokens of each example come first (the masking module
 gathers them that way), which `jax.nn.dot_product_attention` takes as `*_seq_lengths` and the
-cuDNN kernel supports without a dense mask. Packed crops add a boolean mask (`same_clip_mask`):
-a token attends only to tokens of its own source clip, as in sequence packing.
+cuDNN kernel supports without a dense mask.
 """
 
 import jax
@@ -22,11 +21,6 @@ def attention_init(key: jax.Array, query_dim: int, kv_dim: int, width: int) -> d
     }
 
 
-def same_clip_mask(query_ids_BxT: jax.Array, key_ids_BxS: jax.Array) -> jax.Array:
-    """bool `[batch, 1, queries, keys]`: query t may attend to key s iff both are of one clip."""
-    return (query_ids_BxT[:, :, None] == key_ids_BxS[:, None, :])[:, None]
-
-
 def attention_apply(
     params: dict,
     x_BxTxD: jax.Array,
@@ -35,20 +29,16 @@ def attention_apply(
     num_heads: int,
     query_lengths_B: jax.Array | None = None,
     kv_lengths_B: jax.Array | None = None,
-    mask_Bx1xTxS: jax.Array | None = None,
     kv_repeat: int = 1,
 ) -> jax.Array:
     """Multi-head attention from `x [batch, queries, dim]` to `kv [batch, keys, kv_dim]`.
 
     Keys at or past `kv_lengths[b]` are ignored; outputs past `query_lengths[b]` are zero.
-    `mask [batch, 1, queries, keys]` (bool, optional) also hides the keys it marks False; a
-    query left with no key gets the mean of the values (masked logits are large negative, never
-    -inf), which callers drop.
 
-    `kv_repeat = R` shares one key/value sequence among R consecutive query rows: `x` is
-    `[kv_batch * R, queries, dim]` while `kv` and `kv_lengths` are `[kv_batch, ...]` (the mask
-    and `query_lengths` stay at the query batch); keys and values are projected once per kv row
-    and then repeated (the predictor's target groups of one crop all read that crop's context).
+    `kv_repeat = R` shares one key/value sequence among R consecutive query rows: `x` and
+    `query_lengths` are `[kv_batch * R, ...]` while `kv` and `kv_lengths` are `[kv_batch, ...]`;
+    keys and values are projected once per kv row and then repeated (the predictor's target
+    groups of one crop all read that crop's context).
     """
     batch, num_queries, _ = x_BxTxD.shape
     kv_batch, num_keys, _ = kv_BxSxE.shape
@@ -75,7 +65,6 @@ def attention_apply(
         q_BxTxNxH,
         k_BxSxNxH,
         v_BxSxNxH,
-        mask=mask_Bx1xTxS,
         query_seq_lengths=query_lengths_B,
         key_value_seq_lengths=kv_lengths_B,
     )
@@ -121,15 +110,12 @@ def block_apply(
     lengths_B: jax.Array | None = None,
     context_BxSxD: jax.Array | None = None,
     context_lengths_B: jax.Array | None = None,
-    self_mask_Bx1xTxT: jax.Array | None = None,
-    cross_mask_Bx1xTxS: jax.Array | None = None,
     context_repeat: int = 1,
 ) -> jax.Array:
     """`x [batch, tokens, width]` -> same shape; valid tokens of x come first (`lengths`).
 
-    The optional masks (`same_clip_mask`) restrict self- and cross-attention further. With
-    `context_repeat = R`, the context and its lengths are `[batch / R, ...]`, shared by R
-    consecutive rows of x (`attention_apply`'s `kv_repeat`); `cross_mask` stays at x's batch.
+    With `context_repeat = R`, the context and its lengths are `[batch / R, ...]`, shared by R
+    consecutive rows of x (`attention_apply`'s `kv_repeat`).
     """
     normed_BxTxD = layers.layer_norm_apply(params["self_attention_norm"], x_BxTxD)
     x_BxTxD = x_BxTxD + attention_apply(
@@ -139,7 +125,6 @@ def block_apply(
         num_heads=num_heads,
         query_lengths_B=lengths_B,
         kv_lengths_B=lengths_B,
-        mask_Bx1xTxS=self_mask_Bx1xTxT,
     )
     if "cross_attention" in params:
         normed_BxTxD = layers.layer_norm_apply(params["cross_attention_norm"], x_BxTxD)
@@ -150,7 +135,6 @@ def block_apply(
             num_heads=num_heads,
             query_lengths_B=lengths_B,
             kv_lengths_B=context_lengths_B,
-            mask_Bx1xTxS=cross_mask_Bx1xTxS,
             kv_repeat=context_repeat,
         )
     normed_BxTxD = layers.layer_norm_apply(params["mlp_norm"], x_BxTxD)
@@ -169,22 +153,19 @@ def stack_apply(
     *,
     remat: bool = False,
     scan: bool = True,
-    return_all: bool = False,
     **block_kwargs,
-):
+) -> jax.Array:
     """Runs the stacked blocks in order with `lax.scan` (one compiled block, any depth).
 
     `scan=False` unrolls the loop: longer compiles, but XLA's cost analysis then counts every
-    block (it counts a loop body once). `return_all` also returns every block's output
-    `[depth, batch, tokens, width]`.
+    block (it counts a loop body once).
     """
     step = lambda p, x: block_apply(p, x, **block_kwargs)
     if remat:
         step = jax.checkpoint(step)
 
     def body(x, block_params):
-        y = step(block_params, x)
-        return y, (y if return_all else None)
+        return step(block_params, x), None
 
-    x_BxTxD, all_LxBxTxD = jax.lax.scan(body, x_BxTxD, params, unroll=not scan)
-    return (x_BxTxD, all_LxBxTxD) if return_all else x_BxTxD
+    x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, params, unroll=not scan)
+    return x_BxTxD

@@ -133,11 +133,11 @@ def test_health_warnings_name_the_cause():
     config = cpu_debug.get_config()
     assert reporting.health_warnings(6, {"loss": 1.0, "sigreg": 3.0}, 0.9, config) == []
     (spike,) = reporting.health_warnings(6, {"loss": 1.0, "sigreg": 100.0}, None, config)
-    assert "config.health.sigreg_collapse_fraction" in spike and "configs/conservative.py" in spike
+    assert "config.health.sigreg_collapse_fraction" in spike and "optimizer.peak_lr" in spike
     # During warm-up (5 steps) the projector's first outputs are near collapse by construction.
     assert reporting.health_warnings(5, {"loss": 1.0, "sigreg": 100.0}, None, config) == []
     (jump,) = reporting.health_warnings(7, {"loss": 4.0, "sigreg": 3.0}, 1.0, config)
-    assert "at step 7" in jump and "configs/conservative.py" in jump
+    assert "at step 7" in jump and "optimizer.peak_lr" in jump
 
 
 def test_check_finite_names_the_step_and_the_metric():

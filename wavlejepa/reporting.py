@@ -21,7 +21,7 @@ from wavlejepa import sigreg
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"  # The run's full config, written into the workdir at start.
-_FIX = "the peak learning rate is likely too high: try configs/conservative.py"
+_FIX = "the peak learning rate is likely too high: try a lower --config.optimizer.peak_lr"
 
 
 def health_warnings(
@@ -54,8 +54,8 @@ def check_finite(step: int, scalars: dict) -> None:
         raise FloatingPointError(
             f"Non-finite {', '.join(f'{k}={v}' for k, v in sorted(bad.items()))} at step {step}. "
             "Stopped without saving: the latest checkpoint predates it and is kept. Likely "
-            "causes: a peak learning rate too high (try configs/conservative.py) or a batch of "
-            "bad audio (NaN/inf samples)."
+            "causes: a peak learning rate too high (try --config.optimizer.peak_lr=1.5e-4) or a "
+            "batch of bad audio (NaN/inf samples)."
         )
 
 

@@ -76,7 +76,7 @@ def parts(config) -> dict:
             (readout(x_context.shape), params["context_encoder"], x_context),
         ),
         "predictor": (
-            _fwd_bwd(lambda p, x: model._predict(p, x, masks, m, frames, {})),
+            _fwd_bwd(lambda p, x: model._predict(p, x, masks, m, frames)),
             (readout((batch, groups, group_frames, width)), params["predictor"], x_context),
         ),
         "projector": (

@@ -200,7 +200,8 @@ class EvaluatorTest(absltest.TestCase):
         self.assertEqual(
             sorted(results),
             [f"fsdd_speakers/{k}" for k in
-             ("test_accuracy", "train_accuracy", "validation_accuracy", "weight_decay")],
+             ("test_accuracy", "test_examples", "train_accuracy", "validation_accuracy",
+              "weight_decay")],
         )  # fmt: skip
         self.assertGreater(results["fsdd_speakers/test_accuracy"], 0.3)  # Chance is 0.2.
 

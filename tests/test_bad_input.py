@@ -1,5 +1,5 @@
 """A user's mistakes end in one line naming the problem and the fix: exit code, no traceback,
-and nothing on disk lost or overwritten (issue 11's table, row by row)."""
+and nothing on disk lost or overwritten (a test a row of the README's troubleshooting table)."""
 
 import os
 import shutil

@@ -102,6 +102,16 @@ def block_init(
     return params
 
 
+def _residual_attention(
+    params: dict, name: str, x_BxTxD: jax.Array, context_BxSxD: jax.Array | None, **kwargs
+) -> jax.Array:
+    """Pre-norm residual attention: `x + attention(norm(x), context)`; the keys and values are
+    the normed x itself when `context` is None (self-attention)."""
+    normed_BxTxD = layers.layer_norm_apply(params[f"{name}_norm"], x_BxTxD)
+    kv_BxSxD = normed_BxTxD if context_BxSxD is None else context_BxSxD
+    return x_BxTxD + attention_apply(params[name], normed_BxTxD, kv_BxSxD, **kwargs)
+
+
 def block_apply(
     params: dict,
     x_BxTxD: jax.Array,
@@ -117,20 +127,20 @@ def block_apply(
     With `context_repeat = R`, the context and its lengths are `[batch / R, ...]`, shared by R
     consecutive rows of x (`attention_apply`'s `kv_repeat`).
     """
-    normed_BxTxD = layers.layer_norm_apply(params["self_attention_norm"], x_BxTxD)
-    x_BxTxD = x_BxTxD + attention_apply(
-        params["self_attention"],
-        normed_BxTxD,
-        normed_BxTxD,
+    x_BxTxD = _residual_attention(
+        params,
+        "self_attention",
+        x_BxTxD,
+        None,
         num_heads=num_heads,
         query_lengths_B=lengths_B,
         kv_lengths_B=lengths_B,
     )
     if "cross_attention" in params:
-        normed_BxTxD = layers.layer_norm_apply(params["cross_attention_norm"], x_BxTxD)
-        x_BxTxD = x_BxTxD + attention_apply(
-            params["cross_attention"],
-            normed_BxTxD,
+        x_BxTxD = _residual_attention(
+            params,
+            "cross_attention",
+            x_BxTxD,
             context_BxSxD,
             num_heads=num_heads,
             query_lengths_B=lengths_B,

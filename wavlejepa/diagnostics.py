@@ -1,17 +1,20 @@
-r"""How much of the frame embeddings is position, and how much is the clip: a collapse check.
+r"""How much of the frame embeddings is position, how much is the clip, and how many directions
+they use: collapse checks.
 
   python -m wavlejepa.diagnostics --checkpoint=/tmp/wavlejepa_quickstart
 
 Frame embeddings e[n, t] of N clips and T frames split their variance into a part that depends
 on the frame index only (the per-position mean over clips), a part that depends on the clip only
 (the per-clip mean over frames), and the rest. A model that predicts targets from positions
-alone drives the position share towards 1: the shortcut this measures.
+alone drives the position share towards 1: the shortcut this measures. The effective rank
+(Roy & Vetterli 2007) counts the directions the frames spread over: it falls as they collapse.
 """
 
 import glob
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
@@ -28,6 +31,32 @@ def variance_shares(embeddings_NxTxD: np.ndarray) -> dict[str, float]:
         "position_share": float(e.mean(axis=0).var(axis=0).sum() / total),
         "clip_share": float(e.mean(axis=1).var(axis=0).sum() / total),
     }
+
+
+def effective_rank(x_NxD: jax.Array, weights_N: jax.Array | None = None) -> jax.Array:
+    """exp of the Shannon entropy of the covariance's eigenvalues, normalised to sum 1: a float32
+    scalar in [1, D] (Roy & Vetterli 2007).
+
+    `x [rows, dim]`: one row per sample (e.g. every frame of a batch); `weights [rows]` (default
+    all 1) weight each row in the mean and the covariance, so rows of weight 0 (padding) are
+    ignored. Isotropic data of D dims reads ~D, data on one line reads 1 (as does a constant).
+    """
+    x = x_NxD.astype(jnp.float32)
+    w_N = jnp.ones(x.shape[:1], jnp.float32) if weights_N is None else weights_N
+    w_N = w_N.astype(jnp.float32) / jnp.maximum(jnp.sum(w_N), 1e-12)
+    highest = jax.lax.Precision.HIGHEST  # TPUs otherwise multiply float32 in bfloat16.
+    centred_NxD = x - jnp.einsum("n,nd->d", w_N, x, precision=highest)
+    cov_DxD = jnp.einsum("n,nd,ne->de", w_N, centred_NxD, centred_NxD, precision=highest)
+    eigenvalues_D = jnp.maximum(jnp.linalg.eigvalsh(cov_DxD), 0.0)  # Rounding goes below 0.
+    p_D = eigenvalues_D / jnp.maximum(jnp.sum(eigenvalues_D), jnp.finfo(jnp.float32).tiny)
+    entropy = -jnp.sum(jnp.where(p_D > 0, p_D * jnp.log(jnp.where(p_D > 0, p_D, 1.0)), 0.0))
+    return jnp.exp(entropy)
+
+
+def collapse_checks(embeddings_NxTxD: np.ndarray) -> dict[str, float]:
+    """`variance_shares` and the `effective_rank` of all N * T frames."""
+    rank = effective_rank(embeddings_NxTxD.reshape(-1, embeddings_NxTxD.shape[-1]))
+    return {**variance_shares(embeddings_NxTxD), "effective_rank": float(rank)}
 
 
 def sample_crops(num_clips: int, num_samples: int) -> np.ndarray:
@@ -49,12 +78,8 @@ def main(argv):
     num_samples = pipeline.crop_samples(config.dataset)
     audio = sample_crops(flags.FLAGS.num_clips, num_samples)
     embeddings = jax.jit(lambda p, a: model.embed(p, a, config.model))(params, audio)
-    trained = variance_shares(np.asarray(embeddings))
-    untrained = variance_shares(
-        np.asarray(
-            model.embed(model.init(jax.random.PRNGKey(0), config.model), audio, config.model)
-        )
-    )
+    untrained = model.embed(model.init(jax.random.PRNGKey(0), config.model), audio, config.model)
+    trained, untrained = (collapse_checks(np.asarray(e)) for e in (embeddings, untrained))
     for name in trained:
         print(f"{name:15s} trained {trained[name]:.3f}   random init {untrained[name]:.3f}")
 

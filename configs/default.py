@@ -43,12 +43,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.masking.max_context_fraction = 0.5  # Static capacity of the gathered context.
     config.masking.max_redraws = 64  # After this many redraws, fall back to one target group.
 
-    # The loss of wavlejepa/losses.py, one recipe for every config. These weights were measured
-    # to learn at the small model with 32 crops x 50 frames (N = 1,600 SIGReg rows); at the base
-    # shape (512 x 200 = 102,400 rows) they are extrapolated, not measured.
+    # The loss of wavlejepa/losses.py, one recipe for every config. SIGReg tests a fixed sample
+    # of sigreg_crops x sigreg_frames rows a step (the scale rule), so these weights mean at
+    # every batch and crop length what they meant where they were measured to learn: the small
+    # model with 32 crops x 50 frames, where the sample is the whole batch.
     config.loss = ml_collections.ConfigDict()
     config.loss.sigreg_weight = 0.01  # lambda: prices out collapse, leaves room to predict.
     config.loss.clip_sigreg_weight = 0.001  # Second statistic: prices a clip constant as collapse.
+    config.loss.sigreg_crops = 32  # Crops of the global batch drawn for SIGReg each step.
+    config.loss.sigreg_frames = 50  # Real frames drawn from each of them: N = 1,600 rows.
     config.loss.num_slices = 1024  # Random 1-D projections per step (LeJEPA paper recipes).
     config.loss.t_max = 3.0  # Epps-Pulley integration range [0, t_max] (LeJEPA library).
     config.loss.num_knots = 17  # Trapezoid knots on [0, t_max].
@@ -86,10 +89,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.dataset.min_duration_seconds = 0.1  # Shorter files are skipped (and listed) at build.
 
     config.health = ml_collections.ConfigDict()
-    # Warn (after warm-up) when SIGReg passes this share of a collapsed batch's value, 0.40 * N
-    # (reporting.sigreg_collapse_value). Healthy runs sit at 1-5% of it.
+    # Warn (after warm-up) when SIGReg passes this share of a collapsed sample's value, 0.40 * N
+    # (sigreg.sigreg_collapse_value: 640 for the 1,600 rows); healthy runs sit at 4-8% of it.
     config.health.sigreg_collapse_fraction = 0.25
     config.health.loss_jump_factor = 3.0  # Warn when the loss jumps by this factor.
+    config.health.min_rank_fraction = 0.25  # Warn below this x the first eval's encoder rank.
 
     config.profile = ml_collections.ConfigDict()
     config.profile.enabled = False  # Capture a jax.profiler trace via CLU's Profile action.

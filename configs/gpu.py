@@ -16,8 +16,8 @@ from configs import default
 
 def get_config():
     config = default.get_config()
-    # default.py's loss weights were measured to learn at 32 crops x 50 frames (N = 1,600 SIGReg
-    # rows); at this 512 x 200 shape (N = 102,400 rows) they are extrapolated, not measured.
+    # default.py's loss: SIGReg tests 32 of the 512 crops x 50 of their 200 frames a step, the
+    # 1,600 rows at which its weights were measured to learn (the scale rule of losses.py).
     config.batch_size = 512  # WavJEPA's global batch: 64 crops per GPU.
     config.model.dtype = "bfloat16"  # Tensor-core type; params, norms and SIGReg stay float32.
     config.dataset.num_workers = 16  # grain processes decoding and cropping for 8 GPUs.

@@ -26,8 +26,8 @@ from configs import default
 
 def get_config():
     config = default.get_config()
-    # default.py's loss weights were measured to learn at 32 crops x 50 frames (N = 1,600 SIGReg
-    # rows); at this 512 x 200 shape (N = 102,400 rows) they are extrapolated, not measured.
+    # default.py's loss: SIGReg tests 32 of the 512 crops x 50 of their 200 frames a step, the
+    # 1,600 rows at which its weights were measured to learn (the scale rule of losses.py).
     config.batch_size = 512  # WavJEPA's global batch: 32 crops on each of the 16 chips.
     config.model.dtype = "bfloat16"  # The MXU's native type; params, norms, SIGReg stay float32.
     config.dataset.data_dir = "gs://YOUR_BUCKET/tensorflow_datasets"  # Placeholder: your bucket.

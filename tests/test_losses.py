@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl.testing import absltest
+from absl.testing import absltest, parameterized
 
 from configs import cpu_debug
 from wavlejepa import losses, masking, model, sigreg
@@ -144,55 +144,55 @@ class ObjectiveTest(chex.TestCase):
         np.testing.assert_allclose(float(m16["sigreg"]), float(m32["sigreg"]), rtol=0.05)
 
 
-class ShortcutPriceTest(chex.TestCase):
+class ShortcutPriceTest(chex.TestCase, parameterized.TestCase):
     """What each shortcut code costs at the recipe's two weights against the most invariance
-    it can gain (losses.py's argument, with its numbers)."""
+    it can gain (losses.py's argument, with its numbers), at the quickstart's shape (32 crops x
+    50 frames: SIGReg sees every row) and at 4 x 4 times that (it sees a 32 x 50 sample)."""
 
-    B, T, P = 32, 50, 16  # The quickstart's crops x frames.
+    P = 16
 
-    def _sigreg(self, z_BxTxP, centre=True, within_clips=False):
-        dirs = sigreg.random_directions(jax.random.PRNGKey(0), self.P, 64)
-        if not centre:  # Every frame as it is, one row each.
-            return float(sigreg.sigreg(jnp.asarray(z_BxTxP).reshape(-1, self.P), dirs))
-        ids = jnp.zeros(z_BxTxP.shape[:2], jnp.int32) if within_clips else None
-        rows, weights = losses.sigreg_samples(
-            jnp.asarray(z_BxTxP), jnp.ones(z_BxTxP.shape[:2], bool), ids
+    def _config(self):
+        config = cpu_debug.get_config()
+        config.model.projector_dim, config.loss.num_slices = self.P, 64
+        return config
+
+    def _statistics(self, z_BxTxP, key=0):
+        """`(first, second)` statistic of `losses.sigreg_statistics`, the training path."""
+        z = jnp.asarray(z_BxTxP, jnp.float32)
+        stats = losses.sigreg_statistics(
+            z, jnp.ones(z.shape[:2], bool), jax.random.PRNGKey(key), self._config(), None
         )
-        return float(sigreg.sigreg(rows, dirs, weights_N=weights))
+        return float(stats["sigreg"]), float(stats["sigreg_within_clips"])
 
-    def test_shortcuts_cost_more_than_the_invariance_gains(self):
+    @parameterized.parameters((32, 50), (128, 200))
+    def test_shortcuts_cost_more_than_the_invariance_gains(self, B, T):
         rng = np.random.default_rng(0)
-        n = self.B * self.T
-        gaussian = self._sigreg(rng.standard_normal((self.B, self.T, self.P)))
-        position = self._sigreg(
-            np.broadcast_to(rng.standard_normal((1, self.T, self.P)), (self.B, self.T, self.P))
+        n = 32 * 50  # The rows tested, whatever the batch.
+        shortcuts = {
+            "gaussian": rng.standard_normal((B, T, self.P)),
+            "position": np.broadcast_to(rng.standard_normal((1, T, self.P)), (B, T, self.P)),
+            "clip": np.broadcast_to(rng.standard_normal((B, 1, self.P)), (B, T, self.P)),
+            "collapse": np.ones((B, T, self.P)),
+        }
+        (gaussian, gaussian_within), position, clip, collapsed = (
+            self._statistics(z) for z in shortcuts.values()
         )
-        clip = self._sigreg(
-            np.broadcast_to(rng.standard_normal((self.B, 1, self.P)), (self.B, self.T, self.P))
-        )
-        collapsed = self._sigreg(np.ones((self.B, self.T, self.P)))
         self.assertLess(gaussian, 2.0)  # ~1.05 for Gaussian data, whatever N.
-        # Position code and collapse: centring leaves a constant sample, ~0.40 * N.
-        np.testing.assert_allclose(position, 0.40 * n, rtol=0.02)
-        np.testing.assert_allclose(collapsed, 0.40 * n, rtol=0.02)
-        # A clip constant errs like B samples, not N: ~0.6 * T.
-        np.testing.assert_allclose(clip, 0.6 * self.T, rtol=0.2)
-        # The second statistic (rows also lose their clip's mean): all three are constant
-        # there, ~0.40 * N, and Gaussian frames stay near 1.
-        within = lambda z: self._sigreg(z, within_clips=True)
-        z = rng.standard_normal((self.B, self.T, self.P))
-        gaussian_within = within(z)
         self.assertLess(gaussian_within, 2.0)
-        for shortcut in (z[:1].repeat(self.B, 0), z[:, :1].repeat(self.T, 1), 0 * z):
-            np.testing.assert_allclose(within(shortcut), 0.40 * n, rtol=0.02)
+        # Position code and collapse: centring leaves a constant sample, ~0.40 * N, in both.
+        np.testing.assert_allclose([*position, *collapsed], 0.40 * n, rtol=0.02)
+        # A clip constant errs like 32 samples, not N, in the first: ~0.6 * 50; as collapse in
+        # the second (its rows also lose their clip's mean).
+        np.testing.assert_allclose(clip[0], 0.6 * 50, rtol=0.2)
+        np.testing.assert_allclose(clip[1], 0.40 * n, rtol=0.02)
         # At the recipe's weights collapse and a position code cost far more than the most
         # invariance they can gain ((1 - lambda) * 1: predicting the mean of unit-variance
         # targets), 7.0; a clip constant costs about that gain, 0.9.
-        loss = cpu_debug.get_config().loss
+        loss = self._config().loss
         lam, lam_clip = loss.sigreg_weight, loss.clip_sigreg_weight
-        second = lam_clip * (0.40 * n - gaussian_within)
         position_price, clip_price, collapse_price = (
-            lam * (s - gaussian) + second for s in (position, clip, collapsed)
+            lam * (s[0] - gaussian) + lam_clip * (s[1] - gaussian_within)
+            for s in (position, clip, collapsed)
         )
         np.testing.assert_allclose([position_price, collapse_price], 7.0, rtol=0.02)
         self.assertGreater(min(position_price, collapse_price), 5 * (1 - lam))
@@ -200,9 +200,65 @@ class ShortcutPriceTest(chex.TestCase):
 
     def test_without_centring_a_position_code_passes_for_spread(self):
         # Why we centre: uncentred, a position code scores far below collapse.
-        rng = np.random.default_rng(1)
-        z = np.broadcast_to(rng.standard_normal((1, self.T, self.P)), (self.B, self.T, self.P))
-        self.assertLess(self._sigreg(z, centre=False), 0.1 * 0.40 * self.B * self.T)
+        B, T = 32, 50
+        z = np.broadcast_to(np.random.default_rng(1).standard_normal((1, T, self.P)), (B, T, 16))
+        dirs = sigreg.random_directions(jax.random.PRNGKey(0), self.P, 64)
+        uncentred = sigreg.sigreg(jnp.asarray(z, jnp.float32).reshape(-1, self.P), dirs)
+        self.assertLess(float(uncentred), 0.1 * 0.40 * B * T)
+
+
+class ScaleRuleTest(chex.TestCase):
+    """SIGReg tests loss.sigreg_crops x loss.sigreg_frames rows a step, drawn afresh."""
+
+    def test_no_sample_where_the_batch_is_no_larger(self):
+        valid = jnp.ones((32, 50), bool)
+        self.assertIsNone(losses.sample_indices(jax.random.PRNGKey(0), valid, 32, 50))
+
+    def test_sample_holds_distinct_crops_and_real_frames(self):
+        B, T, C, F = 20, 30, 8, 10
+        real = np.full(B, T)
+        real[:5] = [3, 12, 30, 10, 1]  # Padded crops: fewer real frames than F in some.
+        valid = np.arange(T)[None, :] < real[:, None]
+        for seed in range(5):
+            flat = np.asarray(
+                losses.sample_indices(jax.random.PRNGKey(seed), jnp.asarray(valid), C, F)
+            )
+            crops, frames = np.divmod(flat.reshape(C, F), T)
+            self.assertTrue(np.all(crops == crops[:, :1]))  # F entries of each drawn crop.
+            self.assertLen(set(crops[:, 0]), C)  # C distinct crops.
+            for c, f in zip(crops[:, 0], frames, strict=True):
+                self.assertLen(set(f), F)
+                # Every real frame is drawn before any padding frame.
+                self.assertEqual(int(valid[c, f].sum()), min(real[c], F))
+
+    def test_every_frame_and_crop_is_drawn_alike(self):
+        # Over many draws each crop is drawn C / B of the time, each real frame F / T.
+        B, T, C, F = 6, 8, 2, 4
+        counts = np.zeros((B, T))
+        keys = jax.random.split(jax.random.PRNGKey(0), 3000)
+        draw = jax.jit(jax.vmap(lambda k: losses.sample_indices(k, jnp.ones((B, T), bool), C, F)))
+        np.add.at(counts.reshape(-1), np.asarray(draw(keys)).reshape(-1), 1)
+        np.testing.assert_allclose(counts / 3000, C / B * F / T, atol=0.03)
+
+    def test_the_loss_sees_the_sample_only(self):
+        # At a batch larger than the sample, SIGReg equals the statistic of the drawn rows,
+        # after centring over the whole batch.
+        config, params, audio = _setup(batch=6)
+        config.loss.sigreg_crops, config.loss.sigreg_frames = 3, 20
+        key = jax.random.PRNGKey(4)
+        _, metrics = _objective(params, audio, key, config)
+        masks = masking.sample(jax.random.split(key)[0], config.masking, 6, 50)
+        out = model.forward(params, audio, masks, config.model)
+        k_slices = jax.random.split(key)[1]
+        picked = losses.sample_indices(jax.random.fold_in(k_slices, 1), out["frame_valid"], 3, 20)
+        self.assertEqual(picked.shape, (60,))
+        rows, weights = losses.sigreg_samples(out["projected_frames"], out["frame_valid"])
+        dirs = sigreg.random_directions(
+            k_slices, config.model.projector_dim, config.loss.num_slices
+        )
+        want = sigreg.sigreg(rows[picked], dirs, weights_N=weights[picked])
+        np.testing.assert_allclose(metrics["sigreg"], want, rtol=1e-4)
+        self.assertAlmostEqual(sigreg.sigreg_collapse_value(config), 0.40 * 60)
 
 
 def _packed_frames(seed):

@@ -72,6 +72,12 @@ def _loss_and_data_problems(config: ml_collections.ConfigDict):
         yield f"config.loss.clip_sigreg_weight={loss.clip_sigreg_weight} must be in [0, 1]."
     if loss.num_slices < 1 or loss.num_knots < 2 or not loss.t_max > 0:
         yield "config.loss needs num_slices >= 1, num_knots >= 2 and t_max > 0."
+    if loss.sigreg_crops < 2 or loss.sigreg_frames < 1:
+        yield (
+            f"config.loss.sigreg_crops={loss.sigreg_crops} and sigreg_frames="
+            f"{loss.sigreg_frames}: SIGReg's sample needs at least 2 crops and 1 frame (the "
+            "recipe: 32 and 50)."
+        )
 
     try:
         num_frames = waveform.num_frames(transforms.crop_samples(config.dataset), config.model)

@@ -9,7 +9,7 @@ Backward = 2 x forward. Attention runs on the static (padded) shapes the step co
 
 import ml_collections
 
-from wavlejepa import masking
+from wavlejepa import masking, sigreg
 from wavlejepa.nets import waveform
 
 GELU, NORM, SOFTMAX = 8, 7, 4  # FLOPs per element (tanh GELU; mean, var, scale, shift).
@@ -101,12 +101,9 @@ def forward_flops(config: ml_collections.ConfigDict, num_samples: int) -> dict[s
     )
 
     dims = (m.encoder_width, *m.projector_hidden_dims, m.projector_dim)
-    # The projector maps every frame of the full pass and every prediction; SIGReg tests the
-    # frames.
+    # The projector maps every frame of the full pass and every prediction.
     rows = frames + groups * queries
     projector = sum(_dense(rows, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
-    # SIGReg: the projection onto the slices; the cos/sin terms are transcendentals.
-    sigreg = _dense(frames, m.projector_dim, config.loss.num_slices)
 
     per_crop = {
         "waveform_encoder": conv,
@@ -114,10 +111,14 @@ def forward_flops(config: ml_collections.ConfigDict, num_samples: int) -> dict[s
         "encoder_context": context,
         "predictor": predictor,
         "projector": projector,
-        "sigreg": sigreg,
         "elementwise": elementwise,
     }
-    return {name: batch * flops for name, flops in per_crop.items()}
+    totals = {name: batch * flops for name, flops in per_crop.items()}
+    # SIGReg: its sampled rows (losses.py's scale rule) projected onto the slices; the cos/sin
+    # terms are transcendentals.
+    crops, frames_tested = sigreg.sample_shape(config)
+    totals["sigreg"] = _dense(crops * frames_tested, m.projector_dim, config.loss.num_slices)
+    return totals
 
 
 def train_step_flops(

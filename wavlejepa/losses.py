@@ -3,26 +3,30 @@
 Both terms see one tensor, as in LeJEPA: z = projector(encoder(frames)) of every real frame of
 the full crop. The invariance is the squared error between the predictor's projected guess at
 each target frame and that frame's z, with gradients into both sides (no teacher, no
-stop-gradient). SIGReg is the Epps-Pulley statistic of the rows of `sigreg_samples`: the z of
-every real frame of the global batch minus the batch mean at its frame position, pooled into
-one statistic of N = B * T rows. With `loss.clip_sigreg_weight` a second statistic tests the
-same rows after each also loses its source clip's mean.
+stop-gradient). SIGReg is the Epps-Pulley statistic of the rows of `sigreg_samples`: each real
+frame's z minus the batch mean at its frame position. With `loss.clip_sigreg_weight` a second
+statistic tests the same rows after each also loses its source clip's mean.
+
+The scale rule. The statistic is N times a distance, so its push on the shared weights grows as
+lambda * N while the invariance, a mean, does not: the weight that sets the trade-off is
+lambda * N. Both statistics therefore test a sample of fixed size, N = loss.sigreg_crops x
+loss.sigreg_frames (32 x 50 = 1,600) rows drawn afresh each step: that many crops of the global
+batch and that many real frames of each (all of them where the batch is no larger), after the
+centring over the whole batch. One lambda then means the same at any batch, crop length and
+device count; what grows with the batch is the precision of the means, not SIGReg's weight.
 
 What each shortcut costs. Under SIGReg each direction of z has variance ~1, so predicting the
 batch mean already gives invariance ~1: a shortcut gains at most (1 - lambda) of invariance.
 Gaussian frames score under 1 in each statistic; a shortcut pays each weight times its excess:
 - collapse (z constant): 0.40 * N in both statistics;
 - a code of position only (z[b, t] = f(t)): centring by position leaves 0, so 0.40 * N in both;
-- a clip constant (z[b, t] = g(b)): its N rows hold only B values, so it errs like B samples
-  times N / B, ~0.6 * T, in the first statistic, and scores 0.40 * N in the second.
-For the quickstart's 32 crops x 50 frames (N = 1,600) at lambda = 0.01 and a clip weight of
-0.001, against a gain of at most 0.99: collapse and a position code cost 6.4 + 0.64 = 7.0; a
-clip constant ~0.3 + 0.64 = 0.9, and a code constant within each of a packed crop's 2-3 source
-clips (~10 in the first statistic) 0.1 + 0.64 = 0.74. Collapse and position codes are priced
-out; clip codes sit near break-even, and their share of the variance grows in long runs. The
-other side of the scale: SIGReg's weight in the loss grows as lambda * N, and at lambda * N =
-80 (lambda = 0.05) it swamps the prediction, hence lambda = 0.01 at N = 1,600. At the base
-shape (512 x 200 = 102,400 rows) these weights are extrapolated, not measured.
+- a clip constant (z[b, t] = g(b)): its N rows hold only 32 values, so it errs like 32 samples
+  times N / 32, ~0.6 * 50, in the first statistic, and scores 0.40 * N in the second.
+At lambda = 0.01 and a clip weight of 0.001, against a gain of at most 0.99: collapse and a
+position code cost 6.4 + 0.64 = 7.0; a clip constant ~0.3 + 0.64 = 0.9, and a code constant
+within each of a packed crop's 2-3 source clips (~10 in the first statistic) 0.1 + 0.64 = 0.74.
+Collapse and position codes are priced out; clip codes sit near break-even. Heavier, lambda *
+N = 80 (lambda = 0.05) swamps the prediction. Under the rule these prices hold at every shape.
 
 Evidence for each choice, and the forms measured and dropped: docs/experiments.md.
 """
@@ -85,7 +89,29 @@ def sigreg_samples(
     return centred_BxTxP.reshape(-1, z.shape[-1]), weight_BxT.reshape(-1)
 
 
-def _statistics(
+def sample_indices(
+    key: jax.Array, valid_BxT: jax.Array, num_crops: int, num_frames: int
+) -> jax.Array | None:
+    """The scale rule's sample: flat indices `[C * F]` into the `B * T` rows of
+    `sigreg_samples`, C = min(B, num_crops) crops drawn without replacement and F = min(T,
+    num_frames) of each one's real frames (Gumbel top-k; a crop with fewer real frames fills
+    up with padding rows, which weigh 0). None when the batch is no larger: every row counts."""
+    batch, frames = valid_BxT.shape
+    if batch <= num_crops and frames <= num_frames:
+        return None
+    k_crops, k_frames = jax.random.split(key)
+    crops_C = jnp.arange(batch)
+    if batch > num_crops:
+        crops_C = jax.random.choice(k_crops, batch, (num_crops,), replace=False)
+    frames_CxF = jnp.broadcast_to(jnp.arange(frames), (crops_C.shape[0], frames))
+    if frames > num_frames:
+        noise_CxT = jax.random.gumbel(k_frames, (crops_C.shape[0], frames))
+        scores_CxT = jnp.where(valid_BxT[crops_C], noise_CxT, -jnp.inf)
+        _, frames_CxF = jax.lax.top_k(scores_CxT, num_frames)
+    return (crops_C[:, None] * frames + frames_CxF).reshape(-1)
+
+
+def sigreg_statistics(
     z_BxTxP: jax.Array,
     valid_BxT: jax.Array,
     key: jax.Array,
@@ -93,12 +119,19 @@ def _statistics(
     clip_starts_BxC: jax.Array | None,
 ) -> dict:
     """SIGReg of the projected frames, `{"sigreg": []}`, and with `loss.clip_sigreg_weight` the
-    clip-centred rows' statistic `"sigreg_within_clips"` (one clip a crop without clip starts)."""
+    clip-centred rows' statistic `"sigreg_within_clips"` (one clip a crop without clip starts),
+    both over the same `sample_indices`."""
     loss = config.loss
     directions = sigreg.random_directions(key, config.model.projector_dim, loss.num_slices)
-    stat = lambda rows_NxP, weights_N: sigreg.sigreg(
-        rows_NxP, directions, loss.t_max, loss.num_knots, weights_N=weights_N
+    picked = sample_indices(
+        jax.random.fold_in(key, 1), valid_BxT, loss.sigreg_crops, loss.sigreg_frames
     )
+
+    def stat(rows_NxP, weights_N):
+        if picked is not None:
+            rows_NxP, weights_N = rows_NxP[picked], weights_N[picked]
+        return sigreg.sigreg(rows_NxP, directions, loss.t_max, loss.num_knots, weights_N=weights_N)
+
     stats = {"sigreg": stat(*sigreg_samples(z_BxTxP, valid_BxT))}
     if loss.clip_sigreg_weight:
         clip_ids_BxT, num_clips = jnp.zeros(valid_BxT.shape, jnp.int32), 1
@@ -140,7 +173,7 @@ def objective(
 
     with jax.named_scope("loss"):
         inv = invariance(out["predictions"], out["targets"], out["target_valid"])
-        stats = _statistics(z_BxTxP, valid_BxT, k_slices, config, clip_starts_BxC)
+        stats = sigreg_statistics(z_BxTxP, valid_BxT, k_slices, config, clip_starts_BxC)
         weight = config.loss.sigreg_weight
         loss = (1.0 - weight) * inv + weight * stats["sigreg"]
         if config.loss.clip_sigreg_weight:

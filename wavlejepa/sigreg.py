@@ -86,8 +86,16 @@ def sigreg(
     return jnp.mean(epps_pulley(projected_NxM, t_max, num_knots, weights_N=weights_N))
 
 
-def sigreg_collapse_value(config: ml_collections.ConfigDict) -> float:
-    """SIGReg of a collapsed batch, 0.40 * N: N is the rows of the statistic, every frame of the
-    global batch. Gaussian data gives ~1."""
+def sample_shape(config: ml_collections.ConfigDict) -> tuple[int, int]:
+    """(crops, frames) of the rows SIGReg tests each step under the scale rule (losses.py):
+    at most loss.sigreg_crops of the global batch and loss.sigreg_frames of each crop."""
     frames = waveform.num_frames(transforms.crop_samples(config.dataset), config.model)
-    return 0.40 * config.batch_size * frames
+    loss = config.loss
+    return min(config.batch_size, loss.sigreg_crops), min(frames, loss.sigreg_frames)
+
+
+def sigreg_collapse_value(config: ml_collections.ConfigDict) -> float:
+    """SIGReg of a collapsed batch, 0.40 * N, N the rows the statistic tests (`sample_shape`).
+    Gaussian data gives ~1."""
+    crops, frames = sample_shape(config)
+    return 0.40 * crops * frames

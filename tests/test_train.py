@@ -39,6 +39,8 @@ def test_cli_trains_logs_checkpoints_then_resumes_from_the_last_step(tmp_path, e
     for key in ("loss", "invariance", "sigreg", "grad_norm", "learning_rate", "context_frames"):
         assert all(math.isfinite(r[key]) for r in train_rows), key
     assert "eval_loss" in eval_rows[0]
+    for r in eval_rows:  # Effective ranks: at least 1, at most the width (64 and 64 at tiny).
+        assert 1.0 <= r["eval_encoder_rank"] <= 64 and 1.0 <= r["eval_projected_rank"] <= 64
     assert runner.committed_steps(workdir / "checkpoints") == [10, 20]
     assert len(runner.committed_steps(workdir / "best")) == 1  # config.keep_best.
 
@@ -138,6 +140,35 @@ def test_health_warnings_name_the_cause():
     assert reporting.health_warnings(5, {"loss": 1.0, "sigreg": 100.0}, None, config) == []
     (jump,) = reporting.health_warnings(7, {"loss": 4.0, "sigreg": 3.0}, 1.0, config)
     assert "at step 7" in jump and "optimizer.peak_lr" in jump
+
+
+def test_rank_warning_names_the_baseline_and_the_fix():
+    config = cpu_debug.get_config()
+    config.health.min_rank_fraction = 0.25
+    assert reporting.rank_warnings(10, 10.0, 40.0, config) == []  # Exactly the share: fine.
+    (warning,) = reporting.rank_warnings(10, 9.9, 40.0, config)
+    assert "9.9 at step 10" in warning and "first eval's 40" in warning
+    assert "config.health.min_rank_fraction=0.25" in warning and "optimizer.peak_lr" in warning
+    assert "\n" not in warning
+
+
+def test_rank_baseline_is_the_first_eval_even_after_resume(tmp_path):
+    config = cpu_debug.get_config()
+    config.health.min_rank_fraction = 0.25
+    with mock.patch.object(reporting.logging, "warning") as warn:
+        reporter = reporting.Reporter(tmp_path, config, start_step=0)
+        reporter.write_eval(0, {"loss": 1.0, "encoder_rank": 40.0})
+        reporter.write_eval(10, {"loss": 1.0, "encoder_rank": 11.0})
+        reporter.close()
+        assert warn.call_count == 0
+        # Resumed at step 10: the baseline is step 0's rank, read back from metrics.jsonl.
+        reporter = reporting.Reporter(tmp_path, config, start_step=10)
+        reporter.write_eval(20, {"loss": 1.0, "encoder_rank": 9.0})
+        reporter.close()
+    (call,) = warn.call_args_list
+    assert "9 at step 20" in call.args[0] and "first eval's 40" in call.args[0]
+    first = runner.records(tmp_path, "eval")[0]
+    assert first["step"] == 0 and first["eval_encoder_rank"] == 40.0
 
 
 def test_check_finite_names_the_step_and_the_metric():

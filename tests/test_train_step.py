@@ -1,5 +1,6 @@
 """The train step: schedule, decay mask, one compile, and data parallelism on 8 CPU devices."""
 
+import functools
 from unittest import mock
 
 import chex
@@ -10,7 +11,8 @@ from absl.testing import absltest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from configs import cpu_debug
-from wavlejepa import losses, train_state, train_step
+from wavlejepa import losses, model, train_state, train_step
+from wavlejepa.nets import projector, waveform
 
 
 class TrainStepTest(chex.TestCase):
@@ -87,6 +89,27 @@ class TrainStepTest(chex.TestCase):
             np.testing.assert_array_equal(kwargs[kwarg], batch[name])
             self.assertIsNone(plain[kwarg])
 
+    def test_eval_ranks_are_those_of_the_real_frames(self):
+        # numpy on the embedding's real frames and their projection: the padding is left out.
+        config = cpu_debug.get_config()
+        state = train_state.create(jax.random.PRNGKey(0), config)
+        lengths = np.array([8160, 5000, 8160, 3000], np.int32)
+        audio = np.random.default_rng(1).standard_normal((4, 8160)).astype(np.float32)
+        audio[np.arange(8160)[None, :] >= lengths[:, None]] = 0.0
+        batch = {"audio": audio, "lengths": lengths}
+        metrics = jax.jit(functools.partial(train_step.eval_step, config=config))(state, batch)
+        frames = model.embed(state.params, audio, config.model, lengths_B=lengths)
+        z = projector.apply(state.params["projector"], frames, config.model)
+        valid = waveform.valid_frames(lengths, config.model)
+        self.assertLess(int(valid.min()), frames.shape[1])
+        for key, x in (("encoder_rank", frames), ("projected_rank", z)):
+            real = [np.asarray(f[:v], np.float64) for f, v in zip(x, valid, strict=True)]
+            cov = np.cov(np.concatenate(real), rowvar=False, bias=True)
+            p = np.clip(np.linalg.eigvalsh(cov), 1e-30, None)
+            p /= p.sum()
+            np.testing.assert_allclose(metrics[key], np.exp(-np.sum(p * np.log(p))), rtol=1e-3)
+        self.assertIn("loss", metrics)
+
     def test_eight_devices_match_one_device(self):
         # The same global batch, sharded over 8 devices or on one: same loss, SIGReg (global N,
         # global means) and gradients.
@@ -107,6 +130,11 @@ class TrainStepTest(chex.TestCase):
         for name in ("loss", "invariance", "sigreg"):
             np.testing.assert_allclose(float(m8[name]), float(m1[name]), rtol=1e-5, err_msg=name)
         chex.assert_trees_all_close(g8, g1, rtol=1e-4, atol=1e-6)
+        # The eval's ranks: one covariance of the global batch's frames.
+        ranks_fn = jax.jit(lambda p, a: train_step.ranks(p, {"audio": a}, config.model))
+        r1 = ranks_fn(state.params, audio)
+        r8 = jax.jit(ranks_fn, out_shardings=replicated)(params8, sharded_audio)
+        chex.assert_trees_all_close(r8, r1, rtol=1e-5)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,36 @@ def health_warnings(
     return warnings
 
 
+def rank_warnings(
+    step: int, encoder_rank: float, first_rank: float, config: ml_collections.ConfigDict
+) -> list[str]:
+    """A warning when an eval's encoder effective rank fell below config.health.min_rank_fraction
+    of the run's first eval's (the initial params' with config.eval_before_training)."""
+    fraction = config.health.min_rank_fraction
+    if encoder_rank >= fraction * first_rank:
+        return []
+    return [
+        f"Encoder effective rank {encoder_rank:.4g} at step {step} is below "
+        f"config.health.min_rank_fraction={fraction:g} of the first eval's {first_rank:.4g}: the "
+        "frames collapse onto a few directions (the prediction shortcut is winning); check that "
+        "--config.loss.sigreg_weight was not lowered and try a lower --config.optimizer.peak_lr."
+    ]
+
+
+def first_eval_value(path: epath.Path, key: str) -> float | None:
+    """`key` of the first eval record of a metrics.jsonl holding it; None without one."""
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # A line cut short by a kill.
+            continue
+        if record.get("split") == "eval" and key in record:
+            return record[key]
+    return None
+
+
 def check_finite(step: int, scalars: dict) -> None:
     """Raises FloatingPointError naming the step and every non-finite metric."""
     bad = {k: v for k, v in scalars.items() if not math.isfinite(v)}
@@ -126,6 +156,8 @@ class Reporter:
         self._pending = None  # (step, device metrics) not read yet.
         self._last_log = (start_step, time.monotonic())
         self._previous_loss = None
+        # The baseline of rank_warnings: on resume, the first eval's value already on record.
+        self._first_rank = first_eval_value(workdir / METRICS_FILE, "eval_encoder_rank")
         self._log_action = periodic_actions.PeriodicCallback(
             every_steps=config.log_every_steps,
             on_steps=[config.total_steps],
@@ -164,6 +196,16 @@ class Reporter:
             logging.warning(warning)
         self._previous_loss = scalars["loss"]
         self.write(step, "train", scalars)
+
+    def write_eval(self, step: int, results: dict) -> None:
+        """Writes an eval's results (split "eval"), first warning when its "encoder_rank" fell
+        below a share of the run's first (`rank_warnings`)."""
+        if "encoder_rank" in results:
+            rank = float(results["encoder_rank"])
+            self._first_rank = rank if self._first_rank is None else self._first_rank
+            for warning in rank_warnings(step, rank, self._first_rank, self._config):
+                logging.warning(warning)
+        self.write(step, "eval", results)
 
     def write(self, step: int, split: str, scalars: dict) -> None:
         """To the writers (log, TensorBoard), metrics.jsonl and wandb; eval keys get "eval_"."""

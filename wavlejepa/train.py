@@ -45,7 +45,8 @@ def _global_batch(batch: dict, sharding: NamedSharding) -> dict:
 def held_out_metrics(
     eval_fn, state: train_state.TrainState, eval_loader: grain.DataLoader | None, config, sharding
 ) -> dict[str, float]:
-    """Mean held-out losses over config.dataset.eval_batches batches, then config.evals."""
+    """Held-out metrics over config.dataset.eval_batches batches (each the mean of the batches'
+    values: the ranks of `train_step.ranks` too, one per batch), then config.evals."""
     results = {}
     if eval_loader is not None:
         batches = itertools.islice(iter(eval_loader), config.dataset.eval_batches)
@@ -156,7 +157,7 @@ class _Run:
             logging.warning("Skipping the eval of step %d: its data workers stopped too.", step)
             return
         if results:
-            self.reporter.write(step, "eval", results)
+            self.reporter.write_eval(step, results)
         if self.best_mngr is not None and "loss" in results and step > 0:
             checkpointing.save_best(
                 self.best_mngr, step, state.params, self.config, results["loss"]

@@ -6,10 +6,12 @@ global, so N in SIGReg is the global batch and the result does not depend on the
 """
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
-from wavlejepa import losses, train_state
+from wavlejepa import diagnostics, losses, model, train_state
+from wavlejepa.nets import projector, waveform
 
 
 def _objective(params: dict, batch: dict, key: jax.Array, config: ml_collections.ConfigDict):
@@ -42,10 +44,30 @@ def train_step(
     return new_state, metrics
 
 
+def ranks(params: dict, batch: dict, cfg: ml_collections.ConfigDict) -> dict:
+    """Effective ranks (`diagnostics.effective_rank`) over every real frame of the batch: of the
+    context encoder's output over all frames (`model.embed`, what users take) as "encoder_rank",
+    and of its projection z (what SIGReg tests) as "projected_rank"."""
+    lengths_B = batch.get("lengths")
+    frames_BxTxD = model.embed(params, batch["audio"], cfg, lengths_B=lengths_B)
+    z_BxTxP = projector.apply(params["projector"], frames_BxTxD, cfg)
+    batch_size, num_frames = frames_BxTxD.shape[:2]
+    valid_B = jnp.full((batch_size,), num_frames)
+    if lengths_B is not None:
+        valid_B = waveform.valid_frames(lengths_B, cfg)
+    valid_N = (jnp.arange(num_frames)[None, :] < valid_B[:, None]).reshape(-1)
+    flat = lambda x_BxTxD: x_BxTxD.reshape(-1, x_BxTxD.shape[-1])
+    return {
+        "encoder_rank": diagnostics.effective_rank(flat(frames_BxTxD), valid_N),
+        "projected_rank": diagnostics.effective_rank(flat(z_BxTxP), valid_N),
+    }
+
+
 def eval_step(
     state: train_state.TrainState, batch: dict, *, config: ml_collections.ConfigDict
 ) -> dict:
-    """The training losses on a held-out batch, without gradients; masks from a fixed key."""
+    """The training losses on a held-out batch, without gradients (masks from a fixed key), and
+    the batch's `ranks`."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
     _, metrics = _objective(state.params, batch, key, config)
-    return metrics
+    return {**metrics, **ranks(state.params, batch, config.model)}

@@ -7,6 +7,8 @@ counted by hand from their formulas) under "elementwise", which matters only for
 Backward = 2 x forward. Attention runs on the static (padded) shapes the step computes.
 """
 
+import math
+
 import ml_collections
 
 from wavlejepa import masking, sigreg
@@ -114,10 +116,9 @@ def forward_flops(config: ml_collections.ConfigDict, num_samples: int) -> dict[s
         "elementwise": elementwise,
     }
     totals = {name: batch * flops for name, flops in per_crop.items()}
-    # SIGReg: its sampled rows (losses.py's scale rule) projected onto the slices; the cos/sin
-    # terms are transcendentals.
-    crops, frames_tested = sigreg.sample_shape(config)
-    totals["sigreg"] = _dense(crops * frames_tested, m.projector_dim, config.loss.num_slices)
+    # SIGReg projects its sampled rows onto the slices (cos/sin terms are transcendentals).
+    rows_tested = math.prod(sigreg.sample_shape(config))
+    totals["sigreg"] = _dense(rows_tested, m.projector_dim, config.loss.num_slices)
     return totals
 
 

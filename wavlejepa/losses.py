@@ -31,6 +31,9 @@ N = 80 (lambda = 0.05) swamps the prediction. Under the rule these prices hold a
 Evidence for each choice, and the forms measured and dropped: docs/experiments.md.
 """
 
+import functools
+import operator
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -145,6 +148,24 @@ def sigreg_statistics(
     return stats
 
 
+def weighted_terms(
+    out: dict, key: jax.Array, config: ml_collections.ConfigDict, clip_starts_BxC=None
+) -> tuple[dict, dict]:
+    """The loss's weighted terms of `model.forward`'s outputs, `{"invariance": (1 - lambda) *
+    inv, "sigreg": lambda * SIGReg[, "sigreg_within_clips": its weight * statistic]}` (the
+    loss is their sum, in this order), and the unweighted terms; `key` draws the slices and
+    the sample."""
+    inv = invariance(out["predictions"], out["targets"], out["target_valid"])
+    stats = sigreg_statistics(
+        out["projected_frames"], out["frame_valid"], key, config, clip_starts_BxC
+    )
+    weight = config.loss.sigreg_weight
+    terms = {"invariance": (1.0 - weight) * inv, "sigreg": weight * stats["sigreg"]}
+    if config.loss.clip_sigreg_weight:
+        terms["sigreg_within_clips"] = config.loss.clip_sigreg_weight * stats["sigreg_within_clips"]
+    return terms, {"invariance": inv, **stats}
+
+
 def objective(
     params: dict,
     audio_BxS: jax.Array,
@@ -168,22 +189,17 @@ def objective(
     masks = masking.sample(k_masks, config.masking, batch, num_frames)
     with jax.named_scope("forward"):
         out = model.forward(params, audio_BxS, masks, config.model, lengths_B=lengths_B)
-    z_BxTxP, valid_BxT = out["projected_frames"], out["frame_valid"]
-    chex.assert_shape(z_BxTxP, (batch, num_frames, config.model.projector_dim))
+    valid_BxT = out["frame_valid"]
+    chex.assert_shape(out["projected_frames"], (batch, num_frames, config.model.projector_dim))
 
     with jax.named_scope("loss"):
-        inv = invariance(out["predictions"], out["targets"], out["target_valid"])
-        stats = sigreg_statistics(z_BxTxP, valid_BxT, k_slices, config, clip_starts_BxC)
-        weight = config.loss.sigreg_weight
-        loss = (1.0 - weight) * inv + weight * stats["sigreg"]
-        if config.loss.clip_sigreg_weight:
-            loss = loss + config.loss.clip_sigreg_weight * stats["sigreg_within_clips"]
+        terms, unweighted = weighted_terms(out, k_slices, config, clip_starts_BxC)
+        loss = functools.reduce(operator.add, terms.values())
     metrics = {
         "loss": loss,
-        "invariance": inv,
         "context_frames": jnp.mean(out["context_lengths"].astype(jnp.float32)),
         "real_frames": jnp.mean(jnp.sum(valid_BxT, axis=1).astype(jnp.float32)),
         "target_frames": jnp.mean(jnp.sum(out["target_valid"], axis=(1, 2)).astype(jnp.float32)),
-        **stats,
+        **unweighted,
     }
     return loss, metrics

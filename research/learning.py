@@ -13,25 +13,33 @@ r"""Does training improve the representation? Probes a run's checkpoints on FSDD
    --probe_every steps (all kept), no evaluators; the config's crops and model are kept. Running
    the command again resumes the run, or skips training when its last checkpoint exists.
 3. Probes, per step (0 = the run's initial params, then every checkpoint), on one embedding pass
-   over all FSDD clips: digits and speakers (the standard take splits, mean pooling), and
-   held-out-speaker digits (trained on the other speakers' takes 10-49, weight decay picked on
-   their takes 5-9, tested on all clips of the held-out speaker, whom neither the self-supervised
-   run nor the probe saw; mean and mean_std pooling). Baseline: log-mel frames through the same
-   probes (mean_std and mean pooling); random init is the step-0 row.
-4. Collapse check per step: `diagnostics.variance_shares` of the first --share_frames (30) frame
-   embeddings of the FSDD test-take clips at least that long; and the training `sigreg` and
-   `invariance` from <workdir>/metrics.jsonl at the logged step nearest each probed step.
+   over all FSDD clips, each with mean and with mean_std pooling: digits and speakers (the
+   standard take splits), and held-out-speaker digits (trained on the other speakers' takes
+   10-49, weight decay picked on their takes 5-9, tested on all clips of the held-out speaker,
+   whom neither the self-supervised run nor the probe saw). Baseline: log-mel frames through the
+   same probes; random init is the step-0 row.
+4. Collapse checks per step: `diagnostics.variance_shares` of the first --share_frames (30) frame
+   embeddings of the FSDD test-take clips at least that long; `diagnostics.effective_rank` of
+   every frame embedding of the test-take clips ("enc rank") and of their projection z ("z
+   rank"); and the training `sigreg` and `invariance` from <workdir>/metrics.jsonl at the logged
+   step nearest each probed step.
 
-Prints one row per probed step and two log-mel rows (test accuracies; "held ms" is held-out
-digits with mean_std pooling; step 0's sigreg/invariance are those of the first logged step).
-The first command (full FSDD, 7 minutes on our shared 2-core machine, mostly compilation) printed
+Prints one row per probed step and a log-mel row (test accuracies, "ms" columns with mean_std
+pooling; log-mel's rank is of its 80-bin frames; step 0's sigreg/invariance are those of the first
+logged step). The first command (full FSDD, 3 minutes on our shared 2-core machine, mostly
+compilation) printed, in two halves here,
 
-  step                 digits speakers  heldout  held ms pos share clip share    sigreg invariance
-  0 (init)              0.444    0.768    0.318    0.352     0.953      0.002     160.5    0.01252
-  5                     0.448    0.772    0.334    0.346     0.938      0.003     160.5    0.01252
-  10                    0.476    0.768    0.350    0.350     0.907      0.004     157.2    0.01306
-  log-mel mean_std      0.936    1.000    0.566        -     0.072      0.560         -          -
-  log-mel mean          0.940    0.996    0.302        -     0.072      0.560         -          -
+  step         digits   dig ms speakers   spk ms  heldout  held ms
+  0 (init)      0.460    0.552    0.748    0.820    0.310    0.348
+  5             0.412    0.528    0.772    0.820    0.314    0.350
+  10            0.444    0.496    0.792    0.824    0.332    0.322
+  log-mel       0.940    0.936    0.996    1.000    0.300    0.568
+
+  step       pos share clip share enc rank  z rank    sigreg invariance
+  0 (init)       0.952      0.002     12.4    12.0     160.6     0.0113
+  5              0.941      0.003     12.7    13.8     160.6     0.0113
+  10             0.920      0.004     13.2    13.3     160.4   0.003744
+  log-mel        0.072      0.560      4.5       -         -          -
 
 and writes every number (all splits, chosen weight decays, the --config.* overrides) to --json
 and a learning curve to --plot.
@@ -63,6 +71,7 @@ from wavlejepa import (
 )
 from wavlejepa.data import audio_folder, fsdd
 from wavlejepa.evaluators import linear_probe
+from wavlejepa.nets import projector
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/cpu_debug.py", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumed if it exists).")
@@ -90,8 +99,7 @@ _JSON = flags.DEFINE_string("json", "", "Write every number to this JSON file to
 _PLOT = flags.DEFINE_string("plot", "", "Write the learning curve to this PNG too.")
 
 TASKS = ("digits", "speakers", "heldout_digits")
-MODEL_PROBES = {"mean": TASKS, "mean_std": ("heldout_digits",)}  # pooling -> tasks.
-LOGMEL_PROBES = {"mean_std": TASKS, "mean": TASKS}
+POOLINGS = ("mean", "mean_std")  # Every task with each; a row's `task` key is mean pooling's.
 SPLITS = fsdd.SPLITS
 
 
@@ -174,13 +182,14 @@ def subsample(data: dict, max_clips: int) -> dict:
     return out
 
 
-def probes(frames: dict, data: dict, heldout: str, probe_cfg, tasks_by_pooling: dict) -> dict:
-    """{pooling: {task: fit_and_score result}} from frames {split: [[frames, dim]] per clip}."""
+def probes(frames: dict, data: dict, heldout: str, probe_cfg) -> dict:
+    """{pooling: {task: fit_and_score result}} of every pooling and task, from frames
+    {split: [[frames, dim]] per clip}."""
     results = {}
-    for pooling, tasks in tasks_by_pooling.items():
+    for pooling in POOLINGS:
         features = {s: np.stack([linear_probe.pool(f, pooling) for f in frames[s]]) for s in SPLITS}
         results[pooling] = {}
-        for task in tasks:
+        for task in TASKS:
             if task == "heldout_digits":
                 r = linear_probe.score_heldout_speaker(features, data, heldout, probe_cfg)
             else:
@@ -193,14 +202,18 @@ def probe_step(
     step: int, params: dict, config, data: dict, heldout: str, probe_cfg, batch_size: int,
     share_frames: int, metrics: dict,
 ) -> tuple[dict, dict]:  # fmt: skip
-    """One probed step of a model: its table row (`row` of the MODEL_PROBES results, the shares
-    and `metrics`) and its frames {split: [[frames, dim]] per clip} from one embedding pass."""
+    """One probed step of a model: its table row (`row` of the `probes` results, the shares, the
+    ranks and `metrics`) and its frames {split: [[frames, dim]] per clip} from one embedding pass.
+    With a "projector" in `params` the row has the rank of z too ("projected_rank")."""
     frames_fn = linear_probe.model_frames(params, config, batch_size)
     frames = {s: frames_fn(data[s]["audio"]) for s in SPLITS}
-    results = probes(frames, data, heldout, probe_cfg, MODEL_PROBES)
+    results = probes(frames, data, heldout, probe_cfg)
     label = "0 (init)" if step == 0 else str(step)
-    step_shares = shares(frames["test"], share_frames)
-    step_row = {"step": step, **row(label, results, "mean", step_shares, metrics)}
+    stats = shares(frames["test"], share_frames) | ranks(frames["test"])
+    if "projector" in params:
+        z_NxP = projector.apply(params["projector"], np.concatenate(frames["test"]), config.model)
+        stats["projected_rank"] = float(diagnostics.effective_rank(z_NxP))
+    step_row = {"step": step, **row(label, results, stats, metrics)}
     logging.info("Probed step %d: %s", step, {t: step_row[t] for t in TASKS})
     return step_row, frames
 
@@ -213,6 +226,11 @@ def shares(test_frames: list[np.ndarray], num_frames: int) -> dict[str, float]:
     return diagnostics.variance_shares(np.stack(long))
 
 
+def ranks(test_frames: list[np.ndarray]) -> dict[str, float]:
+    """{"encoder_rank": the effective rank of every frame of the test clips}."""
+    return {"encoder_rank": float(diagnostics.effective_rank(np.concatenate(test_frames)))}
+
+
 def train_metrics(records: list[dict], step: int) -> dict:
     """sigreg and invariance of the logged train step nearest `step` (ties: the earlier)."""
     train_records = [r for r in records if r.get("split") == "train" and "sigreg" in r]
@@ -222,22 +240,33 @@ def train_metrics(records: list[dict], step: int) -> dict:
     return {"metrics_step": r["step"], "sigreg": r["sigreg"], "invariance": r["invariance"]}
 
 
-def row(label, results: dict, pooling: str, frame_shares: dict, metrics: dict) -> dict:
-    """One table row: test accuracies of the `probes` results of `pooling` (and of held-out digits
-    with mean_std pooling when the results have it), shares, training metrics."""
-    out = {"label": label, **{t: results[pooling][t]["test_accuracy"] for t in TASKS}}
-    if pooling != "mean_std" and "mean_std" in results:
-        out["heldout_digits_mean_std"] = results["mean_std"]["heldout_digits"]["test_accuracy"]
-    return {**out, **frame_shares, **metrics, "probes": results}
+def accuracies(results: dict) -> dict[str, float]:
+    """The test accuracy of each task of `probes` results: mean pooling's as `task`, mean_std
+    pooling's as `task_mean_std`."""
+    out = {}
+    for task in TASKS:
+        out[task] = results["mean"][task]["test_accuracy"]
+        out[f"{task}_mean_std"] = results["mean_std"][task]["test_accuracy"]
+    return out
 
 
-COLUMNS = (  # (header, key, format)
+def row(label, results: dict, frame_stats: dict, metrics: dict) -> dict:
+    """One table row: the `accuracies` of the `probes` results, frame statistics, training
+    metrics."""
+    return {"label": label, **accuracies(results), **frame_stats, **metrics, "probes": results}
+
+
+COLUMNS = (  # (header, key, format); "ms": mean_std pooling.
     ("digits", "digits", "{:9.3f}"),
+    ("dig ms", "digits_mean_std", "{:9.3f}"),
     ("speakers", "speakers", "{:9.3f}"),
+    ("spk ms", "speakers_mean_std", "{:9.3f}"),
     ("heldout", "heldout_digits", "{:9.3f}"),
     ("held ms", "heldout_digits_mean_std", "{:9.3f}"),
     ("pos share", "position_share", "{:10.3f}"),
     ("clip share", "clip_share", "{:11.3f}"),
+    ("enc rank", "encoder_rank", "{:9.1f}"),
+    ("z rank", "projected_rank", "{:8.1f}"),
     ("sigreg", "sigreg", "{:10.4g}"),
     ("invariance", "invariance", "{:11.4g}"),
 )
@@ -257,18 +286,19 @@ def format_table(rows: list[dict], columns=COLUMNS) -> str:
 
 
 def learning_curve(steps_rows: list[dict], logmel_row: dict) -> Figure:
-    """Test accuracy of each probe vs step; dotted: step 0 (random init), dashed: log-mel."""
+    """Test accuracy of each probe (mean pooling) vs step; dotted: step 0 (random init), dashed:
+    log-mel with mean_std pooling (its better one)."""
     figure = Figure(figsize=(7, 4.5))
     ax = figure.add_subplot()
     steps = [r["step"] for r in steps_rows]
     for task, color in zip(TASKS, ("C0", "C1", "C2"), strict=True):
         ax.plot(steps, [r[task] for r in steps_rows], "o-", color=color, label=task)
         ax.axhline(steps_rows[0][task], color=color, linestyle=":")
-        ax.axhline(logmel_row[task], color=color, linestyle="--")
+        ax.axhline(logmel_row[f"{task}_mean_std"], color=color, linestyle="--")
     handles, _ = ax.get_legend_handles_labels()
     handles += [
         Line2D([], [], color="k", linestyle=":", label="random init (step 0)"),
-        Line2D([], [], color="k", linestyle="--", label=logmel_row["label"]),
+        Line2D([], [], color="k", linestyle="--", label=f"{logmel_row['label']} mean_std"),
     ]
     ax.legend(handles=handles, fontsize=8)
     ax.set(xlabel="training step", ylabel="test accuracy", title="FSDD linear probes")
@@ -305,11 +335,9 @@ def run(
         step_rows.append(step_row)
 
     frames = {s: logmel.logmel_frames(data[s]["audio"]) for s in SPLITS}
-    results = probes(frames, data, heldout, probe_cfg, LOGMEL_PROBES)
-    logmel_shares = shares(frames["test"], share_frames)
-    logmel_rows = [
-        row(f"log-mel {p}", {p: results[p]}, p, logmel_shares, {}) for p in LOGMEL_PROBES
-    ]  # fmt: skip
+    results = probes(frames, data, heldout, probe_cfg)
+    logmel_stats = shares(frames["test"], share_frames) | ranks(frames["test"])
+    logmel_rows = [row("log-mel", results, logmel_stats, {})]
     settings = dict(
         model_size=config.model.size, seed=config.seed, steps=steps, probe_every=probe_every,
         fsdd_dir=fsdd_dir, heldout_speaker=heldout, ssl_heldout_speaker=ssl_heldout,

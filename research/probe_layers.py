@@ -6,9 +6,10 @@ r"""Which encoder block's output probes best? `research.learning`'s probes at ev
 Reads a run of `research.learning` (its checkpoints and their config; step 0 = the run's
 initial params, as there), and for each step and each L in 0..encoder_depth embeds all FSDD clips
 with the context encoder cut after block L (its final LayerNorm kept, as the embedder applies it
-after the last block) and runs the same mean-pooled probes: digits, speakers and the held-out
-speaker's digits. L = 0 is the conv front end's output (with its positions) before any block;
-L = encoder_depth is the embedder's own output, `research.learning`'s rows.
+after the last block) and runs the same probes, with mean and mean_std pooling: digits,
+speakers and the held-out speaker's digits. L = 0 is the conv front end's output (with its
+positions) before any block; L = encoder_depth is the embedder's own output, `research.learning`'s
+rows.
 """
 
 import os
@@ -55,7 +56,7 @@ def run(
     batch_size: int,
     depths: list[int] | None = None,
 ) -> dict:
-    """{step: {blocks: {task: test accuracy}}} (see the module docstring), for each of `depths`
+    """{step: {blocks: `learning.accuracies`}} (see the module docstring), for each of `depths`
     (default: every depth, 0..encoder_depth)."""
     checkpoints = os.path.join(workdir, checkpointing.LATEST_DIR)
     config = pretrained.load_config(checkpoints)
@@ -72,8 +73,8 @@ def run(
             cut_params, cut_config = truncated(params, config, blocks)
             frames_fn = linear_probe.model_frames(cut_params, cut_config, batch_size)
             frames = {s: frames_fn(data[s]["audio"]) for s in learning.SPLITS}
-            probed = learning.probes(frames, data, heldout, probe_cfg, {"mean": learning.TASKS})
-            results[step][blocks] = {t: probed["mean"][t]["test_accuracy"] for t in learning.TASKS}
+            probed = learning.probes(frames, data, heldout, probe_cfg)
+            results[step][blocks] = learning.accuracies(probed)
             logging.info("Step %d, blocks 1-%d: %s", step, blocks, results[step][blocks])
     return results
 
@@ -89,10 +90,13 @@ def main(argv):
         batch_size=FLAGS.batch_size,
         depths=[int(b) for b in _BLOCKS.value] or None,
     )
-    print("step  blocks" + "".join(t.rjust(16) for t in learning.TASKS))
-    for step, by_blocks in results.items():
-        for blocks, accuracy in by_blocks.items():
-            print(f"{step:<6}{blocks:>6}" + "".join(f"{accuracy[t]:16.3f}" for t in learning.TASKS))
+    rows = [(step, blocks, accuracy) for step, by_blocks in results.items()
+            for blocks, accuracy in by_blocks.items()]  # fmt: skip
+    headers = {key: header for header, key, _ in learning.COLUMNS}  # "ms": mean_std pooling.
+    keys = list(rows[0][2])
+    print("step  blocks" + "".join(headers[k].rjust(9) for k in keys))
+    for step, blocks, accuracy in rows:
+        print(f"{step:<6}{blocks:>6}" + "".join(f"{accuracy[k]:9.3f}" for k in keys))
     common.write_json(FLAGS.json, {"workdir": FLAGS.workdir, "results": results}, indent=1)
 
 

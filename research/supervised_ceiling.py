@@ -15,10 +15,10 @@ self-supervised run's audio, with its digit labels). The optimizer is the config
 normalised like a training crop.
 
 At step 0 and every --probe_every steps the encoder is frozen and probed exactly as
-`research.learning` probes a checkpoint (the same embedding pass and linear probes; the
-held-out speaker's digits with mean and mean_std pooling), and the trained head is scored
-on the held-out speaker's clips directly ("head" column: the supervised model end to end).
-Nothing is written to disk but --json. The held-out speaker's audio is never trained on.
+`research.learning` probes a checkpoint (the same embedding pass and linear probes, each with
+mean and mean_std pooling, and the encoder's rank; no z rank: no projector), and the trained
+head is scored on the held-out speaker's clips directly ("head" column: the supervised model end
+to end). Nothing is written to disk but --json. The held-out speaker's audio is never trained on.
 The first command (full FSDD, alone on our shared 2-core machine, 16.5 minutes) printed
 
   step         digits speakers  heldout  held ms    ...     head train loss train acc
@@ -27,8 +27,10 @@ The first command (full FSDD, alone on our shared 2-core machine, 16.5 minutes) 
   500           0.832    0.812    0.462    0.550    ...    0.542     0.5092     0.850
   750           0.836    0.804    0.508    0.544    ...    0.482      0.274     0.930
 
-(the columns cut at "..." are the shares, then "-" for sigreg and invariance); the JSONs of two
-seeds at each of two learning rates are research/results/supervised_ceiling_small_750steps_*.json.
+(the columns cut at "..." are the shares, then "-" for sigreg and invariance; the table has since
+gained the mean_std probes of digits and speakers and the encoder's rank, which its JSONs lack);
+the JSONs of two seeds at each of two learning rates are
+research/results/supervised_ceiling_small_750steps_*.json.
 """
 
 import functools
@@ -131,10 +133,9 @@ def run(config, *, fsdd_dir: str, heldout: str, steps: int, probe_every: int, ma
     probe_data = learning.subsample(data, max_clips)
     probe_cfg = linear_probe.default_config()
     probe_cfg.steps = probe_steps_lbfgs
-    # research.learning's step 0 of this config (its random-init row); the probe swaps the
-    # trained encoders in.
-    full_params = learning.initial_params(config)
-    params = trainable(full_params, config.model.encoder_width)
+    # research.learning's step 0 of this config (its random-init row); the probe embeds with
+    # the trained encoders.
+    params = trainable(learning.initial_params(config), config.model.encoder_width)
     optimizer, step_fn = make_step(config)
     opt_state = optimizer.init(params)
     rng = np.random.default_rng(config.seed)
@@ -148,9 +149,8 @@ def run(config, *, fsdd_dir: str, heldout: str, steps: int, probe_every: int, ma
                 "train_loss": float(np.mean([m[0] for m in recent])) if recent else None,
                 "train_accuracy": float(np.mean([m[1] for m in recent])) if recent else None,
             }
-            swapped = {**full_params, **params["encoder"]}
-            step_row, frames = learning.probe_step(
-                step, swapped, config, probe_data, heldout, probe_cfg, batch_size,
+            step_row, frames = learning.probe_step(  # No projector here: no z rank.
+                step, params["encoder"], config, probe_data, heldout, probe_cfg, batch_size,
                 share_frames=30, metrics=metrics,  # 30: research.learning's default.
             )  # fmt: skip
             step_row["head"] = head_accuracy(params["head"], frames, probe_data, heldout)
@@ -175,8 +175,9 @@ def run(config, *, fsdd_dir: str, heldout: str, steps: int, probe_every: int, ma
     return {"settings": settings, "steps": rows}
 
 
-# research.learning's columns, then the trained head and the training loss and accuracy.
-COLUMNS = learning.COLUMNS + (
+# research.learning's columns but z's rank (no projector), then the trained head and the
+# training loss and accuracy.
+COLUMNS = tuple(c for c in learning.COLUMNS if c[1] != "projected_rank") + (
     ("head", "head", "{:9.3f}"),
     ("train loss", "train_loss", "{:11.4g}"),
     ("train acc", "train_accuracy", "{:10.3f}"),

@@ -124,25 +124,42 @@ class ReportTest(absltest.TestCase):
                 "weight_decay": 1e-3}  # fmt: skip
 
     def test_rows_table_and_plot(self):
-        model = {"mean": {t: self._probe(0.25) for t in learning.TASKS},
-                 "mean_std": {"heldout_digits": self._probe(0.5)}}  # fmt: skip
-        shares = {"position_share": 0.125, "clip_share": 0.5}
+        results = {"mean": {t: self._probe(0.25) for t in learning.TASKS},
+                   "mean_std": {t: self._probe(0.5 + 0.125 * i)
+                                for i, t in enumerate(learning.TASKS)}}  # fmt: skip
+        stats = {"position_share": 0.125, "clip_share": 0.5, "encoder_rank": 12.34}
         metrics = {"metrics_step": 5, "sigreg": 12.5, "invariance": 0.03}
-        step_row = learning.row("0 (init)", model, "mean", shares, metrics)
-        logmel_row = learning.row("log-mel mean", {"mean": model["mean"]}, "mean", shares, {})
-        self.assertEqual(step_row["heldout_digits_mean_std"], 0.5)
-        self.assertNotIn("heldout_digits_mean_std", logmel_row)
-        self.assertEqual(json.loads(json.dumps(step_row))["probes"], model)
+        step_row = learning.row("0 (init)", results, {**stats, "projected_rank": 7.0}, metrics)
+        logmel_row = learning.row("log-mel", results, stats, {})
+        self.assertEqual(
+            [step_row[f"{t}_mean_std"] for t in learning.TASKS], [0.5, 0.625, 0.75]
+        )  # The keys of earlier result files keep their meaning (mean pooling without suffix).
+        self.assertEqual([step_row[t] for t in learning.TASKS], [0.25] * 3)
+        self.assertEqual(json.loads(json.dumps(step_row))["probes"], results)
         table = learning.format_table([step_row, logmel_row]).splitlines()
-        self.assertEqual(table[0].split(), ["step", "digits", "speakers", "heldout", "held", "ms",
-                                            "pos", "share", "clip", "share", "sigreg",
+        self.assertEqual(table[0].split(), ["step", "digits", "dig", "ms", "speakers", "spk", "ms",
+                                            "heldout", "held", "ms", "pos", "share", "clip",
+                                            "share", "enc", "rank", "z", "rank", "sigreg",
                                             "invariance"])  # fmt: skip
-        self.assertEqual(table[1].split()[2:], ["0.250"] * 3 + ["0.500", "0.125", "0.500",
-                                                               "12.5", "0.03"])  # fmt: skip
-        self.assertEqual(table[2].split()[2:], ["0.250"] * 3 + ["-", "0.125", "0.500", "-", "-"])
+        accuracies = ["0.250", "0.500", "0.250", "0.625", "0.250", "0.750"]
+        self.assertEqual(table[1].split()[2:], accuracies + ["0.125", "0.500", "12.3", "7.0",
+                                                             "12.5", "0.03"])  # fmt: skip
+        self.assertEqual(table[2].split()[1:], accuracies + ["0.125", "0.500", "12.3", "-", "-",
+                                                             "-"])  # fmt: skip
         self.assertEqual(len({len(line) for line in table}), 1)  # Columns line up.
         figure = learning.learning_curve([{"step": 0, **step_row}], logmel_row)
-        self.assertLen(figure.axes[0].lines, 3 * 3)  # Per task: curve, step 0, log-mel.
+        lines = figure.axes[0].lines
+        self.assertLen(lines, 3 * 3)  # Per task: curve, step 0, log-mel.
+        # Log-mel's line is its mean_std figure.
+        self.assertEqual([line.get_ydata()[0] for line in lines[2::3]], [0.5, 0.625, 0.75])
+
+    def test_ranks_are_of_every_test_frame(self):
+        rng = np.random.default_rng(0)
+        frames = [rng.standard_normal((n, 6)) * [3.0, 2.0, 1.0, 1.0, 0.0, 0.0] for n in (40, 7)]
+        got = learning.ranks(frames)["encoder_rank"]
+        p = np.linalg.eigvalsh(np.cov(np.concatenate(frames), rowvar=False, bias=True))[2:]
+        p /= p.sum()
+        np.testing.assert_allclose(got, np.exp(-np.sum(p * np.log(p))), rtol=1e-4)
 
 
 class EndToEndTest(absltest.TestCase):
@@ -184,13 +201,17 @@ class EndToEndTest(absltest.TestCase):
         lines = lines[[line.startswith("step ") for line in lines].index(True) :]
         self.assertEqual(lines[0].split()[:4], ["step", "digits", "speakers", "heldout"])
         self.assertEqual([line[:16].strip() for line in lines[1:]],
-                         ["0 (init)", "1", "2", "log-mel mean_std", "log-mel mean"])  # fmt: skip
+                         ["0 (init)", "1", "2", "log-mel"])  # fmt: skip
         self.assertEqual(result["settings"]["clips"], {"train": 100, "validation": 50, "test": 50})
         self.assertEqual(result["settings"]["config_overrides"], {"dataset.eval_batches": 0})
         self.assertEqual([r["step"] for r in result["steps"]], [0, 1, 2])
         for r in result["steps"] + result["logmel"]:
-            for key in (*learning.TASKS, "position_share", "clip_share"):
+            for task in learning.TASKS:
+                self.assertBetween(r[task], 0.0, 1.0)
+                self.assertBetween(r[f"{task}_mean_std"], 0.0, 1.0)
+            for key in ("position_share", "clip_share"):
                 self.assertBetween(r[key], 0.0, 1.0)
+            self.assertBetween(r["encoder_rank"], 1.0, 80.0)  # <= 64 (tiny), 80 (log-mel bins).
             # Position and clip parts are orthogonal pieces of the variance.
             self.assertLessEqual(r["position_share"] + r["clip_share"], 1.0 + 1e-9)
             for results in r["probes"].values():
@@ -199,7 +220,7 @@ class EndToEndTest(absltest.TestCase):
                         probe["weight_decay"], linear_probe.default_config().weight_decays
                     )
         for r in result["steps"]:
-            self.assertBetween(r["heldout_digits_mean_std"], 0.0, 1.0)
+            self.assertBetween(r["projected_rank"], 1.0, 64.0)  # Tiny: 64-dim frames and z.
             self.assertTrue(np.isfinite(r["sigreg"]) and r["sigreg"] >= 0)
             self.assertTrue(np.isfinite(r["invariance"]) and r["invariance"] >= 0)
             self.assertEqual(r["metrics_step"], 2)  # The one logged step (the last).

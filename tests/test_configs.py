@@ -89,6 +89,8 @@ def _bad(**overrides):
         (dict(total_steps=0), 1, "config.total_steps=0 must be >= 1"),
         (dict(model__size="smal"), 1, "config.model.size='smal': choose one of"),
         (dict(dataset__short_clips="trim"), 1, "config.dataset.short_clips='trim'"),
+        (dict(loss__sigreg_crops=1), 1, "config.loss.sigreg_crops=1 and sigreg_frames=50"),
+        (dict(health__min_rank_fraction=1.5), 1, "config.health.min_rank_fraction=1.5"),
     ],
 )
 def test_bad_values_are_named_with_their_key(overrides, num_devices, expected):

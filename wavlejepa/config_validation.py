@@ -90,6 +90,11 @@ def _loss_and_data_problems(config: ml_collections.ConfigDict):
         yield f"config.dataset.eval_batches={config.dataset.eval_batches} must be >= 0 (0 = off)."
     if not 0 < config.health.sigreg_collapse_fraction <= 1 or config.health.loss_jump_factor <= 1:
         yield "config.health needs 0 < sigreg_collapse_fraction <= 1 and loss_jump_factor > 1."
+    if not 0 <= config.health.min_rank_fraction < 1:
+        yield (
+            f"config.health.min_rank_fraction={config.health.min_rank_fraction} must be in [0, 1) "
+            "(0 turns the rank warning off)."
+        )
     if config.profile.enabled and config.profile.num_steps < 1:
         yield "config.profile.num_steps must be >= 1 when config.profile.enabled."
 

@@ -1,7 +1,9 @@
 """A user's mistakes end in one line naming the problem and the fix: exit code, no traceback,
 and nothing on disk lost or overwritten (a test a row of the README's troubleshooting table)."""
 
+import hashlib
 import os
+import pathlib
 import shutil
 import stat
 import subprocess
@@ -31,6 +33,12 @@ def _run(module, *args, timeout=180):
         check=False,
         env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
+
+
+def _hashes(folder):
+    """{path relative to folder: sha256} of every file under it."""
+    files = [p for p in pathlib.Path(folder).rglob("*") if p.is_file()]
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
 
 def _assert_refused(result, *phrases, code=cli.USAGE_ERROR):
@@ -109,12 +117,51 @@ def test_embed_with_only_bad_files_fails_and_keeps_the_old_output(tmp_path, chec
     (bad / "broken.wav").write_bytes(b"RIFF\x00\x00garbage")
     (bad / "empty.wav").write_bytes(b"")
     output = tmp_path / "out.npz"
-    output.write_bytes(b"an earlier result")
+    _earlier_result(output)
+    before = output.read_bytes()
     result = _run(
         "wavlejepa.embed", f"--checkpoint={checkpoint}", f"--input={bad}", f"--output={output}"
     )
     _assert_refused(result, str(bad), "1 corrupt", "1 empty_file", "nothing written")
-    assert output.read_bytes() == b"an earlier result"
+    assert output.read_bytes() == before
+
+
+def _earlier_result(path):
+    """An embeddings .npz as the embed command writes it (the arrays it is recognised by)."""
+    with open(path, "wb") as f:
+        np.savez(f, paths=np.array(["old.wav"]), clip=np.zeros((1, 4)), frames=np.zeros((2, 4)),
+                 offsets=np.array([0, 2]))  # fmt: skip
+
+
+@pytest.mark.parametrize("target", ["input", "other file"])
+def test_embed_refuses_to_overwrite_an_input_or_a_file_it_did_not_write(
+    tmp_path, checkpoint, one_clip, target
+):
+    (tmp_path / "notes.txt").write_text("my notes")
+    output = one_clip / "clip.wav" if target == "input" else tmp_path / "notes.txt"
+    before = _hashes(tmp_path)
+    result = _run(
+        "wavlejepa.embed", f"--checkpoint={checkpoint}", f"--input={one_clip}", f"--output={output}"
+    )
+    if target == "input":
+        _assert_refused(result, "is one of the --input files", "would be overwritten", "new file")
+    else:
+        _assert_refused(result, "not an embeddings file", "would be overwritten", "new file")
+    assert _hashes(tmp_path) == before
+
+
+def test_embed_replaces_its_own_earlier_result_and_never_reads_it_as_audio(
+    tmp_path, checkpoint, one_clip
+):
+    output = one_clip / "embeddings.npz"  # Inside --input: a re-run must not embed it.
+    _earlier_result(output)
+    result = _run(
+        "wavlejepa.embed", f"--checkpoint={checkpoint}", f"--input={one_clip}", f"--output={output}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with np.load(output) as out:
+        assert [os.path.basename(p) for p in out["paths"]] == ["clip.wav"]
+        assert len(out["skipped_paths"]) == 0
 
 
 def test_embed_writes_exactly_the_path_given_silence_included_and_skips_a_fifo(
@@ -139,6 +186,18 @@ def test_embed_writes_exactly_the_path_given_silence_included_and_skips_a_fifo(
         assert [os.path.basename(p) for p in out["skipped_paths"]] == ["pipe.wav"]
         assert list(out["skipped_reasons"]) == ["unreadable"]
         assert np.all(np.isfinite(out["clip"]))
+
+
+@pytest.mark.parametrize("rate", ["0", "-16000"])
+def test_prepare_dataset_names_a_sample_rate_below_1_before_any_work(tmp_path, one_clip, rate):
+    result = _run(
+        "wavlejepa.prepare_dataset",
+        f"--audio_dir={one_clip}",
+        f"--data_dir={tmp_path / 'tfds'}",
+        f"--sample_rate={rate}",
+    )
+    _assert_refused(result, f"--sample_rate={rate}", "not a positive integer")
+    assert not (tmp_path / "tfds").exists()
 
 
 def test_decode_never_opens_a_fifo_and_training_still_rejects_silence(tmp_path):

@@ -156,6 +156,15 @@ class EmbedderTest(chex.TestCase):
         chex.assert_shape(out.frames, ((8000 - 240) // 160 + 1, 64))
         np.testing.assert_allclose(out.frames, ref.frames, atol=1e-6)
 
+    def test_a_sample_rate_that_is_not_a_whole_number_of_hz_is_named_with_its_range(self):
+        for rate in (0, -16_000, 0.5, float("nan")):  # scipy said "up and down must be >= 1".
+            with self.assertRaisesRegex(ValueError, rf"sample_rate={rate!r}: .* whole number >= 1"):
+                self.embedder.embed_one(np.ones(1000), sample_rate=rate)
+        ref = self.embedder.embed_one(np.ones(1000), sample_rate=8000)
+        np.testing.assert_array_equal(
+            self.embedder.embed_one(np.ones(1000), sample_rate=8000.0).frames, ref.frames
+        )
+
     def test_a_clip_does_not_depend_on_its_batch(self):
         clips = [self.rng.normal(size=n) for n in (700, 3000, 12_345, 3100, 150)]
         together = self.embedder.embed(clips)

@@ -10,7 +10,8 @@ The .npz holds `paths [N]`, `clip [N, D]`, `frames [sum of frames, D]`, `timesta
 and `offsets [N + 1]` (clip i's frames are `frames[offsets[i]:offsets[i + 1]]`), and
 `skipped_paths`/`skipped_reasons` for files that could not be read (silent files are embedded:
 silence is valid input). The output path is checked before any work and written exactly as
-given; no file is written when nothing could be embedded (exit code 2). From Python, use
+given; no file is written when nothing could be embedded (exit code 2), and an existing file
+there is replaced only if it is an earlier .npz of this tool (never an input). From Python, use
 `wavlejepa.embedding.Embedder`.
 """
 
@@ -70,14 +71,28 @@ def main(argv):
     from wavlejepa import checkpointing, embedding
     from wavlejepa.data import audio_folder
 
+    # An earlier result of ours inside --input is replaced, not read as audio.
+    earlier = "" if per_file else output
+    if earlier and not embedding.is_embeddings_file(earlier):
+        earlier = ""
     if os.path.isdir(source):
-        paths = [os.path.join(source, p) for p in audio_folder.list_files(source)]
+        paths = [os.path.join(source, p) for p in audio_folder.list_files(source, earlier)]
     elif os.path.exists(source):
         paths = [source]
     else:
         cli.fail(f"--input={source} does not exist: give an audio file or a folder of them.")
     if not paths:
         cli.fail(f"--input={source} holds no files.")
+    if not per_file and os.path.exists(output) and not earlier:
+        if any(os.path.realpath(p) == os.path.realpath(output) for p in paths):
+            cli.fail(
+                f"--output={_OUTPUT.value} is one of the --input files and would be overwritten: "
+                "give a new file name, e.g. --output=embeddings.npz outside the input."
+            )
+        cli.fail(
+            f"--output={_OUTPUT.value} exists and is not an embeddings file of this tool, so it "
+            "would be overwritten: give a new file name, or move that file aside first."
+        )
     try:
         embedder = embedding.Embedder.from_checkpoint(
             _CHECKPOINT.value, batch_size=_BATCH_SIZE.value

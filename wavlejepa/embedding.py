@@ -19,7 +19,9 @@ given; no file is written when nothing could be embedded (exit code 2).
 import dataclasses
 import functools
 import math
+import numbers
 import sys
+import zipfile
 from collections.abc import Sequence
 
 import jax
@@ -175,8 +177,16 @@ class Embedder:
         by each jitted batch, so it moves within a long file too.
 
         Raises:
-          ValueError: a clip that is not 1-D, is empty, or holds NaN or inf (its index named).
+          ValueError: a clip that is not 1-D, is empty, or holds NaN or inf (its index named);
+            a `sample_rate` that is not a whole number of Hz >= 1.
         """
+        real = isinstance(sample_rate, numbers.Real)
+        if not real or sample_rate < 1 or not float(sample_rate).is_integer():
+            raise ValueError(
+                f"sample_rate={sample_rate!r}: give the clips' rate in Hz, a whole number >= 1 "
+                "(e.g. 44100)."
+            )
+        sample_rate = int(sample_rate)
         clips = [np.asarray(c, np.float64) for c in clips]
         for i, clip in enumerate(clips):
             if clip.ndim == 1 and not np.all(np.isfinite(clip)):
@@ -285,6 +295,17 @@ def save_clip_npz(path: str, result: ClipEmbedding) -> None:
         path,
         lambda f: np.savez(f, frames=result.frames, timestamps=result.timestamps, clip=result.clip),
     )
+
+
+def is_embeddings_file(path: str) -> bool:
+    """Whether `path` is a .npz `save_npz` wrote (a zip holding its arrays), so that replacing
+    it loses nothing the user did not ask to replace."""
+    try:
+        with zipfile.ZipFile(path) as npz:
+            names = set(npz.namelist())
+    except (OSError, zipfile.BadZipFile):  # Not a zip (audio, text), or unreadable.
+        return False
+    return {"paths.npy", "clip.npy", "frames.npy", "offsets.npy"} <= names
 
 
 def save_npz(path: str, paths: list[str], embeddings: list, skipped: list) -> None:

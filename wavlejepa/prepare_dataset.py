@@ -34,7 +34,7 @@ _VALIDATION = flags.DEFINE_float(
 )
 _TEST = flags.DEFINE_float("test_fraction", None, f"Share of files in 'test' {_UNSET}.")
 _SAMPLE_RATE = flags.DEFINE_integer(
-    "sample_rate", pcm.SAMPLE_RATE, "Rate the audio is resampled to."
+    "sample_rate", pcm.SAMPLE_RATE, "Rate the audio is resampled to (Hz).", lower_bound=1
 )
 _LABEL_FROM = flags.DEFINE_string(
     "label_from", None,

@@ -236,6 +236,25 @@ def test_main_refuses_a_file_as_workdir_and_leaves_it(tmp_path):
     assert workdir.read_text() == "my notes"
 
 
+def test_main_on_another_models_run_is_refused_before_anything_is_written(tmp_path, checkpoint):
+    # A finished tiny run (its best/ model and config.json, the run's record of itself): the
+    # check on resume must come before that record is replaced by the new model's config.
+    workdir = tmp_path / "run"
+    shutil.copytree(checkpoint, workdir)
+    (workdir / "config.json").write_text(cpu_debug.get_config().to_json_best_effort(indent=2))
+    before = _hashes(workdir)
+    result = _run(
+        "wavlejepa.main",
+        "--config=configs/cpu_debug.py",
+        "--config.model.size=small",
+        "--config.debug_dummy_data=True",
+        "--config.total_steps=1",  # Were it not refused: a short run, not a hang.
+        f"--workdir={workdir}",
+    )
+    _assert_refused(result, "another shape", "nothing was written", "new --workdir", "config.json")
+    assert _hashes(workdir) == before
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
 def test_main_refuses_a_read_only_workdir(tmp_path):
     locked = tmp_path / "locked"

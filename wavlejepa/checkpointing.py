@@ -90,6 +90,25 @@ def shape_mismatch(saved: dict, config: ml_collections.ConfigDict) -> str:
     return "; ".join(differences)
 
 
+def check_run_record(config_file: epath.Path, config: ml_collections.ConfigDict) -> None:
+    """Raises CheckpointError when `config_file` (a workdir's config.json, the run's record of
+    itself) holds a model of another shape than `config`'s: checked before anything is written,
+    so that record is never replaced by another model's config."""
+    if not config_file.exists():
+        return
+    try:
+        saved = json.loads(config_file.read_text())
+    except ValueError as e:  # A truncated write: nothing left to keep, so it is written again.
+        logging.warning("%s is not JSON (%s); it is written again.", config_file, one_line(e))
+        return
+    if mismatch := shape_mismatch(saved, config):
+        raise CheckpointError(
+            f"{config_file.parent} holds a run of a model of another shape ({mismatch}); "
+            "nothing was written. Use a new --workdir for this config, or resume with the "
+            f"config that run was trained with (recorded in {config_file})."
+        )
+
+
 def finished_steps(directory: str | epath.Path) -> list[int]:
     """The steps of a manager directory whose save finished, oldest first (orbax's own test:
     renamed from the tmp name, or holding the commit marker where saves are not renamed)."""

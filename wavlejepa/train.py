@@ -64,14 +64,16 @@ def held_out_metrics(
 def _prepared_config(
     config: ml_collections.ConfigDict, workdir: epath.Path
 ) -> ml_collections.ConfigDict:
-    """The size's numbers filled in, every mistake we can see raised before compute, and the
-    result written to workdir/config.json (host 0)."""
+    """The size's numbers filled in, every mistake we can see raised before compute or a write
+    (a workdir holding another model's run included), and the result written to
+    workdir/config.json (host 0)."""
     if config.model.size in model_sizes.SIZES:
         config = ml_collections.ConfigDict(config.to_dict())
         config.model = model_sizes.resolve(config.model)
     config_validation.validate(
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
+    checkpointing.check_run_record(workdir / reporting.CONFIG_FILE, config)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / reporting.CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))

@@ -8,6 +8,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -15,8 +16,8 @@ import pytest
 import soundfile as sf
 import test_embed
 
-from configs import cpu_debug
-from wavlejepa import cli, model
+from configs import cpu_debug, quickstart
+from wavlejepa import cli, evaluate, model, model_sizes
 from wavlejepa.data import decode
 
 REPO = test_embed.REPO
@@ -307,10 +308,40 @@ def test_configs_load_from_any_folder(tmp_path):
     assert hear.stdout.strip() == "64"
 
 
+def test_param_count_builds_the_size_asked_for_and_names_a_missing_config():
+    cfg = model_sizes.model_config("base")
+    shapes = jax.eval_shape(lambda key: model.init(key, cfg), jax.random.key(0))
+    base = sum(x.size for x in jax.tree.leaves(shapes))
+    result = _run("wavlejepa.param_count", "--config=configs/quickstart.py",
+                  "--config.model.size=base")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"total {base:>26,d}" in result.stdout  # What training builds with the same flags.
+    _assert_refused(_run("wavlejepa.param_count"), "--config", "must have a value")
+    _assert_refused(
+        _run("wavlejepa.param_count", "--config=configs/quickstart.py", "--config.model.size=huge"),
+        "model.size='huge'",
+        "choose one of",
+    )
+
+
+def test_evaluate_random_init_builds_and_labels_the_size_asked_for():
+    config = quickstart.get_config()  # The small model, with --config.model.size=tiny.
+    config.model.size = "tiny"
+    args = types.SimpleNamespace(config=config, baseline="random_init", checkpoint=None, seed=0)
+    _, built = evaluate._frames_factory(args)
+    tiny = model_sizes.model_config("tiny")
+    assert model_sizes.describe(built.model) == model_sizes.describe(tiny)
+    assert built.model.size == "tiny"  # The label of the result.
+
+
 @pytest.mark.parametrize(
     "args, phrases",
     [
         (["--baseline=logmel", "--data=/no/such/folder"], ["/no/such/folder", "is not a folder"]),
+        (
+            ["--baseline=random_init", "--config=configs/quickstart.py", "--config.model.size=xl"],
+            ["model.size='xl'", "choose one of"],
+        ),
         (["--baseline=logmel", "--data={empty}"], ["No {digit}_{speaker}_{take}.wav files"]),
         (["--baseline=logmel", "--output={missing}/r.json"], ["does not exist", "create it"]),
         (["--baseline=logmel", "--checkpoint=/x"], ["contradict"]),

@@ -15,6 +15,7 @@ come from the checkpoint's (or --config's) `config.evals.<name>` when set, else 
 import json
 import sys
 
+import ml_collections
 import tqdm
 from absl import app, flags
 from ml_collections import config_flags
@@ -49,9 +50,15 @@ def _define_flags() -> None:
 
 def _frames_factory(args):
     """(batch_size -> FramesFn, the run config or None) of the model or baseline asked for."""
-    from wavlejepa import checkpointing, embedding, logmel, pretrained
+    from wavlejepa import checkpointing, embedding, logmel, model_sizes, pretrained
 
     config = args.config
+    if config is not None:  # `--config.model.size` picks the size table's row, as in training.
+        config = ml_collections.ConfigDict(config.to_dict())
+        try:
+            config.model = model_sizes.resolve(config.model)
+        except ValueError as e:
+            cli.fail(str(e))
     if args.baseline == "logmel":
         return (lambda batch_size: logmel.logmel_frames), config
     if args.checkpoint:

@@ -4,12 +4,13 @@ python -m wavlejepa.param_count --config=configs/default.py
 """
 
 import jax
-from absl import app
+from absl import app, flags
 from ml_collections import config_flags
 
-from wavlejepa import cli, model, runtime
+from wavlejepa import cli, model, model_sizes, runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+flags.mark_flag_as_required("config")
 
 
 def count(model_config) -> dict[str, int]:
@@ -21,7 +22,11 @@ def count(model_config) -> dict[str, int]:
 def main(argv):
     del argv
     runtime.set_up()
-    counts = count(_CONFIG.value.model)
+    try:  # `--config.model.size` picks the size table's row, as in training.
+        model_config = model_sizes.resolve(_CONFIG.value.model)
+    except ValueError as e:
+        cli.fail(str(e))
+    counts = count(model_config)
     for name, n in counts.items():
         print(f"{name:18s} {n:>13,d}")
     print(f"{'total':18s} {sum(counts.values()):>13,d}")

@@ -201,6 +201,13 @@ def test_prepare_dataset_names_a_sample_rate_below_1_before_any_work(tmp_path, o
     assert not (tmp_path / "tfds").exists()
 
 
+@pytest.mark.parametrize("num_clips", ["0", "1"])  # 1: position share 1 whatever the model.
+def test_diagnostics_refuses_fewer_than_two_clips(checkpoint, num_clips):
+    result = _run("wavlejepa.diagnostics", f"--checkpoint={checkpoint}", f"--num_clips={num_clips}")
+    _assert_refused(result, f"--num_clips={num_clips}", ">= 2")
+    assert "nan" not in result.stdout
+
+
 def test_decode_never_opens_a_fifo_and_training_still_rejects_silence(tmp_path):
     fifo = tmp_path / "pipe.wav"
     os.mkfifo(fifo)

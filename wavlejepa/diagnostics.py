@@ -86,5 +86,6 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.DEFINE_string("checkpoint", None, "Workdir or checkpoint directory.", required=True)
-    flags.DEFINE_integer("num_clips", 120, "Bundled FSDD clips to embed.")
+    # One clip's frames vary by position only (position share 1 whatever the model): >= 2.
+    flags.DEFINE_integer("num_clips", 120, "Bundled FSDD clips to embed.", lower_bound=2)
     app.run(main, flags_parser=cli.parse_flags)

@@ -2,8 +2,9 @@ r"""How hard SIGReg pushes against the prediction as the batch grows, with and w
 scale rule (losses.py: SIGReg tests a fixed sample of loss.sigreg_crops x loss.sigreg_frames
 rows a step).
 
-  python -m research.sigreg_scale --fsdd_dir=../shared/data/fsdd/recordings \
-      --checkpoint=/tmp/runs/quickstart100 --json=research/results/sigreg_scale.json
+  python -m research.sigreg_scale --config=configs/quickstart.py \
+      --fsdd_dir=../shared/data/fsdd/recordings --checkpoint=<a 100-step run of research.learning> \
+      --json=research/results/sigreg_scale.json
 
 For each shape (model size : crops x crop seconds) and each set of params (the config's random
 init; with --checkpoint also a trained run's params, for the small model), one batch of real
@@ -31,15 +32,13 @@ import time
 import jax
 import jax.numpy as jnp
 from absl import app, flags
-from ml_collections import config_flags
 
 from benchmarks import common
+from research import learning  # noqa: F401 (its flags)
 from wavlejepa import losses, masking, model, model_sizes, pretrained, runtime, train_state
 from wavlejepa.data import pipeline, transforms
 from wavlejepa.nets import waveform
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/quickstart.py", lock_config=False)
-_FSDD_DIR = flags.DEFINE_string("fsdd_dir", None, "Folder of FSDD recordings (.wav).")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", "/tmp/wavlejepa_sigreg_scale", "TFDS data_dir the FSDD dataset is built in."
 )
@@ -52,7 +51,9 @@ _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", "", "A trained small-model run (workdir): its params are measured too."
 )
 _CHUNK = flags.DEFINE_integer("chunk", 32, "Crops per forward/backward chunk.")
-_JSON = flags.DEFINE_string("json", "", "Write every row to this JSON file too.")
+FLAGS = flags.FLAGS
+# --config, --fsdd_dir and --json are research.learning's flags, defined when it is imported (one
+# process, a test session, may import every research tool).
 
 FLOAT_OUTPUTS = ("projected_frames", "predictions", "targets")  # What the gradients flow from.
 ENCODER = ("waveform_encoder", "context_encoder")
@@ -70,7 +71,7 @@ def _config_for(base_config, size: str, crops: int, seconds: float):
     config.batch_size = crops
     config.dataset.crop_seconds = seconds
     config.dataset.data_dir = _DATA_DIR.value
-    config.dataset.audio_dir = _FSDD_DIR.value
+    config.dataset.audio_dir = FLAGS.fsdd_dir
     config.dataset.num_workers = 0
     return config
 
@@ -189,7 +190,7 @@ def param_sets(config) -> list[tuple[str, dict]]:
 
 def _settings() -> dict:
     return {
-        "config": _CONFIG.value.to_dict(),
+        "config": FLAGS.config.to_dict(),
         "shapes": _SHAPES.value,
         "checkpoint": _CHECKPOINT.value,
         "chunk": _CHUNK.value,
@@ -200,20 +201,20 @@ def main(argv):
     runtime.set_up()
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if not _FSDD_DIR.value or not os.path.isdir(_FSDD_DIR.value):
-        raise app.UsageError(f"--fsdd_dir={_FSDD_DIR.value!r} is not a folder of FSDD .wav files.")
+    if not FLAGS.fsdd_dir or not os.path.isdir(FLAGS.fsdd_dir):
+        raise app.UsageError(f"--fsdd_dir={FLAGS.fsdd_dir!r} is not a folder of FSDD .wav files.")
     rows = []
     print(HEADER, flush=True)
     for shape in _SHAPES.value:
         size, crops_by_seconds = shape.split(":")
         crops, seconds = crops_by_seconds.split("x")
-        config = _config_for(_CONFIG.value, size, int(crops), float(seconds))
+        config = _config_for(FLAGS.config, size, int(crops), float(seconds))
         transforms.crop_samples(config.dataset)  # A bad crop length fails here.
         batch = first_batch(config)
         for label, params in param_sets(config):
             rows.append(measure(config, params, batch, label, _CHUNK.value))
             common.print_row(TEMPLATE, rows[-1])
-            common.write_json(_JSON.value, {"settings": _settings(), "rows": rows})
+            common.write_json(FLAGS.json, {"settings": _settings(), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ _SHAPES = flags.DEFINE_list(
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", "", "A trained small-model run (workdir): its params are measured too."
 )
+_PARAMS = flags.DEFINE_list(
+    "params", ["init", "trained"], "Which params to measure: init, trained (with --checkpoint)."
+)
 _CHUNK = flags.DEFINE_integer("chunk", 32, "Crops per forward/backward chunk.")
 FLAGS = flags.FLAGS
 # --config, --fsdd_dir and --json are research.learning's flags, defined when it is imported (one
@@ -179,8 +182,10 @@ def measure(config, params, batch, label: str, chunk: int) -> dict:
 def param_sets(config) -> list[tuple[str, dict]]:
     """[("init", the config's initial params), ("trained", --checkpoint's) for the small model]."""
     create = functools.partial(train_state.create, config=config)
-    sets = [("init", jax.jit(create)(jax.random.PRNGKey(config.seed)).params)]
-    if _CHECKPOINT.value and config.model.size == "small":
+    sets = []
+    if "init" in _PARAMS.value:
+        sets.append(("init", jax.jit(create)(jax.random.PRNGKey(config.seed)).params))
+    if "trained" in _PARAMS.value and _CHECKPOINT.value and config.model.size == "small":
         trained, trained_config = pretrained.load(_CHECKPOINT.value)
         if trained_config.model.size != "small":
             raise app.UsageError(f"--checkpoint={_CHECKPOINT.value} is not a small-model run.")
@@ -193,6 +198,7 @@ def _settings() -> dict:
         "config": FLAGS.config.to_dict(),
         "shapes": _SHAPES.value,
         "checkpoint": _CHECKPOINT.value,
+        "params": _PARAMS.value,
         "chunk": _CHUNK.value,
     }
 

@@ -56,6 +56,35 @@ def _embed_per_file(embedder, paths: list[str], source: str, output_dir: str):
     return done, skipped
 
 
+def _input_paths(source: str, output: str | None) -> list[str]:
+    """The audio files of --input, checked against --output (None: one .npz per file) before
+    any work: an earlier result of ours inside --input is replaced, not read as audio; any other
+    existing file is never overwritten."""
+    from wavlejepa import embedding
+    from wavlejepa.data import audio_folder
+
+    earlier = output if output and embedding.is_embeddings_file(output) else ""
+    if os.path.isdir(source):
+        paths = [os.path.join(source, p) for p in audio_folder.list_files(source, earlier)]
+    elif os.path.exists(source):
+        paths = [source]
+    else:
+        cli.fail(f"--input={source} does not exist: give an audio file or a folder of them.")
+    if not paths:
+        cli.fail(f"--input={source} holds no files.")
+    if output and os.path.exists(output) and not earlier:
+        if any(os.path.realpath(p) == os.path.realpath(output) for p in paths):
+            cli.fail(
+                f"--output={_OUTPUT.value} is one of the --input files and would be overwritten: "
+                "give a new file name, e.g. --output=embeddings.npz outside the input."
+            )
+        cli.fail(
+            f"--output={_OUTPUT.value} exists and is not an embeddings file of this tool, so it "
+            "would be overwritten: give a new file name, or move that file aside first."
+        )
+    return paths
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -69,30 +98,8 @@ def main(argv):
         output = cli.check_output_file(_OUTPUT.value, "--output")
     source = _INPUT.value
     from wavlejepa import checkpointing, embedding
-    from wavlejepa.data import audio_folder
 
-    # An earlier result of ours inside --input is replaced, not read as audio.
-    earlier = "" if per_file else output
-    if earlier and not embedding.is_embeddings_file(earlier):
-        earlier = ""
-    if os.path.isdir(source):
-        paths = [os.path.join(source, p) for p in audio_folder.list_files(source, earlier)]
-    elif os.path.exists(source):
-        paths = [source]
-    else:
-        cli.fail(f"--input={source} does not exist: give an audio file or a folder of them.")
-    if not paths:
-        cli.fail(f"--input={source} holds no files.")
-    if not per_file and os.path.exists(output) and not earlier:
-        if any(os.path.realpath(p) == os.path.realpath(output) for p in paths):
-            cli.fail(
-                f"--output={_OUTPUT.value} is one of the --input files and would be overwritten: "
-                "give a new file name, e.g. --output=embeddings.npz outside the input."
-            )
-        cli.fail(
-            f"--output={_OUTPUT.value} exists and is not an embeddings file of this tool, so it "
-            "would be overwritten: give a new file name, or move that file aside first."
-        )
+    paths = _input_paths(source, None if per_file else output)
     try:
         embedder = embedding.Embedder.from_checkpoint(
             _CHECKPOINT.value, batch_size=_BATCH_SIZE.value

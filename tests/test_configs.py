@@ -5,6 +5,7 @@ import glob
 import importlib
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -97,6 +98,20 @@ def test_bad_values_are_named_with_their_key(overrides, num_devices, expected):
     with pytest.raises(ValueError, match="Invalid config") as error:
         config_validation.validate(_bad(**overrides), num_devices=num_devices)
     assert expected in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "batch, crops, num_devices, num_processes",
+    [(-1, 2, 1, 1), (0, 2, 1, 1), (3, 2, 1, 1), (6, 4, 1, 1), (12, 3, 8, 2), (-5, 5, 4, 4)],
+)
+def test_a_bad_batch_size_suggests_one_that_passes(batch, crops, num_devices, num_processes):
+    config = _bad(batch_size=batch, dataset__crops_per_clip=crops)
+    with pytest.raises(ValueError) as error:
+        config_validation.validate(config, num_devices=num_devices, num_processes=num_processes)
+    suggestion = re.search(r"(?:try |e\.g\. config\.batch_size=)(\d+)\.", str(error.value))
+    assert suggestion, str(error.value)
+    config.batch_size = int(suggestion.group(1))
+    config_validation.validate(config, num_devices=num_devices, num_processes=num_processes)
 
 
 def test_every_problem_is_reported_at_once():

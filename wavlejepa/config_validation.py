@@ -5,6 +5,7 @@ a bad run on a pod slice fails in seconds instead of after compiling (or hours i
 eval or checkpoint).
 """
 
+import math
 import os
 
 import ml_collections
@@ -48,16 +49,20 @@ def _batch_and_model_problems(config: ml_collections.ConfigDict, num_devices, nu
     if config.model.size not in model_sizes.SIZES:
         yield f"config.model.size={config.model.size!r}: choose one of {sorted(model_sizes.SIZES)}."
     batch, crops = config.batch_size, config.dataset.crops_per_clip
+    # A suggestion passes both checks below: a multiple of the devices and of every host's crops.
+    unit = math.lcm(num_devices, num_processes * max(crops, 1))
+    suggestion = max(1, round(batch / unit)) * unit
     if batch < 1 or batch % num_devices:
         yield (
             f"config.batch_size={batch} must be a positive multiple of the {num_devices} devices "
-            f"(each gets an equal share): try {max(1, round(batch / num_devices)) * num_devices}."
+            f"(each gets an equal share): try {suggestion}."
         )
     elif crops < 1 or (batch // num_processes) % crops:
         yield (
             f"config.batch_size / {num_processes} hosts = {batch // num_processes} crops per "
             f"host must be a multiple of config.dataset.crops_per_clip={crops} (a clip's crops "
-            "go to one batch): change either."
+            f"go to one batch): change either"
+            + (f", e.g. config.batch_size={suggestion}." if crops >= 1 else ".")
         )
 
     if config.model.dtype not in DTYPES:

@@ -189,6 +189,21 @@ def test_embed_writes_exactly_the_path_given_silence_included_and_skips_a_fifo(
         assert np.all(np.isfinite(out["clip"]))
 
 
+def test_embed_skips_and_lists_a_file_shorter_than_one_frame(tmp_path, checkpoint, one_clip):
+    sf.write(one_clip / "click.wav", 0.5 * np.ones(100), 16_000)  # 6 ms: under one 15 ms frame.
+    output = tmp_path / "out.npz"
+    result = _run(
+        "wavlejepa.embed", f"--checkpoint={checkpoint}", f"--input={one_clip}", f"--output={output}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"skipped {one_clip / 'click.wav'}: too_short" in result.stderr
+    assert "Skipped 1 files" in result.stdout
+    with np.load(output) as out:
+        assert [os.path.basename(p) for p in out["paths"]] == ["clip.wav"]
+        assert [os.path.basename(p) for p in out["skipped_paths"]] == ["click.wav"]
+        assert list(out["skipped_reasons"]) == ["too_short"]
+
+
 @pytest.mark.parametrize("rate", ["0", "-16000"])
 def test_prepare_dataset_names_a_sample_rate_below_1_before_any_work(tmp_path, one_clip, rate):
     result = _run(

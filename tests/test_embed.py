@@ -165,8 +165,33 @@ class EmbedderTest(chex.TestCase):
             self.embedder.embed_one(np.ones(1000), sample_rate=8000.0).frames, ref.frames
         )
 
+    def test_the_usual_wrong_inputs_name_the_fix(self):
+        stereo = self.rng.normal(size=(4000, 2))
+        for clips, phrase in (
+            (stereo, r"shape \(4000, 2\), multichannel .* embed\(\[audio.mean\(axis=1\)\]\)"),
+            ([stereo], r"Sound 0 has shape \(4000, 2\): .* downmix .* audio.mean\(axis=1\)"),
+            (stereo[:, 0], r"not one array of shape \(4000,\): wrap it in a list"),
+            ("clips/a.wav", r"not a path \('clips/a.wav'\): use embedding.embed_files"),
+            ([np.ones(500), "a.wav"], r"Sound 1 is a path \('a.wav'\), not audio: use embed"),
+        ):
+            with self.assertRaisesRegex(ValueError, phrase):
+                self.embedder.embed(clips)
+        batch = self.rng.normal(size=(2, 4000))  # [clips, samples]: rows are clips, as before.
+        self.assertLen(self.embedder.embed(batch), 2)
+
+    def test_a_clip_shorter_than_a_frame_is_named_with_the_minimum(self):
+        for n, rate in ((1, 16_000), (100, 16_000), (239, 16_000), (100, 8000)):
+            with self.assertRaisesRegex(
+                ValueError, rf"Sound 1 lasts .*\({n} samples at {rate} Hz\), shorter than one "
+                r"frame of the model \(240 samples at 16000 Hz = 15 ms\): leave it out or pad"
+            ):  # fmt: skip
+                self.embedder.embed([np.ones(rate), self.rng.normal(size=n)], rate)
+        chex.assert_shape(self.embedder.embed_one(self.rng.normal(size=240)).frames, (1, 64))
+        padded = self.embedder.embed([self.rng.normal(size=100)], pad_short=True)  # HEAR's way.
+        chex.assert_shape(padded[0].frames, (1, 64))
+
     def test_a_clip_does_not_depend_on_its_batch(self):
-        clips = [self.rng.normal(size=n) for n in (700, 3000, 12_345, 3100, 150)]
+        clips = [self.rng.normal(size=n) for n in (700, 3000, 12_345, 3100, 250)]
         together = self.embedder.embed(clips)
         for clip, out in zip(clips, together, strict=True):
             alone = self.embedder.embed_one(clip)
@@ -181,7 +206,7 @@ class EmbedderTest(chex.TestCase):
         fresh = embedding.Embedder.random_init(self.config, seed=3, batch_size=2)
         with mock.patch.object(embedding, "_embed_windows_jit", counted):
             # 14 lengths over all 4 buckets and several windows: at most one trace per bucket.
-            lengths = [100, 900, 1500, 2100, 2500, 3000, 3999, 4100, 6000, 8080, 9000, 17_000,
+            lengths = [250, 900, 1500, 2100, 2500, 3000, 3999, 4100, 6000, 8080, 9000, 17_000,
                        30_001, 7777]  # fmt: skip
             for n in lengths:
                 fresh.embed_one(self.rng.normal(size=n))

@@ -8,11 +8,11 @@ relative to --input plus ".npz" (clips/sub/a.wav -> emb/sub/a.wav.npz), written 
 
 The .npz holds `paths [N]`, `clip [N, D]`, `frames [sum of frames, D]`, `timestamps` (seconds)
 and `offsets [N + 1]` (clip i's frames are `frames[offsets[i]:offsets[i + 1]]`), and
-`skipped_paths`/`skipped_reasons` for files that could not be read (silent files are embedded:
-silence is valid input). The output path is checked before any work and written exactly as
-given; no file is written when nothing could be embedded (exit code 2), and an existing file
-there is replaced only if it is an earlier .npz of this tool (never an input). From Python, use
-`wavlejepa.embedding.Embedder`.
+`skipped_paths`/`skipped_reasons` for files that could not be read or are shorter than one
+frame, 15 ms ("too_short"; silent files are embedded: silence is valid input). The output path is
+checked before any work and written exactly as given; no file is written when nothing could be
+embedded (exit code 2), and an existing file there is replaced only if it is an earlier .npz of this
+tool (never an input). From Python, use `wavlejepa.embedding.Embedder`.
 """
 
 import collections

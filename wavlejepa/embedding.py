@@ -11,15 +11,17 @@ time of each frame's centre; a clip embedding is the mean of its frames.
 `embed_files` and `save_npz` do the same for files (the command line, `wavlejepa.embed`). The
 .npz holds `paths [N]`, `clip [N, D]`, `frames [sum of frames, D]`, `timestamps` (seconds)
 and `offsets [N + 1]` (clip i's frames are `frames[offsets[i]:offsets[i + 1]]`), and
-`skipped_paths`/`skipped_reasons` for files that could not be read (silent files are embedded:
-silence is valid input). The output path is checked before any work and written exactly as
-given; no file is written when nothing could be embedded (exit code 2).
+`skipped_paths`/`skipped_reasons` for files that could not be read or are shorter than one
+frame, 15 ms ("too_short"; silent files are embedded: silence is valid input). The output path is
+checked before any work and written exactly as given; no file is written when nothing could be
+embedded (exit code 2).
 """
 
 import dataclasses
 import functools
 import math
 import numbers
+import os
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -169,16 +171,24 @@ class Embedder:
         return cls.from_config(params, config, **kwargs)
 
     def embed(
-        self, clips: Sequence[np.ndarray], sample_rate: int = SAMPLE_RATE, *, progress=None
+        self,
+        clips: Sequence[np.ndarray],
+        sample_rate: int = SAMPLE_RATE,
+        *,
+        progress=None,
+        pad_short: bool = False,
     ) -> list:
         """Embeds each clip (float `[samples]` at `sample_rate`); returns a ClipEmbedding each.
 
         `progress` (a tqdm bar, optional) gets the clips' windows added to its total, then moves
-        by each jitted batch, so it moves within a long file too.
+        by each jitted batch, so it moves within a long file too. `pad_short` embeds a clip
+        shorter than one frame as one zero-padded frame instead of raising (for APIs that must
+        answer every length, such as HEAR's).
 
         Raises:
-          ValueError: a clip that is not 1-D, is empty, or holds NaN or inf (its index named);
-            a `sample_rate` that is not a whole number of Hz >= 1.
+          ValueError: a clip that is not 1-D, is a path, holds NaN or inf, or is shorter than
+            one frame (`min_samples` at 16 kHz; its index named); a bare array or a path given
+            for `clips`; a `sample_rate` that is not a whole number of Hz >= 1.
         """
         real = isinstance(sample_rate, numbers.Real)
         if not real or sample_rate < 1 or not float(sample_rate).is_integer():
@@ -187,12 +197,22 @@ class Embedder:
                 "(e.g. 44100)."
             )
         sample_rate = int(sample_rate)
-        clips = [np.asarray(c, np.float64) for c in clips]
+        self._check_container(clips, sample_rate)
+        clips = [self._as_mono(i, c) for i, c in enumerate(clips)]
         for i, clip in enumerate(clips):
-            if clip.ndim == 1 and not np.all(np.isfinite(clip)):
+            if not np.all(np.isfinite(clip)):
                 bad = int(np.sum(~np.isfinite(clip)))
                 raise ValueError(f"Sound {i} holds {bad} NaN or inf samples: clean it first.")
-        clips16 = [self._to_16k(c, sample_rate) for c in clips]
+        clips16 = [decode.resample(c, sample_rate, SAMPLE_RATE) for c in clips]
+        for i, audio in enumerate(clips16):
+            if len(audio) < self.min_samples and not pad_short:
+                raise ValueError(
+                    f"Sound {i} lasts {1000 * len(clips[i]) / sample_rate:.1f} ms "
+                    f"({len(clips[i])} samples at {sample_rate} Hz), shorter than one frame of "
+                    f"the model ({self.min_samples} samples at {SAMPLE_RATE} Hz = "
+                    f"{1000 * self.min_samples / SAMPLE_RATE:g} ms): leave it out or pad it to "
+                    "at least that length."
+                )
         jobs = [  # (clip index, window) of every window of every clip
             (i, w)
             for i, audio in enumerate(clips16)
@@ -240,16 +260,59 @@ class Embedder:
     def embed_one(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> ClipEmbedding:
         return self.embed([audio], sample_rate)[0]
 
+    @property
+    def min_samples(self) -> int:
+        """The shortest clip at 16 kHz that makes one frame (one receptive field: 15 ms)."""
+        return waveform.receptive_samples(self.cfg)
+
+    def _check_container(self, clips, sample_rate: int) -> None:
+        """Raises for the usual slips: a path, or one array instead of a list of clips."""
+        if isinstance(clips, (str, bytes, os.PathLike)):
+            raise ValueError(
+                f"embed takes audio arrays, not a path ({clips!r}): use "
+                "embedding.embed_files(embedder, [path]) to read and embed files."
+            )
+        shape = getattr(clips, "shape", None)
+        if shape is not None and len(shape) == 1:
+            raise ValueError(
+                f"embed takes a list of clips, not one array of shape {shape}: wrap it in a "
+                "list, embed([audio]), or use embed_one(audio)."
+            )
+        # Rows too short for a frame: not a batch [clips, samples] but [samples, channels].
+        if (
+            shape is not None
+            and len(shape) == 2
+            and shape[1] * SAMPLE_RATE < (self.min_samples * sample_rate)
+        ):
+            raise ValueError(
+                f"embed got one array of shape {shape}, multichannel audio [samples, "
+                "channels]? Downmix it to mono and wrap it in a list: "
+                "embed([audio.mean(axis=1)])."
+            )
+
     @staticmethod
-    def _to_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    def _as_mono(i: int, clip) -> np.ndarray:
+        """Clip i as float64 `[samples]`, or a ValueError naming the fix."""
+        if isinstance(clip, (str, bytes, os.PathLike)):
+            raise ValueError(
+                f"Sound {i} is a path ({clip!r}), not audio: use "
+                "embedding.embed_files(embedder, paths) to read and embed files."
+            )
+        audio = np.asarray(clip, np.float64)
+        if audio.ndim == 2:
+            raise ValueError(
+                f"Sound {i} has shape {audio.shape}: the model takes mono audio [samples]; "
+                "downmix [samples, channels] with audio.mean(axis=1)."
+            )
         if audio.ndim != 1:
-            raise ValueError(f"Expected mono audio [samples], got shape {audio.shape}.")
-        return decode.resample(audio, sample_rate, SAMPLE_RATE)
+            raise ValueError(f"Sound {i} has shape {audio.shape}: give mono audio [samples].")
+        return audio
 
 
 def iter_files(embedder: Embedder, paths: Sequence[str], *, chunk: int = 32, progress=True):
     """Reads and embeds audio files, `chunk` at a time; a file `decode.decode_file` rejects is
-    skipped, never fatal. A progress bar (in windows) on stderr moves within long files.
+    skipped, never fatal, as is one shorter than a frame ("too_short"). A progress bar (in
+    windows) on stderr moves within long files.
 
     Yields:
       (path, ClipEmbedding, None) per embedded file and (path, None, reason) per skipped one,
@@ -261,7 +324,11 @@ def iter_files(embedder: Embedder, paths: Sequence[str], *, chunk: int = 32, pro
         for path in paths[s : s + chunk]:
             try:
                 clip = decode.decode_file(
-                    path, sample_rate=SAMPLE_RATE, allow_silent=True, keep_float=True
+                    path,
+                    sample_rate=SAMPLE_RATE,
+                    min_duration_seconds=embedder.min_samples / SAMPLE_RATE,
+                    allow_silent=True,
+                    keep_float=True,
                 )
             except decode.BadAudioError as e:
                 outcomes.append((path, e.reason))

@@ -92,7 +92,7 @@ def _frames(audio_NxS: np.ndarray, model) -> tuple[np.ndarray, np.ndarray]:
         frames = waveform.num_frames(max(num_samples, waveform.receptive_samples(cfg)), cfg)
         frames = frames if num_samples else 0
         return np.zeros((0, frames, embedder.dim), np.float32), np.zeros((0, frames), np.float32)
-    results = model.embedder.embed(list(audio_NxS))
+    results = model.embedder.embed(list(audio_NxS), pad_short=True)  # HEAR takes any length.
     embeddings = np.stack([r.frames for r in results]).astype(np.float32)
     timestamps = np.stack([1000.0 * r.timestamps for r in results]).astype(np.float32)
     return embeddings, timestamps

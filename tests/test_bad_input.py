@@ -278,6 +278,34 @@ def test_main_on_another_models_run_is_refused_before_anything_is_written(tmp_pa
     assert _hashes(workdir) == before
 
 
+@pytest.mark.parametrize("total_steps", [5, 3])
+def test_main_on_a_finished_run_says_so_and_writes_nothing(tmp_path, total_steps):
+    # A run that saved its last step, 5 (its config.json and that checkpoint): the same command
+    # has nothing to do; a smaller total_steps would have rewritten config.json.
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints" / "5").mkdir(parents=True)
+    (workdir / "checkpoints" / "5" / "commit_success.txt").write_text("")
+    config = cpu_debug.get_config()
+    config.total_steps = 5
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    before = _hashes(workdir)
+    result = _run(
+        "wavlejepa.main",
+        "--config=configs/cpu_debug.py",
+        "--config.debug_dummy_data=True",
+        f"--config.total_steps={total_steps}",
+        f"--workdir={workdir}",
+    )
+    if total_steps == 5:
+        _assert_refused(result, f"{workdir} already holds step 5 of total_steps=5", code=0)
+        assert "nothing to do" in result.stdout and "Training steps" not in result.stderr
+    else:
+        _assert_refused(result, "already holds step 5, past total_steps=3", "nothing was written")
+        assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert _hashes(workdir) == before
+    assert sorted(p.name for p in workdir.iterdir()) == ["checkpoints", "config.json"]
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders")
 def test_main_refuses_a_read_only_workdir(tmp_path):
     locked = tmp_path / "locked"

@@ -26,7 +26,7 @@ def env(tmp_path_factory):
     return runner.subprocess_env(tmp_path_factory.getbasetemp() / "jax_cache")
 
 
-def test_cli_trains_logs_checkpoints_then_resumes_from_the_last_step(tmp_path, env):
+def test_cli_trains_logs_checkpoints_and_a_rerun_of_the_finished_run_does_nothing(tmp_path, env):
     workdir = tmp_path / "run"
     args = runner.DEBUG + [f"--workdir={workdir}"]  # The README's command.
     log = runner.run(args, env, tmp_path / "first.log", main_module=True)
@@ -46,7 +46,7 @@ def test_cli_trains_logs_checkpoints_then_resumes_from_the_last_step(tmp_path, e
 
     before = (workdir / "metrics.jsonl").read_text()
     log = runner.run(args, env, tmp_path / "second.log", main_module=True)
-    assert "Resuming from the checkpoint of step 20" in log
+    assert "already holds step 20 of total_steps=20: the run is complete" in log
     assert (workdir / "metrics.jsonl").read_text() == before  # Nothing left to train.
 
     # What the embedding API reads: params and config from the workdir (its best checkpoint).

@@ -63,10 +63,11 @@ def held_out_metrics(
 
 def _prepared_config(
     config: ml_collections.ConfigDict, workdir: epath.Path
-) -> ml_collections.ConfigDict:
+) -> ml_collections.ConfigDict | None:
     """The size's numbers filled in, every mistake we can see raised before compute or a write
-    (a workdir holding another model's run included), and the result written to
-    workdir/config.json (host 0)."""
+    (a workdir holding another model's run, or one past total_steps, included), and the result
+    written to workdir/config.json (host 0). None, with nothing written, when workdir already
+    holds step total_steps: the run is complete."""
     if config.model.size in model_sizes.SIZES:
         config = ml_collections.ConfigDict(config.to_dict())
         config.model = model_sizes.resolve(config.model)
@@ -74,6 +75,21 @@ def _prepared_config(
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
     checkpointing.check_run_record(workdir / reporting.CONFIG_FILE, config)
+    done = max(checkpointing.finished_steps(workdir / checkpointing.LATEST_DIR), default=0)
+    if done > config.total_steps:
+        raise checkpointing.CheckpointError(
+            f"{workdir} already holds step {done}, past total_steps={config.total_steps}: "
+            f"nothing was written. Give total_steps above {done} to train that run further, or "
+            "a new --workdir for a shorter run."
+        )
+    if done == config.total_steps:
+        if jax.process_index() == 0:
+            print(
+                f"{workdir} already holds step {done} of total_steps={config.total_steps}: "
+                "the run is complete, nothing to do (raise total_steps to train further).",
+                flush=True,
+            )
+        return None
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / reporting.CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
@@ -237,12 +253,17 @@ class _Run:
         return state
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
-    """Trains (resuming from the latest checkpoint in workdir) and returns the final state."""
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str
+) -> train_state.TrainState | None:
+    """Trains (resuming from the latest checkpoint in workdir) and returns the final state;
+    None, with nothing written, when workdir already holds step total_steps."""
     # Setup: config, mesh, data. One "data" mesh axis over every device of every host (in the
     # interconnect's order); Auto axes propagate shardings through unannotated model code.
     workdir = epath.Path(workdir)
     config = _prepared_config(config, workdir)
+    if config is None:
+        return None
     runtime.quiet_orbax_logs()
     mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
     replicated, batch_sharding = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))

@@ -52,9 +52,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.clip_sigreg_weight = 0.001  # Second statistic: prices a clip constant as collapse.
     config.loss.sigreg_crops = 32  # Crops of the global batch drawn for SIGReg each step.
     config.loss.sigreg_frames = 50  # Real frames drawn from each of them: N = 1,600 rows.
-    # What SIGReg tests: z = projector(encoder frames) ("projector", LeJEPA's) or the encoder's
-    # frames themselves ("encoder", the representation users take).
-    config.loss.sigreg_on = "projector"
     config.loss.num_slices = 1024  # Random 1-D projections per step (LeJEPA paper recipes).
     config.loss.t_max = 3.0  # Epps-Pulley integration range [0, t_max] (LeJEPA library).
     config.loss.num_knots = 17  # Trapezoid knots on [0, t_max].

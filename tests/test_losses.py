@@ -261,26 +261,6 @@ class ScaleRuleTest(chex.TestCase):
         self.assertAlmostEqual(sigreg.sigreg_collapse_value(config), 0.40 * 60)
 
 
-class SigregOnTest(chex.TestCase):
-    def test_encoder_mode_tests_the_encoder_frames(self):
-        # loss.sigreg_on="encoder": SIGReg tests the frames users take; the invariance stays.
-        config, params, audio = _setup(batch=4)
-        key = jax.random.PRNGKey(5)
-        _, plain = _objective(params, audio, key, config)
-        config.loss.sigreg_on = "encoder"
-        _, on_encoder = _objective(params, audio, key, config)
-        masks = masking.sample(jax.random.split(key)[0], config.masking, 4, 50)
-        out = model.forward(params, audio, masks, config.model)
-        chex.assert_shape(out["encoder_frames"], (4, 50, config.model.encoder_width))
-        want = losses.sigreg_statistics(
-            out["encoder_frames"], out["frame_valid"], jax.random.split(key)[1], config, None
-        )
-        for name in ("sigreg", "sigreg_within_clips"):
-            np.testing.assert_allclose(on_encoder[name], want[name], rtol=1e-4, err_msg=name)
-        np.testing.assert_allclose(on_encoder["invariance"], plain["invariance"], rtol=1e-6)
-        self.assertNotAlmostEqual(float(on_encoder["sigreg"]), float(plain["sigreg"]), places=2)
-
-
 def _packed_frames(seed):
     """`(z [3, 12, 5], valid [3, 12], clip ids [3, 12])`: crops of 3, 1 and 2 source clips,
     with 12, 9 and 6 real frames (crop 0's third clip is a single frame)."""

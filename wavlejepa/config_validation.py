@@ -77,8 +77,6 @@ def _loss_and_data_problems(config: ml_collections.ConfigDict):
         yield f"config.loss.clip_sigreg_weight={loss.clip_sigreg_weight} must be in [0, 1]."
     if loss.num_slices < 1 or loss.num_knots < 2 or not loss.t_max > 0:
         yield "config.loss needs num_slices >= 1, num_knots >= 2 and t_max > 0."
-    if loss.sigreg_on not in ("projector", "encoder"):
-        yield f"config.loss.sigreg_on={loss.sigreg_on!r}: choose 'projector' or 'encoder'."
     if loss.sigreg_crops < 2 or loss.sigreg_frames < 1:
         yield (
             f"config.loss.sigreg_crops={loss.sigreg_crops} and sigreg_frames="

@@ -125,7 +125,7 @@ def sigreg_statistics(
     clip-centred rows' statistic `"sigreg_within_clips"` (one clip a crop without clip starts),
     both over the same `sample_indices`."""
     loss = config.loss
-    directions = sigreg.random_directions(key, z_BxTxP.shape[-1], loss.num_slices)
+    directions = sigreg.random_directions(key, config.model.projector_dim, loss.num_slices)
     picked = sample_indices(
         jax.random.fold_in(key, 1), valid_BxT, loss.sigreg_crops, loss.sigreg_frames
     )
@@ -156,8 +156,9 @@ def weighted_terms(
     loss is their sum, in this order), and the unweighted terms; `key` draws the slices and
     the sample."""
     inv = invariance(out["predictions"], out["targets"], out["target_valid"])
-    tested = out["encoder_frames" if config.loss.sigreg_on == "encoder" else "projected_frames"]
-    stats = sigreg_statistics(tested, out["frame_valid"], key, config, clip_starts_BxC)
+    stats = sigreg_statistics(
+        out["projected_frames"], out["frame_valid"], key, config, clip_starts_BxC
+    )
     weight = config.loss.sigreg_weight
     terms = {"invariance": (1.0 - weight) * inv, "sigreg": weight * stats["sigreg"]}
     if config.loss.clip_sigreg_weight:

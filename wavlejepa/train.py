@@ -253,6 +253,24 @@ class _Run:
         return state
 
 
+def _step_fns(config: ml_collections.ConfigDict, replicated, batch_sharding) -> dict:
+    """The jitted `train_fn` and `eval_fn`: the state replicated (every leaf), the batch sharded
+    over "data"; the train step donates the old state."""
+    return {
+        "train_fn": jax.jit(
+            functools.partial(train_step.train_step, config=config),
+            in_shardings=(replicated, batch_sharding),
+            out_shardings=(replicated, replicated),
+            donate_argnums=0,
+        ),
+        "eval_fn": jax.jit(
+            functools.partial(train_step.eval_step, config=config),
+            in_shardings=(replicated, batch_sharding),
+            out_shardings=replicated,
+        ),
+    }
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str
 ) -> train_state.TrainState | None:
@@ -282,17 +300,7 @@ def train_and_evaluate(
     start_step = int(jax.device_get(state.step))
     run = _Run(
         config=config,
-        train_fn=jax.jit(
-            functools.partial(train_step.train_step, config=config),
-            in_shardings=(replicated, batch_sharding),  # The state: replicated, every leaf.
-            out_shardings=(replicated, replicated),
-            donate_argnums=0,
-        ),
-        eval_fn=jax.jit(
-            functools.partial(train_step.eval_step, config=config),
-            in_shardings=(replicated, batch_sharding),
-            out_shardings=replicated,
-        ),
+        **_step_fns(config, replicated, batch_sharding),
         train_iter=train_iter,
         eval_loader=eval_loader,
         batch_sharding=batch_sharding,

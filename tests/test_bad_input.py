@@ -1,15 +1,14 @@
 """A user's mistakes end in one line naming the problem and the fix: exit code, no traceback,
 and nothing on disk lost or overwritten (a test a row of the README's troubleshooting table)."""
 
-import hashlib
 import os
-import pathlib
 import shutil
 import stat
 import subprocess
 import sys
 import types
 
+import cli_helpers
 import jax
 import numpy as np
 import pytest
@@ -24,31 +23,9 @@ REPO = test_embed.REPO
 FSDD = os.path.join(REPO, "wavlejepa", "data", "samples", "fsdd")
 
 
-def _run(module, *args, timeout=180):
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-
-
-def _hashes(folder):
-    """{path relative to folder: sha256} of every file under it."""
-    files = [p for p in pathlib.Path(folder).rglob("*") if p.is_file()]
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
-
-
-def _assert_refused(result, *phrases, code=cli.USAGE_ERROR):
-    """Exit `code`, no traceback, and each phrase in the message."""
-    output = result.stdout + result.stderr
-    assert result.returncode == code, output[-3000:]
-    assert "Traceback" not in output, output[-3000:]
-    for phrase in phrases:
-        assert phrase in output, (phrase, output[-3000:])
+_run = cli_helpers.run_module
+_hashes = cli_helpers.file_hashes
+_assert_refused = cli_helpers.assert_refused
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,10 @@ import sys
 from typing import NoReturn
 
 USAGE_ERROR = 2  # The exit code of a bad flag or input (absl's own flag errors give 1).
+# The exit code of a run stopped by a non-finite loss or gradient (train.py raises
+# FloatingPointError, having saved nothing of the bad step): the input was accepted, the run
+# diverged; lower the learning rate or check the audio, then run the same command again.
+NON_FINITE = 3
 HELP_FLAGS = ("--help", "-help", "-h", "-?", "--helpshort", "--helpfull")
 
 

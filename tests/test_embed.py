@@ -176,8 +176,8 @@ class EmbedderTest(chex.TestCase):
         ):
             with self.assertRaisesRegex(ValueError, phrase):
                 self.embedder.embed(clips)
-        batch = self.rng.normal(size=(2, 4000))  # [clips, samples]: rows are clips, as before.
-        self.assertLen(self.embedder.embed(batch), 2)
+        batch = self.rng.normal(size=(3, 4000))  # [clips, samples]: rows are clips, as before.
+        self.assertLen(self.embedder.embed(batch), 3)
 
     def test_a_clip_shorter_than_a_frame_is_named_with_the_minimum(self):
         for n, rate in ((1, 16_000), (100, 16_000), (239, 16_000), (100, 8000)):

@@ -187,14 +187,15 @@ class Embedder:
 
         Raises:
           ValueError: a clip that is not 1-D, is a path, holds NaN or inf, or is shorter than
-            one frame (`min_samples` at 16 kHz; its index named); a bare array or a path given
-            for `clips`; a `sample_rate` that is not a whole number of Hz >= 1.
+            one frame (`min_samples` at 16 kHz; its index named); a bare array, a two-row
+            array (stereo [channels, samples] or two clips?) or a path given for `clips`; a
+            `sample_rate` that is not a whole number of Hz >= 1.
         """
         real = isinstance(sample_rate, numbers.Real)
         if not real or sample_rate < 1 or not float(sample_rate).is_integer():
             raise ValueError(
                 f"sample_rate={sample_rate!r}: give the clips' rate in Hz, a whole number >= 1 "
-                "(e.g. 44100)."
+                "(e.g. 44100; round a measured rate with int(round(rate)))."
             )
         sample_rate = int(sample_rate)
         self._check_container(clips, sample_rate)
@@ -266,7 +267,8 @@ class Embedder:
         return waveform.receptive_samples(self.cfg)
 
     def _check_container(self, clips, sample_rate: int) -> None:
-        """Raises for the usual slips: a path, or one array instead of a list of clips."""
+        """Raises for the usual slips: a path, one clip or one multichannel array instead of a
+        list of clips (an array [clips, samples] of three or more rows is a list of clips)."""
         if isinstance(clips, (str, bytes, os.PathLike)):
             raise ValueError(
                 f"embed takes audio arrays, not a path ({clips!r}): use "
@@ -289,6 +291,13 @@ class Embedder:
                 "channels]? Downmix it to mono and wrap it in a list: "
                 "embed([audio.mean(axis=1)])."
             )
+        # Two rows are stereo [channels, samples] as often as two clips: never guess.
+        if shape is not None and len(shape) == 2 and shape[0] == 2:
+            raise ValueError(
+                f"embed got one array of shape {shape}: stereo [channels, samples] (torchaudio's "
+                "layout) or two clips? For stereo, downmix it to mono and wrap it in a list: "
+                "embed([audio.mean(axis=0)]); for two clips, pass a list: embed(list(audio))."
+            )
 
     @staticmethod
     def _as_mono(i: int, clip) -> np.ndarray:
@@ -299,26 +308,51 @@ class Embedder:
                 "embedding.embed_files(embedder, paths) to read and embed files."
             )
         audio = np.asarray(clip, np.float64)
-        if audio.ndim == 2:
+        if audio.ndim == 2:  # The shorter axis is the channels: audio has more samples than that.
+            layout, axis = (
+                ("[channels, samples] (torchaudio's layout)", 0)
+                if audio.shape[0] < audio.shape[1]
+                else ("[samples, channels] (soundfile's layout)", 1)
+            )
             raise ValueError(
                 f"Sound {i} has shape {audio.shape}: the model takes mono audio [samples]; "
-                "downmix [samples, channels] with audio.mean(axis=1)."
+                f"downmix {layout} with audio.mean(axis={axis})."
             )
         if audio.ndim != 1:
             raise ValueError(f"Sound {i} has shape {audio.shape}: give mono audio [samples].")
         return audio
 
 
+class _ChunkProgress:
+    """What `Embedder.embed` moves instead of a bar: its windows advance a bar counted in files
+    by their share of the chunk's `files`, so that bar moves within long files too."""
+
+    def __init__(self, bar, files: int):
+        self.bar, self.files, self.total = bar, files, 0  # total: the chunk's windows.
+
+    def refresh(self) -> None:
+        pass
+
+    def update(self, windows: int) -> None:
+        self.bar.update(self.files * windows / self.total)
+
+
 def iter_files(embedder: Embedder, paths: Sequence[str], *, chunk: int = 32, progress=True):
     """Reads and embeds audio files, `chunk` at a time; a file `decode.decode_file` rejects is
-    skipped, never fatal, as is one shorter than a frame ("too_short"). A progress bar (in
-    windows) on stderr moves within long files.
+    skipped, never fatal, as is one shorter than a frame ("too_short"). A progress bar on stderr
+    counts files against all of `paths` from the start, and moves within long files.
 
     Yields:
       (path, ClipEmbedding, None) per embedded file and (path, None, reason) per skipped one,
       in the order of `paths`; reasons are from `decode.REASONS`.
     """
-    bar = tqdm(total=0, unit="window", disable=not progress, file=sys.stderr)
+    bar = tqdm(
+        total=len(paths),
+        unit="file",
+        disable=not progress,
+        file=sys.stderr,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} files [{elapsed}<{remaining}]",
+    )
     for s in range(0, len(paths), chunk):
         audio, outcomes = [], []
         for path in paths[s : s + chunk]:
@@ -335,10 +369,10 @@ def iter_files(embedder: Embedder, paths: Sequence[str], *, chunk: int = 32, pro
                 continue
             audio.append(clip.audio)
             outcomes.append((path, None))
-        embedded = iter(embedder.embed(audio, progress=bar if progress else None))
+        embedded = iter(embedder.embed(audio, progress=_ChunkProgress(bar, len(audio))))
+        bar.update(min(s + chunk, len(paths)) - bar.n)  # Whole files: skipped ones, rounding.
         for path, reason in outcomes:
             yield (path, None, reason) if reason else (path, next(embedded), None)
-        bar.set_postfix_str(f"{min(s + chunk, len(paths))}/{len(paths)} files")
     bar.close()
 
 

@@ -1,0 +1,98 @@
+"""The embed and evaluate tools answer a user's mistake in one line naming the problem and the
+fix (exit code, no traceback, nothing on disk lost), and say what they do as they do it."""
+
+import os
+
+import cli_helpers
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+import test_embed
+
+from configs import cpu_debug
+from wavlejepa import embedding, model
+
+FSDD = os.path.join(test_embed.REPO, "wavlejepa", "data", "samples", "fsdd")
+
+_run = cli_helpers.run_module
+_hashes = cli_helpers.file_hashes
+_assert_refused = cli_helpers.assert_refused
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return embedding.Embedder.random_init(cpu_debug.get_config(), seed=0, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    config = cpu_debug.get_config()
+    params = model.init(jax.random.key(1), config.model)
+    workdir = str(tmp_path_factory.mktemp("run"))
+    test_embed.save_checkpoint(workdir, config, params)
+    return workdir
+
+
+def _clips(folder, count):
+    """The first `count` bundled FSDD recordings, copied into `folder`; their names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = sorted(n for n in os.listdir(FSDD) if n.endswith(".wav"))[:count]
+    for name in names:
+        audio, rate = sf.read(os.path.join(FSDD, name))
+        sf.write(folder / name, audio, rate)
+    return names
+
+
+class _Bar:
+    """The tqdm members `embedding.iter_files` uses, recorded: (n, total) after each move."""
+
+    def __init__(self, total, **kwargs):
+        self.total, self.n, self.moves = total, 0, []
+
+    def update(self, n):
+        self.n += n
+        self.moves.append((self.n, self.total))
+
+    def close(self):
+        pass
+
+
+def test_embed_progress_counts_every_file_from_the_start(tmp_path, embedder, monkeypatch):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, seconds in enumerate((0.2, 2.0, 0.3, 0.25, 0.4)):  # 2.0 s: several windows.
+        paths.append(str(tmp_path / f"{i}.wav"))
+        sf.write(paths[-1], 0.1 * rng.normal(size=int(seconds * 16_000)), 16_000)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00garbage")  # Skipped: still one file.
+    paths.insert(1, str(tmp_path / "broken.wav"))
+    bars = []
+    monkeypatch.setattr(embedding, "tqdm", lambda **kw: bars.append(_Bar(**kw)) or bars[-1])
+    out = list(embedding.iter_files(embedder, paths, chunk=4))
+    assert [reason for _, _, reason in out] == [None, "corrupt", None, None, None, None]
+    (bar,) = bars
+    assert {total for _, total in bar.moves} == {6}  # The file count, before any file is done.
+    done = [n for n, _ in bar.moves]
+    assert done == sorted(done) and done[-1] == 6
+    assert any(0 < n < 4 and n != round(n) for n in done)  # Moves within the first chunk.
+    assert 4 in done  # Whole files at the end of a chunk, the skipped one counted.
+
+
+@pytest.mark.parametrize("rate", [16_000.5, 44_099.9])
+def test_embedder_names_a_fractional_sample_rate_and_the_fix(embedder, rate):
+    with pytest.raises(ValueError, match=rf"sample_rate={rate!r}: .*whole number .*round"):
+        embedder.embed([np.ones(4000)], sample_rate=rate)
+
+
+def test_embedder_refuses_channels_first_stereo_with_the_downmix(embedder):
+    stereo = np.random.default_rng(0).normal(size=(2, 4000))  # torchaudio.load's layout.
+    with pytest.raises(ValueError, match=r"\(2, 4000\): .*\[channels, samples\].*mean\(axis=0\)"):
+        embedder.embed_one(stereo)
+    with pytest.raises(ValueError, match=r"Sound 0 has shape \(2, 4000\): .*mean\(axis=0\)"):
+        embedder.embed([stereo])
+    with pytest.raises(ValueError, match=r"stereo .* embed\(\[audio.mean\(axis=0\)\]\).*list"):
+        embedder.embed(stereo)  # Two rows: stereo or two clips? Never guessed.
+    with pytest.raises(ValueError, match=r"\[samples, channels\].*mean\(axis=1\)"):
+        embedder.embed_one(stereo.T)  # soundfile's layout: still named.
+    mono = embedder.embed_one(stereo.mean(axis=0))
+    assert mono.frames.shape[1] == embedder.dim

@@ -96,3 +96,58 @@ def test_embedder_refuses_channels_first_stereo_with_the_downmix(embedder):
         embedder.embed_one(stereo.T)  # soundfile's layout: still named.
     mono = embedder.embed_one(stereo.mean(axis=0))
     assert mono.frames.shape[1] == embedder.dim
+
+
+def _earlier_clip_npz(path):
+    """A per-file .npz as `embed --output_dir` writes it (the arrays it is recognised by)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez(f, frames=np.zeros((2, 4)), timestamps=np.zeros(2), clip=np.zeros(4))
+
+
+@pytest.mark.parametrize("blocker", ["a file of the user's", "a folder", "an input"])
+def test_embed_output_dir_never_overwrites_what_it_did_not_write(tmp_path, blocker):
+    names = _clips(tmp_path / "clips", 2)
+    output_dir = tmp_path / "clips" if blocker == "an input" else tmp_path / "emb"
+    target = output_dir / f"{names[1]}.npz"  # Where the second clip's .npz would go.
+    if blocker == "a folder":
+        (target / "keep").mkdir(parents=True)
+    else:  # Inside --input, "an input" is listed as audio too: overwriting it loses it.
+        target.parent.mkdir(exist_ok=True)
+        target.write_text("my notes")
+    before = _hashes(tmp_path)
+    result = _run(
+        "wavlejepa.embed",
+        "--checkpoint=/nonexistent/run",  # Checked later: the targets are checked first.
+        f"--input={tmp_path / 'clips'}",
+        f"--output_dir={output_dir}",
+    )
+    what = "is a folder" if blocker == "a folder" else "is not an embeddings file of ours"
+    _assert_refused(result, str(target), what, "would be overwritten", "move it aside")
+    assert _hashes(tmp_path) == before
+
+
+@pytest.mark.parametrize("inside", ["clips", "clips/emb"])
+def test_embed_output_dir_in_the_input_replaces_only_its_earlier_npz(tmp_path, checkpoint, inside):
+    names = _clips(tmp_path / "clips", 2)
+    (tmp_path / "clips" / "notes.txt").write_text("my notes")  # Read as audio: skipped.
+    output_dir = tmp_path / inside
+    earlier = output_dir / f"{names[0]}.npz"
+    _earlier_clip_npz(earlier)
+    inputs = {p: h for p, h in _hashes(tmp_path / "clips").items() if not p.endswith(".npz")}
+    result = _run(
+        "wavlejepa.embed",
+        f"--checkpoint={checkpoint}",
+        f"--input={tmp_path / 'clips'}",
+        f"--output_dir={output_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = _hashes(tmp_path / "clips")
+    assert {p: after[p] for p in inputs} == inputs  # Every input as it was.
+    assert sorted(p for p in after if p not in inputs) == sorted(
+        os.path.relpath(output_dir / f"{n}.npz", tmp_path / "clips") for n in names
+    )  # One .npz per clip, none of an earlier .npz; notes.txt skipped.
+    with np.load(earlier) as out:
+        assert out["frames"].shape[1] == 64  # Replaced by the model's (cpu_debug: 64-d).
+    assert ".npz: " not in result.stderr  # An earlier result is never listed as skipped.
+    assert f"skipped {tmp_path / 'clips' / 'notes.txt'}: " in result.stderr

@@ -4,7 +4,9 @@ r"""Embeds a file or a folder of audio with a trained WavLeJEPA model, into one 
   python -m wavlejepa.embed --checkpoint=/tmp/wj/run --input=clips/ --output_dir=emb/
 
 With --output_dir each file gets its own .npz (`frames`, `timestamps`, `clip`) at its path
-relative to --input plus ".npz" (clips/sub/a.wav -> emb/sub/a.wav.npz), written as it is done.
+relative to --input plus ".npz" (clips/sub/a.wav -> emb/sub/a.wav.npz), written as it is done;
+every such path is checked before any work: only an earlier .npz of this tool is replaced, and
+those are never read as audio when --output_dir is --input or inside it.
 
 The .npz holds `paths [N]`, `clip [N, D]`, `frames [sum of frames, D]`, `timestamps` (seconds)
 and `offsets [N + 1]` (clip i's frames are `frames[offsets[i]:offsets[i + 1]]`), and
@@ -37,6 +39,12 @@ _OUTPUT_DIR = flags.DEFINE_string(
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Windows per jitted call.", lower_bound=1)
 
 
+def _target(path: str, source: str, output_dir: str) -> str:
+    """Where --output_dir puts the .npz of input `path`: its path relative to --input + ".npz"."""
+    relative = os.path.relpath(path, source) if os.path.isdir(source) else os.path.basename(path)
+    return os.path.join(output_dir, relative + ".npz")
+
+
 def _embed_per_file(embedder, paths: list[str], source: str, output_dir: str):
     """Writes each file's .npz as soon as it is embedded; returns (done, skipped)."""
     from wavlejepa import embedding
@@ -46,20 +54,40 @@ def _embed_per_file(embedder, paths: list[str], source: str, output_dir: str):
         if reason:
             skipped.append((path, reason))
             continue
-        relative = (
-            os.path.relpath(path, source) if os.path.isdir(source) else os.path.basename(path)
-        )
-        target = os.path.join(output_dir, relative + ".npz")
+        target = _target(path, source, output_dir)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         embedding.save_clip_npz(target, result)
         done.append(path)
     return done, skipped
 
 
-def _input_paths(source: str, output: str | None) -> list[str]:
-    """The audio files of --input, checked against --output (None: one .npz per file) before
-    any work: an earlier result of ours inside --input is replaced, not read as audio; any other
-    existing file is never overwritten."""
+def _check_targets(paths: list[str], source: str, output_dir: str) -> None:
+    """Fails before any work if a .npz of --output_dir would replace anything but an earlier
+    .npz of ours (an input, a file of the user's, a folder) or needs a folder where a file is."""
+    from wavlejepa import embedding
+
+    for path in paths:
+        target = _target(path, source, output_dir)
+        if os.path.lexists(target) and not embedding.is_embeddings_file(target, per_file=True):
+            what = "is a folder" if os.path.isdir(target) else "is not an embeddings file of ours"
+            cli.fail(
+                f"--output_dir={output_dir}: {target} (the .npz of {path}) exists and {what}, so "
+                "it would be overwritten: move it aside, or give another --output_dir."
+            )
+        parent = os.path.dirname(target)
+        while not os.path.lexists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent):
+            cli.fail(
+                f"--output_dir={output_dir}: {parent} is a file where the .npz of {path} needs a "
+                "folder: move it aside, or give another --output_dir."
+            )
+
+
+def _input_paths(source: str, output: str | None, output_dir: str | None) -> list[str]:
+    """The audio files of --input, checked against --output or --output_dir before any work: an
+    earlier result of ours inside --input is replaced, not read as audio; any other existing
+    file is never overwritten."""
     from wavlejepa import embedding
     from wavlejepa.data import audio_folder
 
@@ -70,6 +98,14 @@ def _input_paths(source: str, output: str | None) -> list[str]:
         paths = [source]
     else:
         cli.fail(f"--input={source} does not exist: give an audio file or a folder of them.")
+    if output_dir:  # Inside --input, an earlier run's .npz files are results, not inputs.
+        ours = os.path.realpath(output_dir) + os.sep
+        paths = [
+            p
+            for p in paths
+            if not os.path.realpath(p).startswith(ours)
+            or not embedding.is_embeddings_file(p, per_file=True)
+        ]
     if not paths:
         cli.fail(f"--input={source} holds no files.")
     if output and os.path.exists(output) and not earlier:
@@ -82,6 +118,8 @@ def _input_paths(source: str, output: str | None) -> list[str]:
             f"--output={_OUTPUT.value} exists and is not an embeddings file of this tool, so it "
             "would be overwritten: give a new file name, or move that file aside first."
         )
+    if output_dir:
+        _check_targets(paths, source, output_dir)
     return paths
 
 
@@ -99,7 +137,7 @@ def main(argv):
     source = _INPUT.value
     from wavlejepa import checkpointing, embedding
 
-    paths = _input_paths(source, None if per_file else output)
+    paths = _input_paths(source, None if per_file else output, _OUTPUT_DIR.value)
     try:
         embedder = embedding.Embedder.from_checkpoint(
             _CHECKPOINT.value, batch_size=_BATCH_SIZE.value

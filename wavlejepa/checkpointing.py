@@ -104,8 +104,9 @@ def check_run_record(config_file: epath.Path, config: ml_collections.ConfigDict)
     if mismatch := shape_mismatch(saved, config):
         raise CheckpointError(
             f"{config_file.parent} holds a run of a model of another shape ({mismatch}); "
-            "nothing was written. Use a new --workdir for this config, or resume with the "
-            f"config that run was trained with (recorded in {config_file})."
+            "nothing was written. Use a new --workdir for this config, or resume that run "
+            f"with the config it recorded: --config={config_file} (overrides such as "
+            "--config.total_steps=... still apply)."
         )
 
 

@@ -151,3 +151,31 @@ def test_embed_output_dir_in_the_input_replaces_only_its_earlier_npz(tmp_path, c
         assert out["frames"].shape[1] == 64  # Replaced by the model's (cpu_debug: 64-d).
     assert ".npz: " not in result.stderr  # An earlier result is never listed as skipped.
     assert f"skipped {tmp_path / 'clips' / 'notes.txt'}: " in result.stderr
+
+
+def test_evaluate_labels_on_a_dataset_without_labels_gives_the_command_that_adds_them(tmp_path):
+    from configs import default
+    from wavlejepa.data import sources
+
+    _clips(tmp_path / "audio", 4)
+    dataset = default.get_config().dataset  # As `prepare_dataset` without --label_from builds it.
+    dataset.update(name="plain", data_dir=str(tmp_path / "tfds"), audio_dir=str(tmp_path / "audio"))
+    sources.ensure_built(dataset)
+    before = _hashes(tmp_path)
+    result = _run(
+        "wavlejepa.evaluate",
+        "--baseline=logmel",
+        "--eval=labels",
+        "--data=plain",
+        f"--data_dir={tmp_path / 'tfds'}",
+    )
+    command = (
+        f"python -m wavlejepa.prepare_dataset --audio_dir={tmp_path / 'audio'} "
+        f"--data_dir={tmp_path / 'tfds'} --name=plain_labelled --label_from=folder"
+    )
+    _assert_refused(result, "'plain' was prepared without labels", command, "--label_from=csv")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert _hashes(tmp_path) == before
+    flags = dict(arg[2:].split("=", 1) for arg in command.split()[3:])
+    dataset.update(flags)  # What that command runs: it builds, next to the first dataset.
+    sources.ensure_built(dataset)

@@ -12,6 +12,7 @@ the package ("sample"), or any folder of such files (e.g. the full FSDD's `recor
 """
 
 import functools
+import os
 from collections.abc import Callable
 
 import jax
@@ -51,13 +52,37 @@ def load_task_data(task: str, probe_cfg: ml_collections.ConfigDict) -> tuple[dic
             raise ValueError(
                 f"The {task!r} probe needs a prepared dataset with labels: give its name as data "
                 "(evaluate: --data=NAME --data_dir=DIR; prepare it with `python -m "
-                "wavlejepa.prepare_dataset --label_from=folder`)."
+                "wavlejepa.prepare_dataset --audio_dir=DIR --data_dir=DIR --name=NAME "
+                "--label_from=folder` (or csv))."
             )
         from wavlejepa.data import labelled  # TFDS: only for this task.
 
+        _check_labelled(probe_cfg.data, probe_cfg.data_dir)
         return labelled.load_labelled(probe_cfg.data, probe_cfg.data_dir), probe_cfg.data
     directory = fsdd.fsdd_dir(probe_cfg.data)
     return fsdd.load_fsdd(directory), directory
+
+
+def _check_labelled(name: str, data_dir: str) -> None:
+    """Raises ValueError with the command that builds a labelled copy when prepared dataset
+    `name` was built without --label_from (checked in its metadata, before reading any audio)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=os.path.expanduser(data_dir) or None)
+    except tfds.core.registered.DatasetNotFoundError:
+        return  # Reading it says how to prepare it.
+    metadata = dict(builder.info.metadata or {})
+    if metadata.get("options", {}).get("label_from") != "none":
+        return
+    where = data_dir or "~/tensorflow_datasets"
+    raise ValueError(
+        f"Dataset {name!r} was prepared without labels, so there is nothing to predict: build a "
+        f"labelled copy with `python -m wavlejepa.prepare_dataset "
+        f"--audio_dir={metadata.get('audio_dir', 'DIR')} --data_dir={where} "
+        f"--name={name}_labelled --label_from=folder` (or --label_from=csv "
+        f"--label_csv=FILE) and probe that (--data={name}_labelled)."
+    )
 
 
 def pool(frames_TxD: np.ndarray, pooling: str) -> np.ndarray:

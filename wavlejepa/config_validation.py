@@ -16,6 +16,10 @@ from wavlejepa.evaluators import linear_probe
 from wavlejepa.nets import waveform
 
 DTYPES = ("float32", "bfloat16")
+# AdamW moves every weight by about the learning rate each step, whatever the gradient's scale;
+# the weights are O(0.1) at initialisation, so past 1 one step replaces the network and no run
+# trains (the recipe uses 4e-4). A larger value is a typo (1e4 for 1e-4), refused before compute.
+MAX_PEAK_LR = 1.0
 
 
 def _optimizer_and_schedule_problems(config: ml_collections.ConfigDict):
@@ -24,6 +28,12 @@ def _optimizer_and_schedule_problems(config: ml_collections.ConfigDict):
         yield (
             f"config.optimizer.peak_lr={opt.peak_lr} must be > 0 "
             "(WavJEPA uses 4e-4; 1.5e-4 when SIGReg spikes)."
+        )
+    elif opt.peak_lr > MAX_PEAK_LR:
+        yield (
+            f"config.optimizer.peak_lr={opt.peak_lr} must be at most {MAX_PEAK_LR:g}: AdamW "
+            "moves every weight by about that much each step (WavJEPA uses 4e-4: check the "
+            "exponent's sign)."
         )
     if opt.warmup_steps < 0:
         yield f"config.optimizer.warmup_steps={opt.warmup_steps} must be >= 0."
@@ -140,3 +150,15 @@ def validate(
     problems = list(_problems(config, num_devices, num_processes))
     if problems:
         raise ConfigError("Invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def resolved(
+    config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1
+) -> ml_collections.ConfigDict:
+    """A copy of `config` with its model size's numbers filled in (model_sizes.resolve), after
+    `validate` found no problem; an unknown size is left for `validate` to name."""
+    if config.model.size in model_sizes.SIZES:
+        config = ml_collections.ConfigDict(config.to_dict())
+        config.model = model_sizes.resolve(config.model)
+    validate(config, num_devices=num_devices, num_processes=num_processes)
+    return config

@@ -34,6 +34,11 @@ _OPTION_KEYS = (
 )
 
 
+class DatasetError(ValueError):
+    """A dataset problem the user can fix (no usable audio, a dataset missing or built from other
+    files or options); the message names it and the fix, and a command prints it as one line."""
+
+
 def split_of(relative_path: str, validation_fraction: float, test_fraction: float) -> str:
     """Split of a file, from a hash of its relative path: stable across runs and machines."""
     digest = hashlib.sha256(relative_path.encode("utf-8")).digest()
@@ -75,7 +80,7 @@ def read_label_csv(path: str) -> dict[str, str]:
         rows = rows[1:]
     bad = [row for row in rows if len(row) != 2]
     if bad:
-        raise ValueError(f"{path}: expected rows of `path,label`, got {bad[0]!r}.")
+        raise DatasetError(f"{path}: expected rows of `path,label`, got {bad[0]!r}: fix that row.")
     return {p.strip(): label.strip() for p, label in rows}
 
 
@@ -173,9 +178,10 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             if first is not None:
                 generators[split] = self._generate_examples(itertools.chain([first], clips), labels)
         if not generators:
-            raise ValueError(
+            raise DatasetError(
                 f"No usable audio in {self.audio_dir}: all {self.report['files_read']} files "
-                f"were skipped ({self.report['skipped']})."
+                f"were skipped ({self.report['skipped']}); nothing was built. Give a folder of "
+                f"readable audio files ({', '.join(sorted(decode.AUDIO_EXTENSIONS))})."
             )
         return generators
 

@@ -15,7 +15,9 @@ crops of such a clip are equal) or dropped ("skip"). Each host reads its own sha
 grain starts worker processes, which read grain's absl flags: programs parse flags first
 (`app.run`); a notebook or test that builds such a loader calls `flags.FLAGS.mark_as_parsed()`.
 
-Build the dataset first (on process 0, then sync hosts) with `ensure_built(config.dataset)`, then:
+Build the dataset first (on process 0, then sync hosts) with `ensure_built(config.dataset)`;
+`check_data` raises, without starting a loader, what the loaders would (a dataset problem the user
+can fix is a DatasetError, whose message names the fix). Then:
 
   loader = pipeline.create_train_loader(config.dataset, batch_size=config.batch_size // n_hosts,
                                         seed=config.seed, shard_index=jax.process_index(),
@@ -39,7 +41,7 @@ num_workers (grain checks them and raises otherwise).
 import grain
 
 from wavlejepa.data import packing, sources, synthetic, transforms
-from wavlejepa.data.sources import ensure_built  # noqa: F401  (part of this module's API)
+from wavlejepa.data.sources import DatasetError, ensure_built  # noqa: F401  (this module's API)
 from wavlejepa.data.transforms import crop_samples, normalize  # noqa: F401  (ditto)
 
 SHORT_CLIPS = ("pack", "pad", "skip")
@@ -164,19 +166,11 @@ def create_eval_loader(
     Returns:
       A finite grain.DataLoader of {"audio", "lengths", "clip_starts"} batches (module docstring).
     Raises:
-      ValueError: the split cannot fill one batch on this host.
+      DatasetError: the split cannot fill one batch on this host.
     """
     _check(dataset_config, batch_size)
     source, key = _source(dataset_config, dataset_config.eval_split, dummy, DUMMY_EVAL_CLIPS, 1)
-    clips_per_batch = batch_size // dataset_config.crops_per_clip
-    per_host = len(source) // shard_count
-    if per_host < clips_per_batch:
-        raise ValueError(
-            f"Split {dataset_config.eval_split!r} of {dataset_config.name!r} has {len(source)} "
-            f"clips: {per_host} per host, fewer than the {clips_per_batch} one eval batch needs. "
-            "Use a smaller batch or more held-out clips (for an audio_folder, a larger "
-            "config.dataset.validation_fraction)."
-        )
+    _check_eval_size(dataset_config, len(source), batch_size, shard_count)
     return _loader(
         dataset_config,
         source,
@@ -187,3 +181,27 @@ def create_eval_loader(
         train=False,
         seed=EVAL_SEED,
     )
+
+
+def _check_eval_size(dataset_config, num_clips: int, batch_size: int, shard_count: int) -> None:
+    """Raises DatasetError unless each host's shard of the eval split fills one batch."""
+    clips_per_batch = batch_size // dataset_config.crops_per_clip
+    per_host = num_clips // shard_count
+    if per_host < clips_per_batch:
+        raise DatasetError(
+            f"Split {dataset_config.eval_split!r} of {dataset_config.name!r} has {num_clips} "
+            f"clips: {per_host} per host, fewer than the {clips_per_batch} one eval batch needs. "
+            "Use a smaller batch or more held-out clips (for an audio_folder, a larger "
+            "config.dataset.validation_fraction)."
+        )
+
+
+def check_data(dataset_config, *, batch_size: int, shard_count: int, with_eval: bool) -> None:
+    """Raises what building this host's loaders would, without building them: a bad option
+    (ValueError), or (DatasetError) a split that does not open or, `with_eval`, an eval split
+    too small for one batch per host. Call it after `ensure_built`, before writing anything."""
+    _check(dataset_config, batch_size)
+    sources.open_source(dataset_config, dataset_config.split)
+    if with_eval:
+        source = sources.open_source(dataset_config, dataset_config.eval_split)
+        _check_eval_size(dataset_config, len(source), batch_size, shard_count)

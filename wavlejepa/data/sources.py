@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from wavlejepa.data import audio_folder, resampled
+from wavlejepa.data.audio_folder import DatasetError  # noqa: F401  (part of this module's API)
 
 
 def _data_dir(dataset_config) -> str | None:
@@ -50,43 +51,84 @@ def ensure_built(dataset_config, *, strict: bool = False) -> None:
     strict=True stops the build at the first bad file (decode.BadAudioError names it).
 
     Raises:
-      ValueError: a catalog name with audio_dir, a prepared dataset built with other options, or
-        no prepared dataset (the message says how to prepare it).
+      DatasetError: a catalog name with audio_dir, an audio_dir that is not a folder or holds no
+        usable audio, a prepared dataset built from other files or options, or no prepared
+        dataset (the message says how to prepare it). A failed build leaves no folder behind.
     """
     if not dataset_config.audio_dir:
         open_source(dataset_config, dataset_config.split)
         return
     if dataset_config.name in tfds.list_builders(with_community_datasets=False):
-        raise ValueError(
+        raise DatasetError(
             f"config.dataset.audio_dir is set but config.dataset.name={dataset_config.name!r} is "
             "a TFDS catalog dataset; give the folder a name of its own (e.g. 'my_audio')."
         )
-    if not os.path.isdir(dataset_config.audio_dir):
-        raise ValueError(
+    if not os.path.isdir(os.path.expanduser(dataset_config.audio_dir)):
+        raise DatasetError(
             f"audio_dir={dataset_config.audio_dir!r} is not a folder: give the folder of audio "
             "files to build from."
         )
+    _check_data_dir(dataset_config.data_dir)
     builder = audio_folder_builder(dataset_config, strict=strict)
     if builder.is_prepared():
-        metadata = dict(builder.info.metadata)
-        label_csv = dataset_config.label_csv if dataset_config.label_from == "csv" else ""
-        changed = audio_folder.source_mismatch(metadata, dataset_config.audio_dir, label_csv)
-        if changed:
-            raise ValueError(
-                f"Dataset {dataset_config.name!r} in {builder.data_dir} does not match its "
-                f"audio_dir: {changed}. Give this folder a name of its own "
-                "(config.dataset.name / --name), or delete that dataset folder to rebuild it."
-            )
-        mismatch = audio_folder.options_mismatch(metadata, builder.options)
-        if mismatch:
-            raise ValueError(
-                f"Dataset {dataset_config.name!r} in {builder.data_dir} was built with other "
-                f"options (built, wanted): {mismatch}. Delete that folder to rebuild it, or "
-                "choose another config.dataset.name."
-            )
+        _check_prepared(builder, dataset_config)
         return
-    logging.info("Building %s from %s", dataset_config.name, dataset_config.audio_dir)
-    builder.download_and_prepare()
+    _build(builder)  # The builder logs what it builds, from where and to where.
+
+
+def _check_data_dir(data_dir: str) -> None:
+    """Raises DatasetError if data_dir (where a build writes) is, or lies under, a file (local
+    paths only: gs:// and other remote data_dirs are left to the storage layer)."""
+    local = data_dir and "://" not in data_dir
+    path = os.path.abspath(os.path.expanduser(data_dir)) if local else ""
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    if path and not os.path.isdir(path):
+        raise DatasetError(
+            f"data_dir={data_dir!r}: {path} is a file; give a folder for the prepared dataset "
+            "(it is created if missing)."
+        )
+
+
+def _check_prepared(builder: audio_folder.AudioFolder, dataset_config) -> None:
+    """Raises DatasetError unless the prepared dataset was built from audio_dir's files as they
+    are now, with the options config.dataset asks for."""
+    metadata = dict(builder.info.metadata)
+    label_csv = dataset_config.label_csv if dataset_config.label_from == "csv" else ""
+    changed = audio_folder.source_mismatch(metadata, builder.audio_dir, label_csv)
+    if changed:
+        raise DatasetError(
+            f"Dataset {dataset_config.name!r} in {builder.data_dir} does not match its "
+            f"audio_dir: {changed}. Give this folder a name of its own "
+            "(config.dataset.name / --name), or delete that dataset folder to rebuild it."
+        )
+    mismatch = audio_folder.options_mismatch(metadata, builder.options)
+    if mismatch:
+        raise DatasetError(
+            f"Dataset {dataset_config.name!r} in {builder.data_dir} was built with other "
+            f"options (built, wanted): {mismatch}. Delete that folder to rebuild it, or "
+            "choose another config.dataset.name."
+        )
+
+
+def _build(builder: audio_folder.AudioFolder) -> None:
+    """builder.download_and_prepare(); if it fails, the empty folders it made (data_dir, its
+    downloads/ and the dataset's folder) are removed, so a failed build leaves data_dir as it was.
+    TFDS itself deletes its half-written `incomplete.*` folder."""
+    dataset_dir = os.path.dirname(os.fspath(builder.data_dir))  # data_dir/name/version -> name.
+    root = os.path.dirname(dataset_dir)
+    downloads = os.path.join(root, "downloads")
+    folders = (dataset_dir, os.path.join(downloads, "extracted"), downloads, root)  # Deepest first.
+    made = [path for path in folders if not os.path.exists(path)]
+    while made and not os.path.exists(os.path.dirname(made[-1])):  # data_dir's missing parents.
+        made.append(os.path.dirname(made[-1]))
+    try:
+        builder.download_and_prepare()
+    except BaseException:
+        for path in made:  # A folder holding anything is kept.
+            if os.path.isdir(path) and not os.listdir(path):
+                os.rmdir(path)
+        raise
 
 
 def _open_builder(dataset_config) -> tfds.core.DatasetBuilder:
@@ -94,7 +136,7 @@ def _open_builder(dataset_config) -> tfds.core.DatasetBuilder:
     try:
         return tfds.builder(dataset_config.name, data_dir=_data_dir(dataset_config))
     except tfds.core.registered.DatasetNotFoundError as e:
-        raise ValueError(
+        raise DatasetError(
             f"No dataset {dataset_config.name!r} in data_dir {dataset_config.data_dir!r}. "
             + _how_to_prepare(dataset_config)
         ) from e
@@ -104,14 +146,14 @@ def open_source(dataset_config, split: str):
     """A random-access source of the named prepared dataset's split (records are dicts).
 
     Raises:
-      ValueError: the dataset is missing or unprepared (the message says how to prepare it), has
+      DatasetError: the dataset is missing or unprepared (the message says how to prepare it), has
         no random-access files or no such split, or has no `audio_key` feature. A dataset at
         another rate than config.dataset.sample_rate is resampled as it is read.
     """
     builder = _open_builder(dataset_config)
     info, name, key = builder.info, dataset_config.name, dataset_config.audio_key
     if key not in info.features:
-        raise ValueError(
+        raise DatasetError(
             f"Dataset {name!r} has no feature {key!r} (config.dataset.audio_key); it has "
             f"{sorted(info.features)}."
         )
@@ -130,7 +172,7 @@ def open_source(dataset_config, split: str):
             problem = f"is not prepared in {builder.data_dir}. " + _how_to_prepare(dataset_config)
         else:
             problem = f"cannot give split {split!r} from {builder.data_dir}: {e}"
-        raise ValueError(f"Dataset {name!r} {problem}") from e
+        raise DatasetError(f"Dataset {name!r} {problem}") from e
     if rate is not None and rate != dataset_config.sample_rate:
         logging.info(
             "%s is sampled at %d Hz: resampling to %d Hz as it is read.",

@@ -65,13 +65,11 @@ def _prepared_config(
     config: ml_collections.ConfigDict, workdir: epath.Path
 ) -> ml_collections.ConfigDict | None:
     """The size's numbers filled in, every mistake we can see raised before compute or a write
-    (a workdir holding another model's run, or one past total_steps, included), and the result
-    written to workdir/config.json (host 0). None, with nothing written, when workdir already
-    holds step total_steps: the run is complete."""
-    if config.model.size in model_sizes.SIZES:
-        config = ml_collections.ConfigDict(config.to_dict())
-        config.model = model_sizes.resolve(config.model)
-    config_validation.validate(
+    to workdir (a workdir holding another model's run or one past total_steps, a dataset missing
+    or without usable audio: DatasetError), the dataset built if need be (host 0), and then the
+    config written to workdir/config.json (host 0). None, with nothing written, when workdir
+    already holds step total_steps: the run is complete."""
+    config = config_validation.resolved(
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
     checkpointing.check_run_record(workdir / reporting.CONFIG_FILE, config)
@@ -90,6 +88,16 @@ def _prepared_config(
                 flush=True,
             )
         return None
+    if not config.debug_dummy_data:
+        if jax.process_index() == 0:
+            pipeline.ensure_built(config.dataset)
+        multihost_utils.sync_global_devices("dataset built")
+        pipeline.check_data(
+            config.dataset,
+            batch_size=config.batch_size // jax.process_count(),
+            shard_count=jax.process_count(),
+            with_eval=config.dataset.eval_batches > 0,
+        )
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / reporting.CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
@@ -98,11 +106,8 @@ def _prepared_config(
 
 
 def _loaders(config: ml_collections.ConfigDict) -> tuple[Iterator, grain.DataLoader | None]:
-    """This host's train iterator and eval loader: batch_size / hosts crops per step."""
-    if not config.debug_dummy_data:
-        if jax.process_index() == 0:
-            pipeline.ensure_built(config.dataset)
-        multihost_utils.sync_global_devices("dataset built")
+    """This host's train iterator and eval loader: batch_size / hosts crops per step (the
+    dataset was built and checked by `_prepared_config`)."""
     host_batch = config.batch_size // jax.process_count()
     shard = dict(
         shard_index=jax.process_index(),

@@ -73,8 +73,24 @@ def _dataset_config(builder_class) -> ml_collections.ConfigDict:
     )
 
 
+def _check_data_dir(path: str) -> None:
+    """Fails unless --data_dir is a folder we can write in, or can be created: checked before
+    TFDS is imported, so the mistake costs no time."""
+    if "://" not in path:  # gs:// and other remote data_dirs are left to the storage layer.
+        existing = os.path.abspath(os.path.expanduser(path))
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            cli.fail(
+                f"--data_dir={path}: {existing} is a file; give a folder for the dataset (it is "
+                "created if missing)."
+            )
+    cli.check_workdir(path, "--data_dir")
+
+
 def main(argv):
     del argv
+    _check_data_dir(_DATA_DIR.value)
     runtime.set_up()
     import tensorflow_datasets as tfds
 

@@ -5,7 +5,13 @@ r"""Command line of WavLeJEPA training: parses flags, then calls `train.train_an
 
 On several hosts (a TPU pod slice, a SLURM job) add `--multihost` on every host; elsewhere give
 the coordinator explicitly (`--coordinator_address=HOST:PORT --num_processes=N --process_id=I`).
+
+Exit codes: 0 trained (or the run was already complete); 2 (cli.USAGE_ERROR) a mistake in the
+flags, config, workdir or dataset, reported in one line with nothing written to the workdir;
+3 (cli.NON_FINITE) the loss or a gradient went non-finite, the last good checkpoint is kept.
 """
+
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -35,7 +41,7 @@ def main(argv):
     runtime.set_up()
     import jax
 
-    from wavlejepa import checkpointing, config_validation, train
+    from wavlejepa import checkpointing, config_validation
 
     if _MULTIHOST.value or _COORDINATOR.value:
         jax.distributed.initialize(
@@ -44,10 +50,27 @@ def main(argv):
             process_id=_PROCESS_ID.value,
         )
     cli.check_workdir(_WORKDIR.value)
+    try:  # Before the trainer is imported: it imports TensorFlow (seconds, and log lines).
+        config_validation.resolved(
+            _CONFIG.value, num_devices=jax.device_count(), num_processes=jax.process_count()
+        )
+    except config_validation.ConfigError as e:
+        cli.fail(str(e))
+
+    from wavlejepa import train
+    from wavlejepa.data import pipeline
+
     try:
         train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (config_validation.ConfigError, checkpointing.CheckpointError) as e:
+    except (
+        config_validation.ConfigError,
+        checkpointing.CheckpointError,
+        pipeline.DatasetError,
+    ) as e:
         cli.fail(str(e))
+    except FloatingPointError as e:  # A diverged run: reporting.check_finite says what to try.
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(cli.NON_FINITE)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,147 @@
+"""The training command's mistakes found at run time end in one line naming the problem and the
+fix: exit 2 for a config or dataset a user can fix, 3 for a run that went non-finite; no
+traceback, and nothing written to the workdir or the dataset folder.
+
+Each subprocess of wavlejepa.main costs seconds: every test here runs at most one.
+"""
+
+import os
+import types
+
+import cli_helpers
+import pytest
+
+from configs import cpu_debug
+from wavlejepa import cli, runtime
+
+_run = cli_helpers.run_module
+_assert_refused = cli_helpers.assert_refused
+
+
+def _tree(folder) -> dict:
+    """Every file (with its hash) and every folder, empty ones included, under `folder`."""
+    folders = {os.path.relpath(root, folder) + "/" for root, _, _ in os.walk(folder)}
+    return {**dict.fromkeys(folders), **cli_helpers.file_hashes(folder)}
+
+
+@pytest.fixture()
+def folders(tmp_path):
+    """A workdir holding a file of the user's, and a data_dir that does not exist yet."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "notes.txt").write_text("mine")
+    return types.SimpleNamespace(workdir=workdir, data_dir=tmp_path / "tfds", tmp=tmp_path)
+
+
+def _main(*args, env=None):
+    return _run("wavlejepa.main", *args, env=env)
+
+
+def test_no_prepared_dataset_says_how_to_prepare_it_and_creates_no_workdir(tmp_path):
+    workdir, data_dir = tmp_path / "new_run", tmp_path / "tfds"
+    data_dir.mkdir()
+    result = _main(
+        "--config=configs/default.py",
+        f"--config.dataset.data_dir={data_dir}",
+        f"--workdir={workdir}",
+    )
+    _assert_refused(result, "No dataset 'audio_folder'", "python -m wavlejepa.prepare_dataset")
+    assert result.stderr.startswith("error: ")
+    assert not workdir.exists()  # Not even created.
+    assert _tree(data_dir) == {"./": None}
+
+
+def test_an_audio_dir_that_is_not_a_folder_is_refused_before_config_json(folders):
+    before = _tree(folders.workdir)
+    result = _main(
+        "--config=configs/quickstart.py",
+        "--config.dataset.audio_dir=/nonexistent",
+        f"--config.dataset.data_dir={folders.data_dir}",
+        f"--workdir={folders.workdir}",
+    )
+    _assert_refused(result, "audio_dir='/nonexistent' is not a folder", "give the folder")
+    assert _tree(folders.workdir) == before  # No config.json.
+    assert not folders.data_dir.exists()
+
+
+def test_a_folder_of_bad_files_builds_nothing_and_writes_nothing(folders):
+    audio = folders.tmp / "audio"
+    audio.mkdir()
+    (audio / "a.wav").write_text("junk")
+    before = {"workdir": _tree(folders.workdir), "audio": _tree(audio)}
+    result = _main(
+        "--config=configs/quickstart.py",
+        f"--config.dataset.audio_dir={audio}",
+        f"--config.dataset.data_dir={folders.data_dir}",
+        f"--workdir={folders.workdir}",
+    )
+    _assert_refused(
+        result, f"No usable audio in {audio}", "{'corrupt': 1}", "readable audio files", ".wav"
+    )
+    assert {"workdir": _tree(folders.workdir), "audio": _tree(audio)} == before
+    # No half-built dataset (not even an empty folder) is left to block the next build.
+    assert not folders.data_dir.exists()
+
+
+def test_a_failed_build_in_an_existing_data_dir_leaves_it_as_it_was(tmp_path):
+    from wavlejepa.data import pipeline
+
+    audio, data_dir = tmp_path / "audio", tmp_path / "tfds"
+    audio.mkdir()
+    data_dir.mkdir()
+    (data_dir / "other_dataset.txt").write_text("kept")
+    (audio / "a.wav").write_text("junk")
+    dataset = cpu_debug.get_config().dataset
+    dataset.audio_dir, dataset.data_dir = str(audio), str(data_dir)
+    before = _tree(data_dir)
+    with pytest.raises(pipeline.DatasetError, match="No usable audio"):
+        pipeline.ensure_built(dataset)
+    assert _tree(data_dir) == before
+
+
+def test_an_absurd_peak_lr_is_refused_before_tensorflow_is_imported(folders):
+    before = _tree(folders.workdir)
+    result = _main(
+        "--config=configs/cpu_debug.py",
+        "--config.debug_dummy_data=True",
+        "--config.optimizer.peak_lr=1e4",
+        f"--workdir={folders.workdir}",
+        env={"TF_CPP_MIN_LOG_LEVEL": "0"},  # TensorFlow's import would print its INFO lines.
+    )
+    _assert_refused(result, "config.optimizer.peak_lr=10000.0 must be at most 1", "4e-4")
+    output = result.stdout + result.stderr
+    assert "tensorflow" not in output.lower() and "oneDNN" not in output, output
+    assert _tree(folders.workdir) == before
+
+
+def test_a_non_finite_stop_is_one_line_with_its_own_exit_code(monkeypatch, capsys, tmp_path):
+    from wavlejepa import main, train  # main defines its flags when imported.
+
+    message = "Non-finite grad_norm=nan at step 3. Stopped without saving: try a lower peak_lr."
+
+    def diverge(config, workdir):
+        raise FloatingPointError(message)
+
+    config = cpu_debug.get_config()
+    config.debug_dummy_data = True
+    monkeypatch.setattr(runtime, "set_up", lambda: None)
+    monkeypatch.setattr(main, "_CONFIG", types.SimpleNamespace(value=config))
+    monkeypatch.setattr(main, "_WORKDIR", types.SimpleNamespace(value=str(tmp_path / "run")))
+    for flag in ("_MULTIHOST", "_COORDINATOR"):
+        monkeypatch.setattr(main, flag, types.SimpleNamespace(value=None))
+    monkeypatch.setattr(train, "train_and_evaluate", diverge)
+    with pytest.raises(SystemExit) as stopped:
+        main.main(["main"])
+    assert stopped.value.code == cli.NON_FINITE != cli.USAGE_ERROR
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_prepare_dataset_refuses_a_data_dir_under_a_file_before_any_work(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (tmp_path / "afile").write_text("mine")
+    before = _tree(tmp_path)
+    data_dir = tmp_path / "afile" / "sub"
+    result = _run("wavlejepa.prepare_dataset", f"--audio_dir={audio}", f"--data_dir={data_dir}")
+    _assert_refused(result, f"--data_dir={data_dir}: {tmp_path / 'afile'} is a file", "folder")
+    assert _tree(tmp_path) == before

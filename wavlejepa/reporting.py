@@ -21,7 +21,24 @@ from wavlejepa import sigreg
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"  # The run's full config, written into the workdir at start.
-_FIX = "the peak learning rate is likely too high: try a lower --config.optimizer.peak_lr"
+# The longest warm-up the advice after a spike names: the lower-LR recipe's.
+MAX_ADVISED_WARMUP = 7_500
+
+
+def calmer_settings(config: ml_collections.ConfigDict) -> str:
+    """The overrides to try after a spike, fitted to this run: half its peak learning rate and,
+    when its own warm-up is shorter, one of a tenth of its total_steps (at most
+    MAX_ADVISED_WARMUP), so a short run is never told to warm up for longer than it lasts."""
+    optimizer = config.optimizer
+    advice = f"--config.optimizer.peak_lr={optimizer.peak_lr / 2:.3g}"
+    warmup = min(config.total_steps // 10, MAX_ADVISED_WARMUP)
+    if warmup > optimizer.warmup_steps:
+        advice += f" --config.optimizer.warmup_steps={warmup}"
+    return advice
+
+
+def _fix(config: ml_collections.ConfigDict) -> str:
+    return f"the peak learning rate is likely too high: try {calmer_settings(config)}"
 
 
 def health_warnings(
@@ -37,12 +54,12 @@ def health_warnings(
             f"SIGReg {scalars['sigreg']:.4g} at step {step} is above "
             f"config.health.sigreg_collapse_fraction={health.sigreg_collapse_fraction:g} of a "
             f"collapsed batch's {collapsed:.4g}: the embeddings are far from "
-            f"Gaussian (collapse or blow-up); {_FIX} (peak_lr 1.5e-4, warmup 7,500 steps)."
+            f"Gaussian (collapse or blow-up); {_fix(config)}."
         )
     if previous_loss is not None and scalars["loss"] > health.loss_jump_factor * previous_loss:
         warnings.append(
             f"Loss jumped from {previous_loss:.4g} to {scalars['loss']:.4g} at step {step} (more "
-            f"than config.health.loss_jump_factor={health.loss_jump_factor:g}x); {_FIX}."
+            f"than config.health.loss_jump_factor={health.loss_jump_factor:g}x); {_fix(config)}."
         )
     return warnings
 
@@ -77,15 +94,19 @@ def first_eval_value(path: epath.Path, key: str) -> float | None:
     return None
 
 
-def check_finite(step: int, scalars: dict) -> None:
-    """Raises FloatingPointError naming the step and every non-finite metric."""
+def check_finite(step: int, scalars: dict, config: ml_collections.ConfigDict | None = None) -> None:
+    """Raises FloatingPointError naming the step and every non-finite metric, and what to try
+    (fitted to `config` when given)."""
     bad = {k: v for k, v in scalars.items() if not math.isfinite(v)}
     if bad:
+        lower = (
+            calmer_settings(config) if config is not None else "a lower --config.optimizer.peak_lr"
+        )
         raise FloatingPointError(
             f"Non-finite {', '.join(f'{k}={v}' for k, v in sorted(bad.items()))} at step {step}. "
             "Stopped without saving: the latest checkpoint predates it and is kept. Likely "
-            "causes: a peak learning rate too high (try --config.optimizer.peak_lr=1.5e-4) or a "
-            "batch of bad audio (NaN/inf samples)."
+            f"causes: a peak learning rate too high (try {lower}) or a batch of bad audio "
+            "(NaN/inf samples)."
         )
 
 
@@ -177,7 +198,7 @@ class Reporter:
         self._pending = None
         scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
         try:
-            check_finite(step, scalars)
+            check_finite(step, scalars, self._config)
         except FloatingPointError:
             self.write(step, "train", scalars)  # The bad step is on record, logged or not.
             raise

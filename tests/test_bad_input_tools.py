@@ -1,6 +1,7 @@
 """The embed and evaluate tools answer a user's mistake in one line naming the problem and the
 fix (exit code, no traceback, nothing on disk lost), and say what they do as they do it."""
 
+import json
 import os
 
 import cli_helpers
@@ -11,7 +12,7 @@ import soundfile as sf
 import test_embed
 
 from configs import cpu_debug
-from wavlejepa import embedding, model
+from wavlejepa import embedding, evaluate, model
 
 FSDD = os.path.join(test_embed.REPO, "wavlejepa", "data", "samples", "fsdd")
 
@@ -179,3 +180,56 @@ def test_evaluate_labels_on_a_dataset_without_labels_gives_the_command_that_adds
     flags = dict(arg[2:].split("=", 1) for arg in command.split()[3:])
     dataset.update(flags)  # What that command runs: it builds, next to the first dataset.
     sources.ensure_built(dataset)
+
+
+def test_evaluate_table_puts_each_value_under_its_heading():
+    record = dict(eval="fsdd_digits", model="random_init", seed=0, size="tiny", data="/d",
+                  pooling="mean_std", test_accuracy=0.86666, validation_accuracy=1.0,
+                  train_accuracy=0.5, weight_decay=1e-6, test_examples=100)  # fmt: skip
+    title, headings = evaluate.table_header(record, 13).splitlines()
+    row = evaluate.table_row(record, 13)
+    assert title == "model: random_init (size tiny, seed 0)"
+    for heading, value in [("test acc", "0.867"), ("val acc", "1.000"), ("train acc", "0.500"),
+                           ("test clips", "100"), ("weight decay", "1e-06")]:  # fmt: skip
+        end = headings.index(heading) + len(heading)
+        assert row[end - len(value) : end] == value, (heading, headings, row)
+    assert row.startswith("fsdd_digits ") and row.endswith("  mean_std  /d")
+    assert headings.index("pooling") == row.index("mean_std")
+
+
+def test_evaluate_prints_a_table_and_writes_json_to_output(tmp_path):
+    from configs import default
+    from wavlejepa.data import sources
+
+    for digit in ("0", "1"):  # Two labelled folders of six clips; every split has a clip.
+        names = sorted(n for n in os.listdir(FSDD) if n.startswith(f"{digit}_"))[:6]
+        for name in names:
+            (tmp_path / "audio" / digit).mkdir(parents=True, exist_ok=True)
+            audio, rate = sf.read(os.path.join(FSDD, name))
+            sf.write(tmp_path / "audio" / digit / name, audio, rate)
+    dataset = default.get_config().dataset
+    dataset.update(name="two_digits", data_dir=str(tmp_path / "tfds"),
+                   audio_dir=str(tmp_path / "audio"), label_from="folder",
+                   validation_fraction=0.3, test_fraction=0.3)  # fmt: skip
+    sources.ensure_built(dataset)
+    output = tmp_path / "results.json"
+    result = _run(
+        "wavlejepa.evaluate",
+        "--baseline=logmel",
+        "--eval=labels",
+        "--data=two_digits",
+        f"--data_dir={tmp_path / 'tfds'}",
+        f"--output={output}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = json.loads(output.read_text())
+    assert record["eval"] == "labels" and record["test_examples"] == 6
+    title, headings, row = result.stdout.splitlines()  # A table, no JSON.
+    assert title == "model: logmel"
+    assert headings.split()[:3] == ["eval", "test", "acc"]
+    assert row.split()[:6] == [
+        "labels",
+        *(f"{record[k]:.3f}" for k in ("test_accuracy", "validation_accuracy", "train_accuracy")),
+        "6",
+        f"{record['weight_decay']:g}",
+    ]

@@ -219,7 +219,7 @@ class EvaluatorTest(absltest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             output = os.path.join(tmp, "results.json")
             run = subprocess.run(
-                [sys.executable, "-m", "wavlejepa.evaluate", "--baseline=logmel",
+                [sys.executable, "-m", "wavlejepa.evaluate", "--baseline=logmel", "--json",
                  "--eval=fsdd_digits,fsdd_speakers", "--data=sample", f"--output={output}"],
                 cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
             )  # fmt: skip

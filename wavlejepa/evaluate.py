@@ -7,9 +7,13 @@ r"""Runs the probe evaluations standalone: on a checkpoint, or on a baseline thr
   python -m wavlejepa.evaluate --checkpoint=/tmp/wj/run --eval=labels --data=my_audio \
       --data_dir=~/tensorflow_datasets   # any dataset prepared with --label_from
 
-Prints one JSON line per evaluation (also written to --output when given). The knobs of each probe
-come from the checkpoint's (or --config's) `config.evals.<name>` when set, else the defaults in
-`evaluators/linear_probe.py`; --data and --pooling override them.
+Prints a table, one row per evaluation as it finishes: test, validation and train accuracy of the
+probe (the weight decay picked on validation), the number of test clips (what the accuracy's noise
+depends on), the pooling and the data; the model is named above it. For programs, --json prints one
+JSON line per evaluation instead (all of a row's fields, and the model's); --output also writes
+them, as one JSON list, to a file. The knobs of each probe come from the checkpoint's (or
+--config's) `config.evals.<name>` when set, else the defaults in `evaluators/linear_probe.py`;
+--data and --pooling override them.
 """
 
 import json
@@ -46,6 +50,46 @@ def _define_flags() -> None:
     flags.DEFINE_string("data_dir", None, "--eval=labels: the TFDS data_dir of --data.")
     flags.DEFINE_enum("pooling", None, ["mean", "mean_std"], "Clip pooling override.")
     flags.DEFINE_string("output", None, "Also write the results (a JSON list) here.")
+    flags.DEFINE_bool("json", False, "Print one JSON line per evaluation instead of the table.")
+
+
+# The table's columns after the eval's name: (heading, record key, format of the value).
+_COLUMNS = (
+    ("test acc", "test_accuracy", "{:.3f}"),
+    ("val acc", "validation_accuracy", "{:.3f}"),
+    ("train acc", "train_accuracy", "{:.3f}"),
+    ("test clips", "test_examples", "{:d}"),
+    ("weight decay", "weight_decay", "{:g}"),
+)
+
+
+def table_header(record: dict, eval_width: int) -> str:
+    """The lines above the table's rows: the model (its size and seed when known), the headings."""
+    about = ", ".join(f"{k} {record[k]}" for k in ("size", "seed") if record.get(k) is not None)
+    model = f"model: {record['model']}" + (f" ({about})" if about else "")
+    headings = "  ".join(heading for heading, _, _ in _COLUMNS)
+    return f"{model}\n{'eval':<{eval_width}}  {headings}  {'pooling':<8}  data"
+
+
+def table_row(record: dict, eval_width: int) -> str:
+    """One evaluation's row, each value right-aligned under its heading."""
+    cells = "  ".join(f"{fmt.format(record[k]):>{len(heading)}}" for heading, k, fmt in _COLUMNS)
+    return f"{record['eval']:<{eval_width}}  {cells}  {record['pooling']:<8}  {record['data']}"
+
+
+def _probe_config(config, task: str, args) -> ml_collections.ConfigDict:
+    """The probe's knobs: config.evals.<task> (or the defaults), then --data, --pooling and
+    --data_dir."""
+    from wavlejepa.evaluators import linear_probe
+
+    probe_cfg = linear_probe.task_config(config, task) if config else linear_probe.default_config()
+    if args.data:
+        probe_cfg.data = args.data
+    if args.pooling:
+        probe_cfg.pooling = args.pooling
+    if args.data_dir is not None:
+        probe_cfg.data_dir = args.data_dir
+    return probe_cfg
 
 
 def _frames_factory(args):
@@ -108,16 +152,9 @@ def main(argv):
             cli.fail(str(e))
     frames_factory, config = _frames_factory(args)
     results, features = [], {}  # features: shared by tasks probing the same clips the same way.
+    eval_width = max(len("eval"), *(len(t) for t in args.eval))
     for task in args.eval:
-        probe_cfg = (
-            linear_probe.task_config(config, task) if config else linear_probe.default_config()
-        )
-        if args.data:
-            probe_cfg.data = args.data
-        if args.pooling:
-            probe_cfg.pooling = args.pooling
-        if args.data_dir is not None:
-            probe_cfg.data_dir = args.data_dir
+        probe_cfg = _probe_config(config, task, args)
         try:
             data, data_dir = linear_probe.load_task_data(task, probe_cfg)
         except (FileNotFoundError, ValueError) as e:  # No FSDD files; an unprepared dataset.
@@ -136,7 +173,12 @@ def main(argv):
             pooling=probe_cfg.pooling,
             **metrics,
         )
-        print(json.dumps(record))
+        if args.json:
+            print(json.dumps(record), flush=True)
+        else:
+            if not results:
+                print(table_header(record, eval_width))
+            print(table_row(record, eval_width), flush=True)
         results.append(record)
     if output:
         cli.write_atomically(output, lambda f: f.write(json.dumps(results, indent=1).encode()))

@@ -3,6 +3,7 @@ fix (exit code, no traceback, nothing on disk lost), and say what they do as the
 
 import json
 import os
+import threading
 
 import cli_helpers
 import jax
@@ -233,3 +234,18 @@ def test_evaluate_prints_a_table_and_writes_json_to_output(tmp_path):
         "6",
         f"{record['weight_decay']:g}",
     ]
+
+
+def test_only_regular_files_can_be_earlier_embeddings(tmp_path):
+    os.mkfifo(tmp_path / "fifo.npz")  # Opening it to look inside would block.
+    answers = []
+    looks = threading.Thread(
+        target=lambda: answers.extend(
+            embedding.is_embeddings_file(str(p), per_file=True)
+            for p in (tmp_path / "fifo.npz", tmp_path)
+        ),
+        daemon=True,
+    )
+    looks.start()
+    looks.join(timeout=10)
+    assert answers == [False, False]

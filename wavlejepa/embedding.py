@@ -401,10 +401,12 @@ def save_clip_npz(path: str, result: ClipEmbedding) -> None:
 def is_embeddings_file(path: str, *, per_file: bool = False) -> bool:
     """Whether `path` is a .npz `save_npz` (per_file: `save_clip_npz`) wrote, a zip holding its
     arrays, so that replacing it loses nothing the user did not ask to replace."""
+    if not os.path.isfile(path):  # A folder, or a FIFO that opening would block on.
+        return False
     try:
         with zipfile.ZipFile(path) as npz:
             names = set(npz.namelist())
-    except (OSError, zipfile.BadZipFile):  # Not a zip (audio, text), a folder, or unreadable.
+    except (OSError, zipfile.BadZipFile):  # Not a zip (audio, text), or unreadable.
         return False
     if per_file:
         return {"frames.npy", "timestamps.npy", "clip.npy"} <= names

@@ -110,11 +110,11 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     ):
         """audio_dir is needed only to build; `data_dir` (in kwargs) is where it is written."""
         if label_from not in LABEL_FROM:
-            raise ValueError(f"label_from={label_from!r}; choose one of {LABEL_FROM}.")
+            raise DatasetError(f"label_from={label_from!r}; choose one of {LABEL_FROM}.")
         if label_from == "csv" and not label_csv:
-            raise ValueError("label_from='csv' needs label_csv (a `path,label` file).")
+            raise DatasetError("label_from='csv' needs label_csv (a `path,label` file).")
         if min(validation_fraction, test_fraction) < 0 or validation_fraction + test_fraction >= 1:
-            raise ValueError(
+            raise DatasetError(
                 f"validation_fraction={validation_fraction} and test_fraction={test_fraction} "
                 "must be >= 0 and leave a non-empty train split (sum < 1)."
             )
@@ -257,7 +257,7 @@ def builder_class(name: str) -> type[AudioFolder]:
     if name == AudioFolder.name:
         return AudioFolder
     if not name.isidentifier() or name != name.lower():
-        raise ValueError(f"Dataset name {name!r} must be snake_case (e.g. 'fsdd_sample').")
+        raise DatasetError(f"Dataset name {name!r} must be snake_case (e.g. 'fsdd_sample').")
     class_name = "".join(part.capitalize() for part in name.split("_")) or "AudioFolder"
     return types.new_class(
         class_name,

@@ -52,8 +52,9 @@ def ensure_built(dataset_config, *, strict: bool = False) -> None:
 
     Raises:
       DatasetError: a catalog name with audio_dir, an audio_dir that is not a folder or holds no
-        usable audio, a prepared dataset built from other files or options, or no prepared
-        dataset (the message says how to prepare it). A failed build leaves no folder behind.
+        usable audio, a missing label_csv, a bad build option or name, a prepared dataset built
+        from other files or options, or no prepared dataset (the message says how to prepare
+        it). A failed build leaves no folder behind.
     """
     if not dataset_config.audio_dir:
         open_source(dataset_config, dataset_config.split)
@@ -67,6 +68,12 @@ def ensure_built(dataset_config, *, strict: bool = False) -> None:
         raise DatasetError(
             f"audio_dir={dataset_config.audio_dir!r} is not a folder: give the folder of audio "
             "files to build from."
+        )
+    label_csv = os.path.expanduser(dataset_config.label_csv)
+    if dataset_config.label_from == "csv" and label_csv and not os.path.isfile(label_csv):
+        raise DatasetError(
+            f"label_csv={dataset_config.label_csv!r} is not a file: give the CSV of "
+            "`relative/path,label` rows (or another label_from)."
         )
     _check_data_dir(dataset_config.data_dir)
     builder = audio_folder_builder(dataset_config, strict=strict)

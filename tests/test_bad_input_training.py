@@ -99,6 +99,26 @@ def test_a_failed_build_in_an_existing_data_dir_leaves_it_as_it_was(tmp_path):
     assert _tree(data_dir) == before
 
 
+@pytest.mark.parametrize(
+    "override, phrases",
+    [
+        (dict(label_from="csv", label_csv="/no/labels.csv"), ["/no/labels.csv", "not a file"]),
+        (dict(validation_fraction=0.99), ["validation_fraction=0.99", "sum < 1"]),
+        (dict(name="My-Audio"), ["'My-Audio'", "snake_case"]),
+    ],
+)
+def test_build_options_a_user_can_fix_are_dataset_errors(tmp_path, override, phrases):
+    from wavlejepa.data import pipeline
+
+    dataset = cpu_debug.get_config().dataset
+    dataset.audio_dir, dataset.data_dir = str(tmp_path), str(tmp_path / "tfds")
+    dataset.update(override)
+    with pytest.raises(pipeline.DatasetError) as raised:
+        pipeline.ensure_built(dataset)
+    assert all(phrase in str(raised.value) for phrase in phrases), raised.value
+    assert not (tmp_path / "tfds").exists()
+
+
 def test_an_absurd_peak_lr_is_refused_before_tensorflow_is_imported(folders):
     before = _tree(folders.workdir)
     result = _main(

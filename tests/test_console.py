@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+from absl import logging as absl_logging
 
 import wavlejepa.data
 from configs import cpu_debug, default
@@ -140,6 +141,13 @@ def test_tfds_info_and_its_noise_warnings_are_hidden_and_its_other_warnings_kept
     assert not tfds_filter.filter(_record("tensorflow_datasets", logging.WARNING, *empty))
     assert tfds_filter.filter(_record("tensorflow_datasets", logging.WARNING, "Disk full"))
     assert tfds_filter.filter(_record("wavlejepa", logging.INFO, "Building %s", "x"))
+    before = absl_logging.get_verbosity()
+    try:
+        absl_logging.set_verbosity(absl_logging.DEBUG)  # --verbosity=1 shows them all.
+        assert tfds_filter.filter(_record("tensorflow_datasets", logging.INFO, "Load %s", "x"))
+        assert tfds_filter.filter(_record("tensorflow_datasets", logging.WARNING, dtype))
+    finally:
+        absl_logging.set_verbosity(before)
 
 
 class _Stream:

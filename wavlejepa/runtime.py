@@ -26,10 +26,11 @@ def set_up() -> None:
     """All of this module's set-up; each command's main() calls it first, before TensorFlow
     is imported."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _TF_CPP_MIN_LOG_LEVEL)
-    # JAX logs at INFO that it found no TPU on every machine without one; matplotlib that it
-    # built its font cache.
-    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    if not _library_logs_asked_for():
+        # JAX logs at INFO that it found no TPU on every machine without one; matplotlib that
+        # it built its font cache.
+        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)
     quiet_orbax_logs()
     quiet_tfds_logs()
     quiet_tensorflow_import()
@@ -51,13 +52,14 @@ def _absl_logger() -> logging.Logger:
 
 
 def quiet_orbax_logs() -> None:
-    """Hides orbax's INFO lines (dozens per save or load) so a program's own lines stay readable."""
+    """Hides orbax's INFO lines (dozens per save or load) so a program's own lines stay readable
+    (`--verbosity=1` shows them)."""
     _add_filter_once(_OrbaxInfoFilter())
 
 
 def quiet_tfds_logs() -> None:
     """Hides tensorflow_datasets' INFO lines (each shard written, each dataset_info.json read)
-    and its warnings in `_TFDS_NOISE`; its other warnings stay."""
+    and its warnings in `_TFDS_NOISE`; its other warnings stay (`--verbosity=1` shows all)."""
     _add_filter_once(_TfdsNoiseFilter())
 
 
@@ -65,14 +67,23 @@ def _in_package(record: logging.LogRecord, package: str) -> bool:
     return f"{os.sep}{package}{os.sep}" in record.pathname
 
 
+def _library_logs_asked_for() -> bool:
+    """Whether `--verbosity=1` (absl's DEBUG) or more asks for the library lines hidden here."""
+    from absl import logging as absl_logging
+
+    return absl_logging.get_verbosity() >= absl_logging.DEBUG
+
+
 class _OrbaxInfoFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or not _in_package(record, "orbax")
+        if record.levelno >= logging.WARNING or not _in_package(record, "orbax"):
+            return True
+        return _library_logs_asked_for()
 
 
 class _TfdsNoiseFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _in_package(record, "tensorflow_datasets"):
+        if not _in_package(record, "tensorflow_datasets") or _library_logs_asked_for():
             return True
         noise = any(text in str(record.msg) for text in _TFDS_NOISE)
         return record.levelno >= logging.WARNING and not noise

@@ -21,7 +21,10 @@ from wavlejepa import cli, runtime
 # JAX and the trainer are imported in main(), after the flags: `--help` and flag errors are instant.
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/cpu_debug.py.", lock_config=True
+    "config",
+    None,
+    "Config file, e.g. configs/cpu_debug.py, or a run's <workdir>/config.json.",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and TensorBoard events.")
 _MULTIHOST = flags.DEFINE_bool(

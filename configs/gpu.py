@@ -7,8 +7,7 @@ r"""The base model on one node of 8 GPUs (A100/H100), in bfloat16.
 yet measured): one step is ~117 TFLOPs (wavlejepa/flops.py), so on H100s about 0.04-0.05 s/step
 at 30-40% MFU (4-5 hours for the 375k steps), on A100s about 0.12-0.16 s/step (12-16 hours),
 if the input pipeline keeps up (64 clips a step: ~1,400 clips/s on H100s, ~450 on A100s). A
-SIGReg-spike warning means: use a lower peak LR (e.g. `--config.optimizer.peak_lr=1.5e-4
---config.optimizer.warmup_steps=7500`).
+SIGReg-spike warning names the overrides to try (half the peak LR, 2e-4 here).
 """
 
 from configs import default

@@ -15,8 +15,7 @@ checkpoints and TensorBoard events, and must be shared by the hosts too). What t
 estimate, not yet measured): one step is ~117 TFLOPs (wavlejepa/flops.py), so 0.07-0.09 s/step
 at 30-40% MFU of 16 x 275 bf16 TFLOP/s, i.e. 7-9 hours for the 375k steps, if the input
 pipeline keeps up (16 clips a step per host: ~200 clips/s per host). A SIGReg-spike warning
-means: use a lower peak LR (e.g. `--config.optimizer.peak_lr=1.5e-4
---config.optimizer.warmup_steps=7500`).
+names the overrides to try (half the peak LR, 2e-4 here).
 """
 
 import ml_collections

@@ -10,7 +10,6 @@ looks finished, so re-running also finishes it.
 
 import inspect
 import os
-import sys
 
 import ml_collections
 from absl import app, flags
@@ -92,15 +91,12 @@ def main(argv):
     del argv
     _check_data_dir(_DATA_DIR.value)
     runtime.set_up()
-    import tensorflow_datasets as tfds
 
     from wavlejepa.data import audio_folder, decode, sources
 
     dataset_config = _dataset_config(audio_folder.AudioFolder)
     if dataset_config.label_from not in audio_folder.LABEL_FROM:
         cli.fail(f"--label_from={_LABEL_FROM.value}; choose one of {audio_folder.LABEL_FROM}.")
-    if not sys.stderr.isatty():  # Piped: no progress bars full of escape codes.
-        tfds.disable_progress_bar()
     try:
         sources.ensure_built(dataset_config, strict=_STRICT.value)
     except decode.BadAudioError as e:

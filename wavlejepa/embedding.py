@@ -191,6 +191,30 @@ class Embedder:
             array (stereo [channels, samples] or two clips?) or a path given for `clips`; a
             `sample_rate` that is not a whole number of Hz >= 1.
         """
+        clips16 = self._checked_16k(clips, sample_rate, pad_short)
+        jobs = [  # (clip index, window) of every window of every clip
+            (i, w)
+            for i, audio in enumerate(clips16)
+            for w in plan_windows(len(audio), self.window_frames, self.buckets, self.cfg)
+        ]
+        if progress is not None:
+            progress.total = (progress.total or 0) + len(jobs)
+            progress.refresh()
+        outputs = self._embed_windows(clips16, jobs, progress)
+        pieces = [[] for _ in clips16]
+        for (i, w), out in zip(jobs, outputs, strict=True):
+            pieces[i].append(out[w.keep_from : w.keep_to])
+        results = []
+        for audio, parts in zip(clips16, pieces, strict=True):
+            frames = np.concatenate(parts, axis=0)
+            results.append(ClipEmbedding(frames, frame_times(len(frames), len(audio), self.cfg)))
+        return results
+
+    def _checked_16k(
+        self, clips: Sequence[np.ndarray], sample_rate, pad_short: bool
+    ) -> list[np.ndarray]:
+        """`clips` checked as `embed` documents, downmixed where the layout is sure, and
+        resampled to 16 kHz."""
         real = isinstance(sample_rate, numbers.Real)
         if not real or sample_rate < 1 or not float(sample_rate).is_integer():
             raise ValueError(
@@ -214,23 +238,7 @@ class Embedder:
                     f"{1000 * self.min_samples / SAMPLE_RATE:g} ms): leave it out or pad it to "
                     "at least that length."
                 )
-        jobs = [  # (clip index, window) of every window of every clip
-            (i, w)
-            for i, audio in enumerate(clips16)
-            for w in plan_windows(len(audio), self.window_frames, self.buckets, self.cfg)
-        ]
-        if progress is not None:
-            progress.total = (progress.total or 0) + len(jobs)
-            progress.refresh()
-        outputs = self._embed_windows(clips16, jobs, progress)
-        pieces = [[] for _ in clips16]
-        for (i, w), out in zip(jobs, outputs, strict=True):
-            pieces[i].append(out[w.keep_from : w.keep_to])
-        results = []
-        for audio, parts in zip(clips16, pieces, strict=True):
-            frames = np.concatenate(parts, axis=0)
-            results.append(ClipEmbedding(frames, frame_times(len(frames), len(audio), self.cfg)))
-        return results
+        return clips16
 
     def _embed_windows(self, clips16: list[np.ndarray], jobs: list, progress) -> list[np.ndarray]:
         """float32 `[bucket_frames, dim]` per job, run bucket by bucket in full batches."""

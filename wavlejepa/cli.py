@@ -38,6 +38,15 @@ def check_output_file(path: str, flag: str) -> str:
     return full
 
 
+def existing_ancestor(path: str) -> str:
+    """`path` (absolute, user expanded) if something is there, else its nearest parent that
+    exists: where a folder to be created would hang."""
+    existing = os.path.abspath(os.path.expanduser(path))
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    return existing
+
+
 def check_workdir(path: str, flag: str = "--workdir") -> None:
     """Fails unless `path` is a folder we can write in, or can be created (local paths only:
     gs:// and other remote workdirs are left to the storage layer)."""
@@ -46,9 +55,7 @@ def check_workdir(path: str, flag: str = "--workdir") -> None:
     full = os.path.abspath(os.path.expanduser(path))
     if os.path.exists(full) and not os.path.isdir(full):
         fail(f"{flag}={path} is a file: give a folder (it is created if missing).")
-    existing = full
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    existing = existing_ancestor(full)
     if not os.access(existing, os.W_OK | os.X_OK):
         fail(f"{flag}={path}: {existing} is not writable; choose another folder.")
 

@@ -74,9 +74,7 @@ def _check_targets(paths: list[str], source: str, output_dir: str) -> None:
                 f"--output_dir={output_dir}: {target} (the .npz of {path}) exists and {what}, so "
                 "it would be overwritten: move it aside, or give another --output_dir."
             )
-        parent = os.path.dirname(target)
-        while not os.path.lexists(parent):
-            parent = os.path.dirname(parent)
+        parent = cli.existing_ancestor(os.path.dirname(target))
         if not os.path.isdir(parent):
             cli.fail(
                 f"--output_dir={output_dir}: {parent} is a file where the .npz of {path} needs a "

@@ -76,9 +76,7 @@ def _check_data_dir(path: str) -> None:
     """Fails unless --data_dir is a folder we can write in, or can be created: checked before
     TFDS is imported, so the mistake costs no time."""
     if "://" not in path:  # gs:// and other remote data_dirs are left to the storage layer.
-        existing = os.path.abspath(os.path.expanduser(path))
-        while not os.path.exists(existing):
-            existing = os.path.dirname(existing)
+        existing = cli.existing_ancestor(path)
         if not os.path.isdir(existing):
             cli.fail(
                 f"--data_dir={path}: {existing} is a file; give a folder for the dataset (it is "

@@ -28,15 +28,6 @@ _hashes = cli_helpers.file_hashes
 _assert_refused = cli_helpers.assert_refused
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    config = cpu_debug.get_config()
-    params = model.init(jax.random.key(1), config.model)
-    workdir = str(tmp_path_factory.mktemp("run"))
-    test_embed.save_checkpoint(workdir, config, params)
-    return workdir
-
-
 @pytest.fixture()
 def one_clip(tmp_path):
     folder = tmp_path / "in"

@@ -6,14 +6,13 @@ import os
 import threading
 
 import cli_helpers
-import jax
 import numpy as np
 import pytest
 import soundfile as sf
 import test_embed
 
 from configs import cpu_debug
-from wavlejepa import embedding, evaluate, model
+from wavlejepa import embedding, evaluate
 
 FSDD = os.path.join(test_embed.REPO, "wavlejepa", "data", "samples", "fsdd")
 
@@ -25,15 +24,6 @@ _assert_refused = cli_helpers.assert_refused
 @pytest.fixture(scope="module")
 def embedder():
     return embedding.Embedder.random_init(cpu_debug.get_config(), seed=0, batch_size=4)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    config = cpu_debug.get_config()
-    params = model.init(jax.random.key(1), config.model)
-    workdir = str(tmp_path_factory.mktemp("run"))
-    test_embed.save_checkpoint(workdir, config, params)
-    return workdir
 
 
 def _clips(folder, count):

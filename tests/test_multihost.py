@@ -120,3 +120,41 @@ def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path, cache_d
         assert f"Stopped at step {stopped}; its checkpoint is saved." in log
     assert runner.committed_steps(workdir / "checkpoints")[-1] == stopped
     assert max(r["step"] for r in runner.records(workdir)) == stopped
+
+
+def test_a_failed_dataset_build_stops_every_host(tmp_path, cache_dir):
+    # Host 0 alone builds the dataset; here every file is corrupt, so the build fails. Before,
+    # host 1 waited at a barrier until JAX's runtime gave up (30 s on CPU) and died with a Gloo
+    # traceback, exit 1. Now each host ends in one line naming the problem, host 0's own and
+    # host 1's pointing at host 0's log, with exit 2. Nothing is written.
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    (audio / "a.wav").write_bytes(b"RIFF not a wave file")
+    workdir = tmp_path / "run"
+    env = runner.subprocess_env(cache_dir, devices=1)
+    port = portpicker.pick_unused_port()
+    common = [
+        "--config=configs/cpu_debug.py",
+        f"--config.dataset.audio_dir={audio}",
+        f"--config.dataset.data_dir={tmp_path / 'tfds'}",
+        f"--workdir={workdir}",
+        f"--coordinator_address=localhost:{port}",
+        "--num_processes=2",
+    ]
+    procs = [
+        runner.launch(common + [f"--process_id={i}"], env, tmp_path / f"p{i}.log", main_module=True)
+        for i in range(2)
+    ]
+    try:
+        codes = [p.wait(timeout=180) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    logs = [(tmp_path / f"p{i}.log").read_text() for i in range(2)]
+    assert codes == [2, 2], "\n\n".join(log[-3000:] for log in logs)
+    assert "error: No usable audio in" in logs[0]
+    assert "error: Host 0 could not build dataset" in logs[1]
+    for log in logs:
+        assert "Traceback" not in log
+    assert not workdir.exists()

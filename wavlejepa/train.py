@@ -61,6 +61,26 @@ def held_out_metrics(
     return results
 
 
+def _build_on_host_0(dataset_config: ml_collections.ConfigDict) -> None:
+    """Host 0 builds the dataset if need be, then tells every host whether it could: a failed
+    build stops every host with an error (host 0's own; the others' names host 0's log) instead
+    of leaving them waiting for a dataset that will not come."""
+    failure = None
+    if jax.process_index() == 0:
+        try:
+            pipeline.ensure_built(dataset_config)
+        except Exception as error:  # Re-raised below, once the other hosts know.
+            failure = error
+    failed = multihost_utils.broadcast_one_to_all(np.int32(failure is not None))
+    if failure is not None:
+        raise failure
+    if failed:
+        raise pipeline.DatasetError(
+            f"Host 0 could not build dataset {dataset_config.name!r}; its log names the problem "
+            "and the fix. Nothing was written."
+        )
+
+
 def _prepared_config(
     config: ml_collections.ConfigDict, workdir: epath.Path
 ) -> ml_collections.ConfigDict | None:
@@ -89,9 +109,7 @@ def _prepared_config(
             )
         return None
     if not config.debug_dummy_data:
-        if jax.process_index() == 0:
-            pipeline.ensure_built(config.dataset)
-        multihost_utils.sync_global_devices("dataset built")
+        _build_on_host_0(config.dataset)
         pipeline.check_data(
             config.dataset,
             batch_size=config.batch_size // jax.process_count(),

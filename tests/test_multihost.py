@@ -53,23 +53,19 @@ def test_eight_devices_match_one_device(one_device, eight_devices):
     _assert_same_metrics(eight_devices, one_device)
 
 
-def _two_hosts(workdir, tmp_path, cache_dir, extra_args=((), ())) -> list[str]:
-    """Runs ARGS on 2 processes x 4 devices (`extra_args[i]` for process i); their logs."""
-    env = runner.subprocess_env(cache_dir, devices=4)
+def _two_processes(args, env, tmp_path, *, main_module=False, expect=(0, 0)) -> list[str]:
+    """Runs process i of 2 with `args[i]` and the coordinator flags (the test launcher, or
+    main.py with main_module=True); fails with both logs' tails unless their exit codes are
+    `expect`. Their logs."""
     port = portpicker.pick_unused_port()
+    coordinator = [f"--coordinator_address=localhost:{port}", "--num_processes=2"]
     procs = [
         runner.launch(
-            ARGS
-            + [
-                f"--workdir={workdir}",
-                f"--coordinator_address=localhost:{port}",
-                "--num_processes=2",
-                f"--process_id={i}",
-                *extra_args[i],
-            ],
+            [*args[i], *coordinator, f"--process_id={i}"],
             env,
             tmp_path / f"process_{i}.log",
-        )  # fmt: skip
+            main_module=main_module,
+        )
         for i in range(2)
     ]
     try:
@@ -79,8 +75,15 @@ def _two_hosts(workdir, tmp_path, cache_dir, extra_args=((), ())) -> list[str]:
             if p.poll() is None:
                 p.kill()
     logs = [(tmp_path / f"process_{i}.log").read_text() for i in range(2)]
-    assert codes == [0, 0], "\n\n".join(log[-3000:] for log in logs)
+    assert codes == list(expect), "\n\n".join(log[-3000:] for log in logs)
     return logs
+
+
+def _two_hosts(workdir, tmp_path, cache_dir, extra_args=((), ())) -> list[str]:
+    """Runs ARGS on 2 processes x 4 devices (`extra_args[i]` for process i); their logs."""
+    env = runner.subprocess_env(cache_dir, devices=4)
+    args = [ARGS + [f"--workdir={workdir}", *extra] for extra in extra_args]
+    return _two_processes(args, env, tmp_path)
 
 
 def test_two_hosts_match_one_host_and_read_only_their_shard(tmp_path, cache_dir, eight_devices):
@@ -131,28 +134,14 @@ def test_a_failed_dataset_build_stops_every_host(tmp_path, cache_dir):
     audio.mkdir()
     (audio / "a.wav").write_bytes(b"RIFF not a wave file")
     workdir = tmp_path / "run"
-    env = runner.subprocess_env(cache_dir, devices=1)
-    port = portpicker.pick_unused_port()
-    common = [
+    args = [
         "--config=configs/cpu_debug.py",
         f"--config.dataset.audio_dir={audio}",
         f"--config.dataset.data_dir={tmp_path / 'tfds'}",
         f"--workdir={workdir}",
-        f"--coordinator_address=localhost:{port}",
-        "--num_processes=2",
     ]
-    procs = [
-        runner.launch(common + [f"--process_id={i}"], env, tmp_path / f"p{i}.log", main_module=True)
-        for i in range(2)
-    ]
-    try:
-        codes = [p.wait(timeout=180) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    logs = [(tmp_path / f"p{i}.log").read_text() for i in range(2)]
-    assert codes == [2, 2], "\n\n".join(log[-3000:] for log in logs)
+    env = runner.subprocess_env(cache_dir, devices=1)
+    logs = _two_processes([args, args], env, tmp_path, main_module=True, expect=(2, 2))
     assert "error: No usable audio in" in logs[0]
     assert "error: Host 0 could not build dataset" in logs[1]
     for log in logs:

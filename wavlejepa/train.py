@@ -63,8 +63,8 @@ def held_out_metrics(
 
 def _build_on_host_0(dataset_config: ml_collections.ConfigDict) -> None:
     """Host 0 builds the dataset if need be, then tells every host whether it could: a failed
-    build stops every host with an error (host 0's own; the others' names host 0's log) instead
-    of leaving them waiting for a dataset that will not come."""
+    build stops every host with an error (host 0's own; on the other hosts one pointing at host
+    0's log) instead of leaving them waiting for a dataset that will not come."""
     failure = None
     if jax.process_index() == 0:
         try:

@@ -102,6 +102,19 @@ def test_a_saved_config_loads_as_the_config_it_records(saved):
     checkpointing.check_run_record(epath.Path(saved), loaded)
 
 
+def test_a_config_saved_before_the_form_keys_builds_the_form_it_trained(saved):
+    record = json.loads(saved.read_text())
+    for key in model_sizes.FORM_DEFAULTS:
+        del record["model"][key]
+    saved.write_text(json.dumps(record))
+    loaded = saved_config.load(str(saved))
+    assert {k: loaded.model[k] for k in model_sizes.FORM_DEFAULTS} == {
+        "block_norm": "pre",
+        "gelu": "tanh",
+        "encoder_final_norm_eps": 1e-6,
+    }
+
+
 def test_a_saved_config_takes_overrides(saved):
     # A tuple key (JSON's list) is overridden as in the config file the run came from.
     override = "--config.model.projector_hidden_dims=256"

@@ -92,6 +92,10 @@ def _bad(**overrides):
         (dict(dataset__short_clips="trim"), 1, "config.dataset.short_clips='trim'"),
         (dict(loss__sigreg_crops=1), 1, "config.loss.sigreg_crops=1 and sigreg_frames=50"),
         (dict(health__min_rank_fraction=1.5), 1, "config.health.min_rank_fraction=1.5"),
+        (dict(model__block_norm="sandwich"), 1, "config.model.block_norm='sandwich': choose"),
+        (dict(model__gelu="erf"), 1, "config.model.gelu='erf': choose one of"),
+        (dict(model__encoder_final_norm_eps=0.0), 1, "config.model.encoder_final_norm_eps=0.0"),
+        (dict(model__encoder_final_norm_eps=1.0), 1, "must be a number in (0, 0.01]"),
     ],
 )
 def test_bad_values_are_named_with_their_key(overrides, num_devices, expected):

@@ -4,7 +4,8 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl.testing import absltest
+import scipy.special
+from absl.testing import absltest, parameterized
 
 from configs import cpu_debug, default
 from wavlejepa import model
@@ -21,8 +22,10 @@ def _ln_np(x, scale, bias, eps):
     return (x - mean) / np.sqrt(var + eps) * scale + bias
 
 
-def _gelu_np(x):
-    """GELU in its tanh form (jax.nn.gelu's default), used throughout the model."""
+def _gelu_np(x, form="tanh"):
+    """GELU: the tanh approximation (the model's default) or the exact erf form."""
+    if form == "exact":
+        return 0.5 * x * (1 + scipy.special.erf(x / np.sqrt(2)))
     return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
 
 
@@ -140,7 +143,51 @@ def _attention_np(p, x, kv, heads, kv_len):
     return dense(p["out"], out)
 
 
+def _block_np(p, x, heads, length, block_norm, gelu):
+    """One self-attention block in float64; rows past `length` are padding (keys ignored)."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
+    ln = lambda name, y: _ln_np(y, p[name]["scale"], p[name]["bias"], 1e-6)
+    dense = lambda d, a: a @ d["kernel"] + d["bias"]
+    attend = lambda y: _attention_np(p["self_attention"], y, y, heads, length)
+    mlp = lambda y: dense(p["mlp"]["out"], _gelu_np(dense(p["mlp"]["hidden"], y), gelu))
+    if block_norm == "post":  # PyTorch's TransformerEncoderLayer(norm_first=False).
+        x = ln("self_attention_norm", x + attend(x))
+        return ln("mlp_norm", x + mlp(x))
+    x = x + attend(ln("self_attention_norm", x))
+    return x + mlp(ln("mlp_norm", x))
+
+
 class TransformerTest(chex.TestCase):
+    @parameterized.parameters(("pre", "tanh"), ("post", "exact"), ("post", "tanh"))
+    def test_block_matches_numpy_in_both_forms(self, block_norm, gelu):
+        params = transformer.block_init(jax.random.PRNGKey(5), 16, 48)
+        # Norm scales and biases away from 1 and 0, so a misplaced norm cannot pass.
+        params = jax.tree.map(
+            lambda a: a + 0.3 * jax.random.normal(jax.random.PRNGKey(a.size), a.shape), params
+        )
+        x = np.random.default_rng(5).standard_normal((2, 6, 16)).astype(np.float32)
+        lengths = np.array([4, 6], np.int32)
+        got = transformer.block_apply(
+            params,
+            jnp.asarray(x),
+            num_heads=4,
+            lengths_B=jnp.asarray(lengths),
+            block_norm=block_norm,
+            gelu=gelu,
+        )
+        for b in range(2):
+            want = _block_np(params, x[b].astype(np.float64), 4, lengths[b], block_norm, gelu)
+            np.testing.assert_allclose(got[b, : lengths[b]], want[: lengths[b]], atol=2e-5)
+
+    def test_gelu_forms_differ_where_the_approximation_errs(self):
+        x = np.linspace(-4, 4, 81)
+        for form in layers.GELUS:
+            np.testing.assert_allclose(layers.gelu(x, form), _gelu_np(x, form), atol=1e-6)
+        gap = np.abs(np.asarray(layers.gelu(x, "exact")) - np.asarray(layers.gelu(x, "tanh")))
+        self.assertGreater(gap.max(), 1e-4)  # So the test above tells the two forms apart.
+        with self.assertRaisesRegex(ValueError, "choose one of"):
+            layers.gelu(x, "erf")
+
     def test_attention_matches_numpy_and_ignores_padded_keys(self):
         key = jax.random.PRNGKey(2)
         params = transformer.attention_init(key, 16, 24, 32)

@@ -13,13 +13,16 @@ import ml_collections
 from wavlejepa import evaluators, masking, model_sizes
 from wavlejepa.data import pipeline, transforms
 from wavlejepa.evaluators import linear_probe
-from wavlejepa.nets import waveform
+from wavlejepa.nets import layers, transformer, waveform
 
 DTYPES = ("float32", "bfloat16")
 # AdamW moves every weight by about the learning rate each step, whatever the gradient's scale;
 # the weights are O(0.1) at initialisation, so past 1 one step replaces the network and no run
 # trains (the recipe uses 4e-4). A larger value is a typo (1e4 for 1e-4), refused before compute.
 MAX_PEAK_LR = 1.0
+# A LayerNorm eps only guards a division; one near the features' variance (O(1)) changes the
+# network, so a larger value is a typo.
+MAX_NORM_EPS = 1e-2
 
 
 def _optimizer_and_schedule_problems(config: ml_collections.ConfigDict):
@@ -77,6 +80,23 @@ def _batch_and_model_problems(config: ml_collections.ConfigDict, num_devices, nu
 
     if config.model.dtype not in DTYPES:
         yield f"config.model.dtype={config.model.dtype!r}: choose one of {DTYPES}."
+    yield from _form_problems(config.model)
+
+
+def _form_problems(model: ml_collections.ConfigDict):
+    if model.block_norm not in transformer.BLOCK_NORMS:
+        yield (
+            f"config.model.block_norm={model.block_norm!r}: choose one of "
+            f"{transformer.BLOCK_NORMS} (WavJEPA's blocks are 'post')."
+        )
+    if model.gelu not in layers.GELUS:
+        yield f"config.model.gelu={model.gelu!r}: choose one of {layers.GELUS} (WavJEPA: 'exact')."
+    eps = model.encoder_final_norm_eps
+    if not (isinstance(eps, int | float) and 0 < eps <= MAX_NORM_EPS):
+        yield (
+            f"config.model.encoder_final_norm_eps={eps} must be a number in (0, {MAX_NORM_EPS:g}] "
+            "(1e-6 ours, 1e-5 WavJEPA's)."
+        )
 
 
 def _loss_and_data_problems(config: ml_collections.ConfigDict):

@@ -44,10 +44,29 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     cfg.conv_strides = CONV_STRIDES  # Stride of each conv layer; product 160 -> 100 Hz.
     for name, value in SIZES[size].items():
         setattr(cfg, name, value)
+    # The network's form. WavJEPA's own is "post", "exact", 1e-5 (what `import_wavjepa`
+    # writes); every recipe in docs/experiments was measured with the form below.
+    cfg.block_norm = "pre"  # Each block's LayerNorms: before each sublayer or after its add.
+    cfg.gelu = "tanh"  # GELU everywhere: "tanh" approximation or "exact" (erf, torch's default).
+    cfg.encoder_final_norm_eps = 1e-6  # The context encoder's last LayerNorm.
     cfg.dtype = "float32"  # Compute dtype; params stay float32. "bfloat16" on TPU/GPU.
     cfg.remat = False  # Rematerialise each transformer block in the backward pass (long crops).
     cfg.scan_layers = True  # lax.scan over blocks (one compiled block); False unrolls them.
     return cfg
+
+
+# The form keys with the values every run had before they existed: a config saved then lacks them.
+FORM_DEFAULTS = {"block_norm": "pre", "gelu": "tanh", "encoder_final_norm_eps": 1e-6}
+
+
+def with_form_defaults(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config.model` with the form keys a config saved before they existed lacks, filled in."""
+    missing = {k: v for k, v in FORM_DEFAULTS.items() if k not in cfg}
+    if not missing:
+        return cfg
+    completed = ml_collections.ConfigDict(cfg.to_dict())
+    completed.update(missing)
+    return completed
 
 
 def _row_of(cfg: ml_collections.ConfigDict) -> dict:

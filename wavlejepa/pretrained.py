@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from wavlejepa import model
+from wavlejepa import model, model_sizes
 from wavlejepa.checkpointing import (
     BEST_DIR,
     LATEST_DIR,
@@ -59,7 +59,9 @@ def load_config(directory: str, step: int | None = None) -> ml_collections.Confi
     """The config a checkpoint was trained with (see `load` for `directory`)."""
     path = _step_dir(directory, step) / "config"
     config_dict = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path)
-    return ml_collections.ConfigDict(_as_tuples(config_dict))
+    config = ml_collections.ConfigDict(_as_tuples(config_dict))
+    config.model = model_sizes.with_form_defaults(config.model)
+    return config
 
 
 def load(directory: str, step: int | None = None) -> tuple[dict, ml_collections.ConfigDict]:

@@ -9,6 +9,8 @@ import json
 import ml_collections
 from etils import epath
 
+from wavlejepa import model_sizes
+
 
 class SavedConfigError(ValueError):
     """A config.json that cannot be read as a config; the message names the file and the fix."""
@@ -54,7 +56,10 @@ def load(path: str) -> ml_collections.ConfigDict:
             f"{path} holds a JSON {type(saved).__name__}, not a config: a run's config.json "
             "is one object of config keys."
         )
-    return _from_json(saved)
+    config = _from_json(saved)
+    if isinstance(config.get("model"), ml_collections.ConfigDict):
+        config.model = model_sizes.with_form_defaults(config.model)
+    return config
 
 
 def get_config(path: str) -> ml_collections.ConfigDict:

@@ -34,5 +34,7 @@ def apply(
         scan=cfg.scan_layers,
         num_heads=cfg.encoder_heads,
         lengths_B=lengths_B,
+        block_norm=cfg.block_norm,
+        gelu=cfg.gelu,
     )
-    return layers.layer_norm_apply(params["final_norm"], x_BxTxD)
+    return layers.layer_norm_apply(params["final_norm"], x_BxTxD, eps=cfg.encoder_final_norm_eps)

@@ -24,6 +24,18 @@ def dense_apply(params: dict, x: jax.Array) -> jax.Array:
     return jnp.einsum("...i,io->...o", x, kernel) + params["bias"].astype(x.dtype)
 
 
+# GELU's two forms: the tanh approximation (jax.nn.gelu's default) or the exact erf form
+# (PyTorch's nn.GELU(), which WavJEPA uses).
+GELUS = ("tanh", "exact")
+
+
+def gelu(x: jax.Array, form: str = "tanh") -> jax.Array:
+    """GELU in one of `GELUS`' forms."""
+    if form not in GELUS:
+        raise ValueError(f"gelu={form!r}: choose one of {GELUS}.")
+    return jax.nn.gelu(x, approximate=form == "tanh")
+
+
 def layer_norm_init(dim: int) -> dict:
     return {"scale": jnp.ones((dim,), jnp.float32), "bias": jnp.zeros((dim,), jnp.float32)}
 

@@ -65,6 +65,8 @@ def apply(
         context_BxSxD=context,
         context_lengths_B=context_lengths_B,
         context_repeat=groups_per_context,
+        block_norm=cfg.block_norm,
+        gelu=cfg.gelu,
     )
     x = layers.layer_norm_apply(params["final_norm"], x)
     return layers.dense_apply(params["output_projection"], x)

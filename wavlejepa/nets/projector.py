@@ -25,5 +25,5 @@ def apply(params: dict, x_NxD: jax.Array, cfg: ml_collections.ConfigDict) -> jax
     for i in range(num_layers):
         x = layers.dense_apply(params[f"dense_{i}"], x)
         if i < num_layers - 1:
-            x = jax.nn.gelu(layers.layer_norm_apply(params[f"norm_{i}"], x))
+            x = layers.gelu(layers.layer_norm_apply(params[f"norm_{i}"], x), cfg.gelu)
     return x

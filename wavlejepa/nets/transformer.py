@@ -1,14 +1,20 @@
-"""Pre-LayerNorm transformer blocks (self-attention, optional cross-attention, GELU MLP).
+"""Transformer blocks (self-attention, optional cross-attention, GELU MLP), LayerNorm before
+each sublayer (pre-LN, ViT) or after each residual add (post-LN, WavJEPA's PyTorch blocks).
 
 Padding is given as lengths: the valid tokens of each example come first (the masking module
 gathers them that way), which `jax.nn.dot_product_attention` takes as `*_seq_lengths` and the
 cuDNN kernel supports without a dense mask.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 from wavlejepa.nets import layers
+
+# Where each sublayer's LayerNorm sits: before it ("pre") or after its residual add ("post").
+BLOCK_NORMS = ("pre", "post")
 
 
 def attention_init(key: jax.Array, query_dim: int, kv_dim: int, width: int) -> dict:
@@ -79,9 +85,9 @@ def mlp_init(key: jax.Array, dim: int, hidden_dim: int) -> dict:
     }
 
 
-def mlp_apply(params: dict, x_BxTxD: jax.Array) -> jax.Array:
-    """`[batch, tokens, dim]` -> same shape, through a GELU hidden layer."""
-    hidden_BxTxF = jax.nn.gelu(layers.dense_apply(params["hidden"], x_BxTxD))
+def mlp_apply(params: dict, x_BxTxD: jax.Array, *, gelu: str = "tanh") -> jax.Array:
+    """`[batch, tokens, dim]` -> same shape, through a GELU hidden layer (`layers.gelu`)."""
+    hidden_BxTxF = layers.gelu(layers.dense_apply(params["hidden"], x_BxTxD), gelu)
     return layers.dense_apply(params["out"], hidden_BxTxF)
 
 
@@ -103,13 +109,22 @@ def block_init(
 
 
 def _residual_attention(
-    params: dict, name: str, x_BxTxD: jax.Array, context_BxSxD: jax.Array | None, **kwargs
+    params: dict,
+    name: str,
+    x_BxTxD: jax.Array,
+    context_BxSxD: jax.Array | None,
+    *,
+    post_norm: bool,
+    **kwargs,
 ) -> jax.Array:
-    """Pre-norm residual attention: `x + attention(norm(x), context)`; the keys and values are
-    the normed x itself when `context` is None (self-attention)."""
-    normed_BxTxD = layers.layer_norm_apply(params[f"{name}_norm"], x_BxTxD)
-    kv_BxSxD = normed_BxTxD if context_BxSxD is None else context_BxSxD
-    return x_BxTxD + attention_apply(params[name], normed_BxTxD, kv_BxSxD, **kwargs)
+    """Residual attention; the keys and values are the queries' own input when `context` is
+    None (self-attention). Pre-norm: `x + attention(norm(x), context)`; post-norm:
+    `norm(x + attention(x, context))`."""
+    norm = functools.partial(layers.layer_norm_apply, params[f"{name}_norm"])
+    queries_BxTxD = x_BxTxD if post_norm else norm(x_BxTxD)
+    kv_BxSxD = queries_BxTxD if context_BxSxD is None else context_BxSxD
+    out_BxTxD = x_BxTxD + attention_apply(params[name], queries_BxTxD, kv_BxSxD, **kwargs)
+    return norm(out_BxTxD) if post_norm else out_BxTxD
 
 
 def block_apply(
@@ -121,17 +136,24 @@ def block_apply(
     context_BxSxD: jax.Array | None = None,
     context_lengths_B: jax.Array | None = None,
     context_repeat: int = 1,
+    block_norm: str = "pre",
+    gelu: str = "tanh",
 ) -> jax.Array:
     """`x [batch, tokens, width]` -> same shape; valid tokens of x come first (`lengths`).
 
     With `context_repeat = R`, the context and its lengths are `[batch / R, ...]`, shared by R
-    consecutive rows of x (`attention_apply`'s `kv_repeat`).
+    consecutive rows of x (`attention_apply`'s `kv_repeat`). `block_norm` is "pre" or "post"
+    (where each sublayer's LayerNorm sits), `gelu` the MLP's GELU ("tanh" or "exact").
     """
+    if block_norm not in BLOCK_NORMS:
+        raise ValueError(f"block_norm={block_norm!r}: choose one of {BLOCK_NORMS}.")
+    post_norm = block_norm == "post"
     x_BxTxD = _residual_attention(
         params,
         "self_attention",
         x_BxTxD,
         None,
+        post_norm=post_norm,
         num_heads=num_heads,
         query_lengths_B=lengths_B,
         kv_lengths_B=lengths_B,
@@ -142,13 +164,16 @@ def block_apply(
             "cross_attention",
             x_BxTxD,
             context_BxSxD,
+            post_norm=post_norm,
             num_heads=num_heads,
             query_lengths_B=lengths_B,
             kv_lengths_B=context_lengths_B,
             kv_repeat=context_repeat,
         )
-    normed_BxTxD = layers.layer_norm_apply(params["mlp_norm"], x_BxTxD)
-    return x_BxTxD + mlp_apply(params["mlp"], normed_BxTxD)
+    norm = functools.partial(layers.layer_norm_apply, params["mlp_norm"])
+    if post_norm:
+        return norm(x_BxTxD + mlp_apply(params["mlp"], x_BxTxD, gelu=gelu))
+    return x_BxTxD + mlp_apply(params["mlp"], norm(x_BxTxD), gelu=gelu)
 
 
 def stack_init(key: jax.Array, depth: int, **block_kwargs) -> dict:

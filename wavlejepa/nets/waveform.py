@@ -135,7 +135,7 @@ def apply(
             )
             if i == 0:
                 x = _group_norm_per_channel(params["conv_0_group_norm"], x, conv0_valid_B)
-            x = jax.nn.gelu(x)
+            x = layers.gelu(x, cfg.gelu)
     x = layers.layer_norm_apply(params["layer_norm"], x, eps=1e-5)
     x = layers.dense_apply(params["projection"], x)
     positions = layers.sincos_positions(x.shape[1], x.shape[2])

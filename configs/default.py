@@ -28,6 +28,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.keep_checkpoints = 3  # Latest checkpoints kept on disk.
     config.keep_best = 1  # Checkpoints kept under workdir/best/ by lowest eval loss.
     config.debug_dummy_data = False  # Synthetic audio of the right shapes: no dataset needed.
+    # A model folder (`import_wavjepa`'s output, or a run's workdir) whose encoder a new run
+    # starts from, with a fresh predictor and projector; "" = random init. A resumed run takes
+    # its own checkpoint instead. The model keys must build the same encoder (checked).
+    config.init_from = ""
 
     # Model: one row of wavlejepa/model_sizes.py, then dtype/remat.
     config.model = model_sizes.model_config("base")

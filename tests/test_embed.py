@@ -72,9 +72,11 @@ class GeometryTest(parameterized.TestCase):
         for w in windows:
             self.assertIn(w.bucket_frames, buckets)
             self.assertLessEqual(w.stop, num_samples)
-            self.assertLessEqual(
-                w.stop - w.start, waveform.samples_for_frames(w.bucket_frames, cfg)
-            )
+            # Every sample of the window's span, up to where a next frame would start.
+            full = embedding.window_samples(w.bucket_frames, cfg)
+            self.assertEqual(w.stop - w.start, min(num_samples - w.start, full))
+            self.assertEqual(waveform.num_frames(full, cfg), w.bucket_frames)
+            self.assertEqual(waveform.num_frames(full + 1, cfg), w.bucket_frames + 1)
             self.assertLessEqual(w.keep_to, w.valid_frames)
             # Local frame k of the window starts at sample start + 160 k in the clip.
             self.assertEqual(w.start % 160, 0)
@@ -111,10 +113,13 @@ class EmbedderTest(chex.TestCase):
         audio = self.rng.normal(size=20_000)  # 124 frames: windows at 0, 50 and 74 (end-aligned).
         out = self.embedder.embed_one(audio)
         chex.assert_shape(out.frames, (124, 64))
-        np.testing.assert_allclose(out.frames[:50], self._reference(audio[:8080]), atol=2e-5)
+        # Each window: 8,239 samples (every sample before a 51st frame would start), or to the end.
+        span = embedding.window_samples(50, self.config.model)
+        self.assertEqual(span, 8239)
+        np.testing.assert_allclose(out.frames[:50], self._reference(audio[:span]), atol=2e-5)
         np.testing.assert_allclose(out.frames[50:100],
-                                   self._reference(audio[8000:16080]), atol=2e-5)  # fmt: skip
-        last = self._reference(audio[74 * 160 : 74 * 160 + 8080])
+                                   self._reference(audio[8000:8000 + span]), atol=2e-5)  # fmt: skip
+        last = self._reference(audio[74 * 160 :])
         np.testing.assert_allclose(out.frames[100:], last[26:], atol=2e-5)
         np.testing.assert_allclose(out.timestamps, (160 * np.arange(124) + 120) / 16000)
         self.assertLessEqual(out.timestamps[-1], 20_000 / 16000)

@@ -237,3 +237,21 @@ def save_best(
         ),
         metrics={BEST_METRIC: float(eval_loss)},
     )
+
+
+def save_model(
+    directory: str | epath.Path, params: dict, config: ml_collections.ConfigDict
+) -> None:
+    """A model for use at `directory`: `config.json` and `best/0/{params,config}`, the layout
+    `pretrained.load` reads from a workdir (`import_wavjepa` writes one)."""
+    directory = epath.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(config.to_json_best_effort(indent=2))
+    with ocp.CheckpointManager(directory / BEST_DIR, item_names=("params", "config")) as mngr:
+        mngr.save(
+            0,
+            args=ocp.args.Composite(
+                params=ocp.args.PyTreeSave(params), config=ocp.args.JsonSave(config.to_dict())
+            ),
+        )
+        mngr.wait_until_finished()

@@ -81,6 +81,12 @@ def _batch_and_model_problems(config: ml_collections.ConfigDict, num_devices, nu
     if config.model.dtype not in DTYPES:
         yield f"config.model.dtype={config.model.dtype!r}: choose one of {DTYPES}."
     yield from _form_problems(config.model)
+    init_from = config.get("init_from", "")
+    if init_from and "://" not in init_from and not os.path.isdir(os.path.expanduser(init_from)):
+        yield (
+            f"config.init_from={init_from!r} is not a folder: give the --output folder of "
+            "`python -m wavlejepa.import_wavjepa`, or a run's workdir ('' = random init)."
+        )
 
 
 def _form_problems(model: ml_collections.ConfigDict):

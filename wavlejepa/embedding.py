@@ -65,14 +65,22 @@ class Window:
     keep_to: int
 
 
+def window_samples(frames: int, cfg: ml_collections.ConfigDict) -> int:
+    """The most samples that give `frames` frames: a window takes every sample up to where the
+    next frame would start, so none is dropped from its normalisation statistics (a 2.01 s crop
+    of 32,159 or 32,160 samples, WavJEPA's and ours, is one window of 200 frames)."""
+    return waveform.samples_for_frames(frames + 1, cfg) - 1
+
+
 def plan_windows(
     num_samples: int, window_frames: int, buckets: Sequence[int], cfg: ml_collections.ConfigDict
 ) -> list[Window]:
     """Windows that together give every frame of a clip of `num_samples` once, in order.
 
     A clip of at most `window_frames` frames is one window padded to the smallest bucket that holds
-    it. A longer one is cut into windows of exactly `window_frames` frames (no padding) at
-    multiples of that; the last is aligned to the clip's end and keeps only its new frames.
+    it. A longer one is cut into windows of exactly `window_frames` frames at multiples of that;
+    the last is aligned to the clip's end and keeps only its new frames. Each window spans
+    `window_samples` of its frames, or to the clip's end.
     """
     if num_samples < 1:
         raise ValueError("Cannot embed empty audio.")
@@ -80,14 +88,12 @@ def plan_windows(
     hop = waveform.hop_samples(cfg)
     if frames <= window_frames:
         bucket = min(b for b in buckets if b >= frames)
-        # Trailing samples that make no whole frame of the bucket are dropped.
-        stop = min(num_samples, waveform.samples_for_frames(bucket, cfg))
-        return [Window(0, stop, bucket, frames, 0, frames)]
+        return [Window(0, min(num_samples, window_samples(bucket, cfg)), bucket, frames, 0, frames)]
     offsets = list(range(0, frames - window_frames, window_frames)) + [frames - window_frames]
     windows, done = [], 0
     for offset in offsets:
         start = offset * hop
-        stop = start + waveform.samples_for_frames(window_frames, cfg)
+        stop = min(num_samples, start + window_samples(window_frames, cfg))
         keep_from = done - offset
         windows.append(Window(start, stop, window_frames, window_frames, keep_from, window_frames))
         done = offset + window_frames
@@ -245,7 +251,7 @@ class Embedder:
         outputs = [None] * len(jobs)
         for bucket in self.buckets:
             todo = [j for j, (_, w) in enumerate(jobs) if w.bucket_frames == bucket]
-            samples = waveform.samples_for_frames(bucket, self.cfg)
+            samples = window_samples(bucket, self.cfg)
             for s in range(0, len(todo), self.batch_size):
                 rows = todo[s : s + self.batch_size]
                 audio_BxS = np.zeros((self.batch_size, samples), np.float32)  # Pad rows: silence.

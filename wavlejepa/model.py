@@ -15,6 +15,14 @@ import ml_collections
 from wavlejepa import masking
 from wavlejepa.nets import encoder, predictor, projector, waveform
 
+# The networks `embed` uses: what a model for use (and `import_wavjepa`) holds at least.
+EMBEDDING_NETWORKS = ("waveform_encoder", "context_encoder")
+# The config.model keys those networks are built from: two encoders agreeing on these are the
+# same network (a checkpoint's encoder can be trained on under a config that matches them).
+EMBEDDING_KEYS = ("conv_kernels", "conv_strides", "conv_channels", "encoder_width",
+                  "encoder_depth", "encoder_heads", "encoder_mlp_dim", "block_norm", "gelu",
+                  "encoder_final_norm_eps")  # fmt: skip
+
 
 def init(key: jax.Array, cfg: ml_collections.ConfigDict) -> dict:
     """Float32 params: {"waveform_encoder", "context_encoder", "predictor", "projector"}."""

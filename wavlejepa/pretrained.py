@@ -55,8 +55,20 @@ def _step_dir(directory: str, step: int | None) -> epath.Path:
     return path / str(step)
 
 
+def _check_is_dir(directory: str) -> None:
+    path = epath.Path(directory)  # epath: local or gs:// alike.
+    if path.is_file():
+        raise CheckpointError(
+            f"{directory!r} is a file, not a checkpoint directory: give a training workdir "
+            "(or one of its checkpoints/<step> folders)."
+        )
+    if not path.is_dir():
+        raise CheckpointError(f"Checkpoint directory {directory!r} does not exist.")
+
+
 def load_config(directory: str, step: int | None = None) -> ml_collections.ConfigDict:
     """The config a checkpoint was trained with (see `load` for `directory`)."""
+    _check_is_dir(directory)
     path = _step_dir(directory, step) / "config"
     config_dict = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path)
     config = ml_collections.ConfigDict(_as_tuples(config_dict))
@@ -79,14 +91,7 @@ def load(directory: str, step: int | None = None) -> tuple[dict, ml_collections.
         When the newest of a workdir or manager fails (truncated files), the next older is
         loaded and a warning names both.
     """
-    path = epath.Path(directory)  # epath: local or gs:// alike.
-    if path.is_file():
-        raise CheckpointError(
-            f"{directory!r} is a file, not a checkpoint directory: give a training workdir "
-            "(or one of its checkpoints/<step> folders)."
-        )
-    if not path.is_dir():
-        raise CheckpointError(f"Checkpoint directory {directory!r} does not exist.")
+    _check_is_dir(directory)
     try:
         return _load(directory, step)
     except CheckpointError:
@@ -121,7 +126,8 @@ def _load(directory: str, step: int | None) -> tuple[dict, ml_collections.Config
 
 
 def _load_step(path: epath.Path) -> tuple[dict, ml_collections.ConfigDict]:
-    """`load` of one step directory."""
+    """`load` of one step directory: every network it holds (a run's all four; a model for use,
+    such as `import_wavjepa` writes, the embedding path's two)."""
     config = load_config(str(path))
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.eval_shape(
@@ -132,6 +138,9 @@ def _load_step(path: epath.Path) -> tuple[dict, ml_collections.ConfigDict]:
     )
     checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
     if (path / "params").is_dir():
+        held = checkpointer.metadata(path / "params").item_metadata.tree
+        if set(held) == set(model.EMBEDDING_NETWORKS):
+            abstract = {name: abstract[name] for name in model.EMBEDDING_NETWORKS}
         return checkpointer.restore(
             path / "params",
             args=ocp.args.PyTreeRestore(
@@ -148,3 +157,28 @@ def _load_step(path: epath.Path) -> tuple[dict, ml_collections.ConfigDict]:
         ),
     )
     return restored["params"], config
+
+
+def check_encoder(directory: str, model_cfg: ml_collections.ConfigDict) -> None:
+    """Raises CheckpointError unless `directory` holds a model (see `load`) whose encoder is the
+    network `model_cfg` builds: each differing key named, with the config that matches."""
+    saved = load_config(directory).model
+    differences = [
+        f"model.{key}={saved.get(key)!r} there, {model_cfg.get(key)!r} here"
+        for key in model.EMBEDDING_KEYS
+        if _as_tuples(saved.get(key)) != _as_tuples(model_cfg.get(key))
+    ]
+    if differences:
+        raise CheckpointError(
+            f"config.init_from={directory} holds another encoder ({'; '.join(differences)}): "
+            f"train it under its own model config, --config.model.<key>=<its value> for each, "
+            f"or --config={directory}/config.json for a run shaped as it."
+        )
+
+
+def encoder_params(directory: str, model_cfg: ml_collections.ConfigDict) -> dict:
+    """The embedding path's params of the model at `directory` (`check_encoder`ed against
+    `model_cfg`), to train on (`config.init_from`)."""
+    check_encoder(directory, model_cfg)
+    params, _ = load(directory)
+    return {name: params[name] for name in model.EMBEDDING_NETWORKS}

@@ -27,6 +27,7 @@ from wavlejepa import (
     config_validation,
     evaluators,
     model_sizes,
+    pretrained,
     reporting,
     runtime,
     stopping,
@@ -93,6 +94,8 @@ def _prepared_config(
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
     checkpointing.check_run_record(workdir / reporting.CONFIG_FILE, config)
+    if config.init_from:
+        pretrained.check_encoder(config.init_from, config.model)
     done = max(checkpointing.finished_steps(workdir / checkpointing.LATEST_DIR), default=0)
     if done > config.total_steps:
         raise checkpointing.CheckpointError(
@@ -150,7 +153,7 @@ def _restored_or_new_state(
     replicated: NamedSharding,
 ) -> train_state.TrainState:
     """The latest finished checkpoint (params replicated; the data position restored into
-    train_iter), else a new state from config.seed."""
+    train_iter), else a new state from config.seed (its encoder config.init_from's, if set)."""
     create = functools.partial(train_state.create, config=config)
     rng = jax.random.PRNGKey(config.seed)
     abstract_state = jax.eval_shape(create, rng)  # Shapes, nothing allocated.
@@ -160,7 +163,12 @@ def _restored_or_new_state(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract_state
     )
     state = checkpointing.restore_latest(latest_mngr, target, train_iter, config)
-    if state is None:
+    if state is None and config.init_from:
+        encoder = pretrained.encoder_params(config.init_from, config.model)
+        state = jax.jit(create, out_shardings=replicated)(rng, encoder_params=encoder)
+        logging.info("Starting from the encoder of %s (new predictor and projector).",
+                     config.init_from)  # fmt: skip
+    elif state is None:
         state = jax.jit(create, out_shardings=replicated)(rng)  # One sharding for every leaf.
         logging.info("No checkpoint in %s: starting from scratch.", latest_mngr.directory)
     else:

@@ -52,10 +52,21 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
     return adamw
 
 
-def create(rng: jax.Array, config: ml_collections.ConfigDict) -> TrainState:
-    """A fresh state from a raw `[2] uint32` key (jax.random.PRNGKey(config.seed))."""
+def create(
+    rng: jax.Array, config: ml_collections.ConfigDict, encoder_params: dict | None = None
+) -> TrainState:
+    """A fresh state from a raw `[2] uint32` key (jax.random.PRNGKey(config.seed)).
+
+    `encoder_params` (`{"waveform_encoder", "context_encoder"}`, `config.init_from`'s) replace
+    the initial encoder path; the predictor and projector are new either way.
+    """
     k_params, k_steps = jax.random.split(rng)
     params = model.init(k_params, config.model)
+    if encoder_params is not None:
+        chex.assert_trees_all_equal_shapes_and_dtypes(
+            encoder_params, {name: params[name] for name in model.EMBEDDING_NETWORKS}
+        )
+        params = params | encoder_params
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,

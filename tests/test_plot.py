@@ -103,6 +103,13 @@ class PlotTest(absltest.TestCase):
         self.assertEqual([os.path.basename(p) for p in paths],
                          ["training_curves.png", "embeddings_pca.png"])  # fmt: skip
         _assert_png(self, paths[1])
+        # A model folder without training curves (import_wavjepa's): the PCA alone.
+        os.remove(os.path.join(self.workdir, "metrics.jsonl"))
+        with self.assertRaisesRegex(FileNotFoundError, "--checkpoint alone"):
+            plot.make_plots(self.workdir, checkpoint=self.workdir)
+        out = os.path.join(self.workdir, "pca_only")
+        paths = plot.make_plots("", out, checkpoint=self.workdir, data="sample")
+        self.assertEqual(paths, [os.path.join(out, "embeddings_pca.png")])
 
 
 if __name__ == "__main__":

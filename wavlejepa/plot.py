@@ -167,25 +167,41 @@ def make_plots(
     checkpoint: str = "",
     data: str = "sample",
 ) -> list[str]:
-    """Writes the PNGs of a run; returns their paths."""
-    output_dir = output_dir or workdir
-    epath.Path(output_dir).mkdir(parents=True, exist_ok=True)
-    from wavlejepa import reporting
+    """Writes the PNGs of a run (the curves of `workdir`, the PCA of `checkpoint`'s embeddings;
+    either may be ""); returns their paths.
 
-    records = load_metrics(os.path.join(workdir, reporting.METRICS_FILE))
-    curves = training_curves(records, sigreg_lines(load_run_config(workdir)))
-    paths = [save_png(curves, os.path.join(output_dir, "training_curves.png"))]
+    Raises:
+      FileNotFoundError: `workdir` holds no metrics.jsonl.
+    """
+    output_dir = output_dir or workdir or checkpoint
+    paths = []
+    if workdir:
+        from wavlejepa import reporting
+
+        metrics = os.path.join(workdir, reporting.METRICS_FILE)
+        if not epath.Path(metrics).exists():
+            raise FileNotFoundError(
+                f"--workdir={workdir} holds no {reporting.METRICS_FILE}, so no training curves: "
+                "give a training run's workdir, or --checkpoint alone for the embeddings' PCA "
+                "(a model folder such as import_wavjepa writes)."
+            )
+        curves = training_curves(load_metrics(metrics), sigreg_lines(load_run_config(workdir)))
+        epath.Path(output_dir).mkdir(parents=True, exist_ok=True)
+        paths.append(save_png(curves, os.path.join(output_dir, "training_curves.png")))
     if checkpoint:
         from wavlejepa import embedding  # JAX and the model: only for this figure.
 
         figure = fsdd_embedding_figure(embedding.Embedder.from_checkpoint(checkpoint), data)
+        epath.Path(output_dir).mkdir(parents=True, exist_ok=True)
         paths.append(save_png(figure, os.path.join(output_dir, "embeddings_pca.png")))
     return paths
 
 
 def _define_flags() -> None:
-    flags.DEFINE_string("workdir", None, "Run directory holding metrics.jsonl.", required=True)
-    flags.DEFINE_string("output_dir", "", "Where the PNGs go (default: the workdir).")
+    flags.DEFINE_string("workdir", "", "Run directory holding metrics.jsonl: training curves.")
+    flags.DEFINE_string(
+        "output_dir", "", "Where the PNGs go (default: the workdir, else the checkpoint)."
+    )
     flags.DEFINE_string("checkpoint", "", "Also plot the PCA of this checkpoint's embeddings.")
     flags.DEFINE_string("data", "sample", "FSDD for the PCA: sample or a folder of recordings.")
 
@@ -195,6 +211,8 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     runtime.set_up()
     args = flags.FLAGS
+    if not args.workdir and not args.checkpoint:
+        cli.fail("give --workdir (training curves), --checkpoint (embeddings' PCA), or both.")
     from wavlejepa import checkpointing
 
     try:

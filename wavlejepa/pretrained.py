@@ -138,7 +138,7 @@ def _load_step(path: epath.Path) -> tuple[dict, ml_collections.ConfigDict]:
     )
     checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
     if (path / "params").is_dir():
-        held = checkpointer.metadata(path / "params").item_metadata.tree
+        held = ocp.PyTreeCheckpointHandler().metadata(path / "params").tree
         if set(held) == set(model.EMBEDDING_NETWORKS):
             abstract = {name: abstract[name] for name in model.EMBEDDING_NETWORKS}
         return checkpointer.restore(

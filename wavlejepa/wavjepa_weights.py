@@ -139,14 +139,6 @@ def to_params(state: dict, *, source: str = "student") -> tuple[dict, dict, dict
     encoder = ENCODERS[source]
     sizes = _sizes(state, encoder, prefix)
     expected = _expected_shapes(encoder, sizes)
-    if missing := [k for k in expected if k not in state]:
-        raise WeightsError(f"missing key(s) {_named(missing, prefix)}; nothing imported.")
-    for key, want in expected.items():
-        if tuple(np.shape(state[key])) != want:
-            raise WeightsError(
-                f"{prefix}{key} has shape {list(np.shape(state[key]))}, {list(want)} expected "
-                f"for a WavJEPA encoder of sizes {sizes}."
-            )
     other = next(e for s, e in ENCODERS.items() if s != source)
     left_out = dict.fromkeys(["predictor", f"{other} (the {_other_name(source)})"], 0)
     unexpected = []
@@ -161,8 +153,17 @@ def to_params(state: dict, *, source: str = "student") -> tuple[dict, dict, dict
             left_out[f"{other} (the {_other_name(source)})"] += 1
         else:
             unexpected.append(key)
-    if unexpected:
-        raise WeightsError(f"unexpected key(s) {_named(unexpected, prefix)}; nothing imported.")
+    missing = [k for k in expected if k not in state]
+    problems = [f"missing key(s) {_named(missing, prefix)}"] if missing else []
+    problems += [f"unexpected key(s) {_named(unexpected, prefix)}"] if unexpected else []
+    if problems:
+        raise WeightsError(f"{'; '.join(problems)}; nothing imported.")
+    for key, want in expected.items():
+        if tuple(np.shape(state[key])) != want:
+            raise WeightsError(
+                f"{prefix}{key} has shape {list(np.shape(state[key]))}, {list(want)} expected "
+                f"for a WavJEPA encoder of sizes {sizes}."
+            )
     params = _mapped({k: np.asarray(state[k], np.float32) for k in expected}, encoder, sizes)
     return params, sizes, {part: n for part, n in left_out.items() if n}
 

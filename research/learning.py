@@ -21,8 +21,10 @@ r"""Does training improve the representation? Probes a run's checkpoints on FSDD
 4. Collapse checks per step: `diagnostics.variance_shares` of the first --share_frames (30) frame
    embeddings of the FSDD test-take clips at least that long; `diagnostics.effective_rank` of
    every frame embedding of the test-take clips ("enc rank") and of their projection z ("z
-   rank"); and the training `sigreg` and `invariance` from <workdir>/metrics.jsonl at the logged
-   step nearest each probed step.
+   rank"); the spread, participation ratio and within-clip std of the pooled clip embeddings
+   and SIGReg of the encoder's frames (`health`: the same measures for any encoder, the
+   official WavJEPA's included); and the training `sigreg` and `invariance` from
+   <workdir>/metrics.jsonl at the logged step nearest each probed step.
 
 Prints one row per probed step and a log-mel row (test accuracies, "ms" columns with mean_std
 pooling; log-mel's rank is of its 80-bin frames; step 0's sigreg/invariance are those of the first
@@ -50,6 +52,7 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
@@ -66,6 +69,7 @@ from wavlejepa import (
     plot,
     pretrained,
     reporting,
+    sigreg,
     train,
     train_state,
 )
@@ -209,7 +213,7 @@ def probe_step(
     frames = {s: frames_fn(data[s]["audio"]) for s in SPLITS}
     results = probes(frames, data, heldout, probe_cfg)
     label = "0 (init)" if step == 0 else str(step)
-    stats = shares(frames["test"], share_frames) | ranks(frames["test"])
+    stats = shares(frames["test"], share_frames) | ranks(frames["test"]) | health(frames)
     if "projector" in params:
         z_NxP = projector.apply(params["projector"], np.concatenate(frames["test"]), config.model)
         stats["projected_rank"] = float(diagnostics.effective_rank(z_NxP))
@@ -224,6 +228,45 @@ def shares(test_frames: list[np.ndarray], num_frames: int) -> dict[str, float]:
     if len(long) < 2:
         raise ValueError(f"{len(long)} test clips have {num_frames} frames: lower --share_frames.")
     return diagnostics.variance_shares(np.stack(long))
+
+
+# SIGReg of the encoder's frames: a fixed sample as large as the recipe's SIGReg sample (32 crops
+# x 50 frames), so the value reads on the scale the training log uses (Gaussian ~1, collapsed
+# 0.40 * 1,600 = 640), with the recipe's 1,024 slices; both seeded, the same for every model.
+HEALTH_SIGREG_ROWS = 1_600
+HEALTH_SIGREG_SLICES = 1_024
+
+
+def health(frames: dict) -> dict[str, float]:
+    """How spread the representation is, measured the same way for any encoder's frames
+    {split: [[frames, dim]] per clip} (every FSDD clip):
+
+    - pooled_spread: the std over clips of each dimension of the mean-pooled clip embeddings,
+      averaged over dimensions (0 when every clip pools to the same vector);
+    - pooled_participation: the participation ratio (sum of eigenvalues)^2 / sum of their squares
+      of those pooled embeddings' covariance (1: one direction holds all the spread);
+    - within_clip_std: the std over a clip's frames, averaged over dimensions and clips;
+    - frame_sigreg: SIGReg of HEALTH_SIGREG_ROWS frames of the test clips drawn with a fixed
+      seed, centred and divided by their RMS (one scalar), so it tests shape, not scale.
+    """
+    clips = [f for split in SPLITS for f in frames[split]]
+    pooled = np.stack([f.mean(axis=0) for f in clips]).astype(np.float64)
+    eigenvalues = np.clip(np.linalg.eigvalsh(np.cov(pooled, rowvar=False)), 0.0, None)
+    test = np.concatenate(frames["test"]).astype(np.float32)
+    rows = np.random.default_rng(0).choice(len(test), min(HEALTH_SIGREG_ROWS, len(test)), False)
+    sample = test[np.sort(rows)] - test[rows].mean(axis=0)
+    sample = sample / max(float(np.sqrt(np.mean(np.square(sample)))), 1e-12)
+    directions = sigreg.random_directions(
+        jax.random.PRNGKey(0), sample.shape[1], HEALTH_SIGREG_SLICES
+    )
+    return {
+        "pooled_spread": float(pooled.std(axis=0).mean()),
+        "pooled_participation": float(
+            eigenvalues.sum() ** 2 / max(np.square(eigenvalues).sum(), 1e-300)
+        ),
+        "within_clip_std": float(np.mean([f.std(axis=0).mean() for f in clips if len(f) > 1])),
+        "frame_sigreg": float(sigreg.sigreg(jnp.asarray(sample), directions)),
+    }
 
 
 def ranks(test_frames: list[np.ndarray]) -> dict[str, float]:
@@ -267,6 +310,10 @@ COLUMNS = (  # (header, key, format); "ms": mean_std pooling.
     ("clip share", "clip_share", "{:11.3f}"),
     ("enc rank", "encoder_rank", "{:9.1f}"),
     ("z rank", "projected_rank", "{:8.1f}"),
+    ("spread", "pooled_spread", "{:8.4f}"),
+    ("pooled PR", "pooled_participation", "{:10.2f}"),
+    ("in-clip std", "within_clip_std", "{:12.4f}"),
+    ("frame SIGReg", "frame_sigreg", "{:13.4g}"),
     ("sigreg", "sigreg", "{:10.4g}"),
     ("invariance", "invariance", "{:11.4g}"),
 )
@@ -336,7 +383,7 @@ def run(
 
     frames = {s: logmel.logmel_frames(data[s]["audio"]) for s in SPLITS}
     results = probes(frames, data, heldout, probe_cfg)
-    logmel_stats = shares(frames["test"], share_frames) | ranks(frames["test"])
+    logmel_stats = shares(frames["test"], share_frames) | ranks(frames["test"]) | health(frames)
     logmel_rows = [row("log-mel", results, logmel_stats, {})]
     settings = dict(
         model_size=config.model.size, seed=config.seed, steps=steps, probe_every=probe_every,

@@ -127,7 +127,9 @@ class ReportTest(absltest.TestCase):
         results = {"mean": {t: self._probe(0.25) for t in learning.TASKS},
                    "mean_std": {t: self._probe(0.5 + 0.125 * i)
                                 for i, t in enumerate(learning.TASKS)}}  # fmt: skip
-        stats = {"position_share": 0.125, "clip_share": 0.5, "encoder_rank": 12.34}
+        stats = {"position_share": 0.125, "clip_share": 0.5, "encoder_rank": 12.34,
+                 "pooled_spread": 0.25, "pooled_participation": 2.5, "within_clip_std": 0.5,
+                 "frame_sigreg": 3.0}  # fmt: skip
         metrics = {"metrics_step": 5, "sigreg": 12.5, "invariance": 0.03}
         step_row = learning.row("0 (init)", results, {**stats, "projected_rank": 7.0}, metrics)
         logmel_row = learning.row("log-mel", results, stats, {})
@@ -139,13 +141,15 @@ class ReportTest(absltest.TestCase):
         table = learning.format_table([step_row, logmel_row]).splitlines()
         self.assertEqual(table[0].split(), ["step", "digits", "dig", "ms", "speakers", "spk", "ms",
                                             "heldout", "held", "ms", "pos", "share", "clip",
-                                            "share", "enc", "rank", "z", "rank", "sigreg",
-                                            "invariance"])  # fmt: skip
+                                            "share", "enc", "rank", "z", "rank", "spread",
+                                            "pooled", "PR", "in-clip", "std", "frame", "SIGReg",
+                                            "sigreg", "invariance"])  # fmt: skip
         accuracies = ["0.250", "0.500", "0.250", "0.625", "0.250", "0.750"]
+        health = ["0.2500", "2.50", "0.5000", "3"]
         self.assertEqual(table[1].split()[2:], accuracies + ["0.125", "0.500", "12.3", "7.0",
-                                                             "12.5", "0.03"])  # fmt: skip
-        self.assertEqual(table[2].split()[1:], accuracies + ["0.125", "0.500", "12.3", "-", "-",
-                                                             "-"])  # fmt: skip
+                                                             *health, "12.5", "0.03"])  # fmt: skip
+        self.assertEqual(table[2].split()[1:], accuracies + ["0.125", "0.500", "12.3", "-",
+                                                             *health, "-", "-"])  # fmt: skip
         self.assertEqual(len({len(line) for line in table}), 1)  # Columns line up.
         figure = learning.learning_curve([{"step": 0, **step_row}], logmel_row)
         lines = figure.axes[0].lines
@@ -160,6 +164,29 @@ class ReportTest(absltest.TestCase):
         p = np.linalg.eigvalsh(np.cov(np.concatenate(frames), rowvar=False, bias=True))[2:]
         p /= p.sum()
         np.testing.assert_allclose(got, np.exp(-np.sum(p * np.log(p))), rtol=1e-4)
+
+    def test_health_against_closed_forms(self):
+        rng = np.random.default_rng(0)
+        # Clip means on one line (3 * u * a fixed direction) plus frame noise of std 0.5.
+        direction = np.array([0.6, 0.8, 0.0, 0.0])
+        frames = {
+            split: [3 * rng.uniform(-1, 1) * direction + 0.5 * rng.standard_normal((400, 4))
+                    for _ in range(200)]
+            for split in learning.SPLITS
+        }  # fmt: skip
+        got = learning.health(frames)
+        pooled = np.stack([f.mean(0) for s in learning.SPLITS for f in frames[s]])
+        np.testing.assert_allclose(got["pooled_spread"], pooled.std(0).mean(), rtol=1e-9)
+        self.assertBetween(got["pooled_participation"], 1.0, 1.1)  # One direction: ~1.
+        np.testing.assert_allclose(got["within_clip_std"], 0.5, rtol=0.02)
+        # Constant frames: SIGReg's collapse value, 0.40 * N (N = 1,600 rows).
+        constant = {s: [np.ones((50, 4))] * 40 for s in learning.SPLITS}
+        collapsed = learning.health(constant)
+        np.testing.assert_allclose(collapsed["frame_sigreg"], 0.40 * 1600, rtol=0.02)
+        self.assertEqual(collapsed["pooled_spread"], 0.0)
+        gaussian = {s: [rng.standard_normal((50, 4)) for _ in range(40)] for s in learning.SPLITS}
+        self.assertLess(learning.health(gaussian)["frame_sigreg"], 5.0)  # Gaussian: order 1.
+        self.assertBetween(learning.health(gaussian)["pooled_participation"], 3.0, 4.0)
 
 
 class EndToEndTest(absltest.TestCase):

@@ -8,6 +8,8 @@ numpy, scipy, soundfile, einops; PEER_SRC is labhamlet/wavjepa extracted):
 
   TORCH_VENV/bin/python research/wavjepa_reference.py --src PEER_SRC --preset tiny \
       --audio_dir ../shared/data/fsdd/recordings --fixture tests/data/wavjepa_tiny.npz
+  TORCH_VENV/bin/python research/wavjepa_reference.py --src PEER_SRC --preset tiny-conv64 \
+      --audio_dir ../shared/data/fsdd/recordings --fixture tests/data/wavjepa_tiny_conv64.npz
   TORCH_VENV/bin/python research/wavjepa_reference.py --src PEER_SRC --preset base \
       --audio_dir ../shared/data/fsdd/recordings --keys_json tests/data/wavjepa_base_keys.json \
       --checkpoint /tmp/wavjepa_base_perturbed.ckpt --reference /tmp/wavjepa_base_reference.npz
@@ -31,8 +33,15 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = {
     "tiny": dict(conv=32, enc_layers=2, enc_width=64, enc_heads=4, enc_mlp=256,
                  pred_layers=1, pred_width=32, pred_heads=4, pred_mlp=128),
+    # The tiny size with conv width = encoder width: the path without a post_extraction_mapper.
+    "tiny-conv64": dict(conv=64, enc_layers=2, enc_width=64, enc_heads=4, enc_mlp=256,
+                        pred_layers=1, pred_width=32, pred_heads=4, pred_mlp=128),
     "base": dict(conv=512, enc_layers=12, enc_width=768, enc_heads=12, enc_mlp=3072,
                  pred_layers=12, pred_width=384, pred_heads=12, pred_mlp=1536),
+    # The peer-learning runs' size (`small-conv256`): conv width = encoder width, so WavJEPA
+    # builds no post_extraction_mapper.
+    "small-conv256": dict(conv=256, enc_layers=4, enc_width=256, enc_heads=4, enc_mlp=1024,
+                          pred_layers=2, pred_width=128, pred_heads=4, pred_mlp=512),
 }  # fmt: skip
 
 SAMPLE_RATE = 16_000

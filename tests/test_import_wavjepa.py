@@ -20,7 +20,7 @@ import test_train_runner as runner
 from cli_helpers import assert_refused, run_module
 from safetensors.numpy import save_file
 
-from wavlejepa import checkpointing, model, pretrained, train_state, wavjepa_weights
+from wavlejepa import checkpointing, hear, model, pretrained, train_state, wavjepa_weights
 from wavlejepa.embedding import Embedder
 from wavlejepa.nets import layers
 
@@ -29,12 +29,16 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 TOLERANCE = 2e-5
 
 
-@pytest.fixture(scope="module")
-def fixture():
-    with np.load(os.path.join(DATA, "wavjepa_tiny.npz")) as z:
+def _load_fixture(name):
+    with np.load(os.path.join(DATA, name)) as z:
         data = {k: z[k] for k in z.files}
     state = {k.removeprefix("state_dict/"): v for k, v in data.items() if k.startswith("state_")}
     return state, data
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    return _load_fixture("wavjepa_tiny.npz")
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +55,15 @@ def imported(fixture, tmp_path_factory):
     return folder / "model", result.stdout
 
 
+# wavjepa_tiny_conv64: conv width = encoder width, where WavJEPA has no post_extraction_mapper.
+@pytest.mark.parametrize("name", ["wavjepa_tiny.npz", "wavjepa_tiny_conv64.npz"])
 @pytest.mark.parametrize("source, reference", [("student", "embeddings"),
                                                ("teacher", "teacher_embeddings")])  # fmt: skip
-def test_mapped_weights_give_the_official_embeddings(fixture, source, reference):
-    state, data = fixture
+def test_mapped_weights_give_the_official_embeddings(name, source, reference):
+    state, data = _load_fixture(name)
     assert any("_orig_mod." in k for k in state)  # As a compiled training run saves them.
+    has_mapper = "post_extraction_mapper.weight" in state
+    assert has_mapper == (name == "wavjepa_tiny.npz")
     params, sizes, left_out = wavjepa_weights.to_params(state, source=source)
     cfg = wavjepa_weights.model_config(sizes, int(data["num_heads"]))
     frames = model.embed(params, data["audio_normalised"][None], cfg)[0]
@@ -91,6 +99,10 @@ def test_the_folder_embeds_as_the_official_runtime(imported, fixture):
     np.testing.assert_allclose(out.frames, data["embeddings"], atol=TOLERANCE)
     params, _ = pretrained.load(str(folder))
     assert sorted(params) == sorted(model.EMBEDDING_NETWORKS)
+    hear_model = hear.load_model(str(folder))
+    frames, times = hear.get_timestamp_embeddings(data["audio_raw"][None], hear_model)
+    np.testing.assert_allclose(frames[0], data["embeddings"], atol=TOLERANCE)
+    np.testing.assert_allclose(times[0, :2], [7.5, 17.5])  # Frame centres, in ms.
 
 
 def test_the_folder_serves_evaluate_and_embed(imported, tmp_path):
@@ -138,6 +150,12 @@ def test_a_bad_key_is_one_line_and_nothing_is_written(fixture, tmp_path, change,
     assert_refused(result, named, "--checkpoint=")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_mapper_missing_where_the_widths_differ_is_named(fixture):
+    state, _ = fixture
+    with pytest.raises(wavjepa_weights.WeightsError, match="missing key.* post_extraction_mapper"):
+        wavjepa_weights.to_params(_without(state, "post_extraction_mapper.weight"))
 
 
 def test_the_base_key_set_maps_onto_our_base_encoder():
@@ -250,6 +268,7 @@ def test_a_training_checkpoint_is_read_with_torch(fixture, tmp_path):
     tensors = {k: torch.from_numpy(v) for k, v in state.items()}
     plain, lightning = tmp_path / "plain.ckpt", tmp_path / "lightning.ckpt"
     torch.save({"state_dict": tensors, "global_step": 0}, plain)
+    torch.save(tensors, tmp_path / "pytorch_model.bin")  # A bare state dict, as the hub's.
     # Lightning also pickles the hyper-parameters, here a module object as WavJEPA's holds.
     torch.save({"state_dict": tensors, "hyper_parameters": {"act": torch.nn.GELU()}}, lightning)
     result = run_module(
@@ -259,6 +278,13 @@ def test_a_training_checkpoint_is_read_with_torch(fixture, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     frames = Embedder.from_checkpoint(str(tmp_path / "a")).embed_one(data["audio_raw"]).frames
     np.testing.assert_allclose(frames, data["teacher_embeddings"], atol=TOLERANCE)
+    bare = tmp_path / "pytorch_model.bin"
+    result = run_module(
+        "wavlejepa.import_wavjepa", f"--checkpoint={bare}", f"--output={tmp_path / 'c'}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    frames = Embedder.from_checkpoint(str(tmp_path / "c")).embed_one(data["audio_raw"]).frames
+    np.testing.assert_allclose(frames, data["embeddings"], atol=TOLERANCE)
     out = tmp_path / "b"
     result = run_module("wavlejepa.import_wavjepa", f"--checkpoint={lightning}", f"--output={out}")
     assert_refused(result, "holds Python objects besides tensors", "--trust_pickle")

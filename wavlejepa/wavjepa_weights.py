@@ -80,7 +80,8 @@ def _expected_shapes(encoder: str, sizes: dict) -> dict:
         shapes[f"extract_audio.cnn.{i}.0.weight"] = (c, 1 if i == 0 else c, kernel)
     shapes |= {"extract_audio.cnn.0.2.weight": (c,), "extract_audio.cnn.0.2.bias": (c,)}
     shapes |= {"feature_norms.weight": (c,), "feature_norms.bias": (c,)}
-    shapes |= {"post_extraction_mapper.weight": (w, c), "post_extraction_mapper.bias": (w,)}
+    if sizes["has_mapper"]:
+        shapes |= {"post_extraction_mapper.weight": (w, c), "post_extraction_mapper.bias": (w,)}
     layer = dict(zip(_LAYER_KEYS, [(3 * w, w), (3 * w,), (w, w), (w,), (f, w), (f,), (w, f),
                                    (w,), (w,), (w,), (w,), (w,)], strict=True))  # fmt: skip
     for depth in range(sizes["encoder_depth"]):
@@ -99,12 +100,15 @@ def _sizes(state: dict, encoder: str, prefix: str) -> dict:
     layer_ids = {int(m[1]) for k in state if (m := re.match(rf"{encoder}\.layers\.(\d+)\.", k))}
     if not layer_ids:
         raise WeightsError(f"no {prefix}{encoder}.layers.* in the file: it holds no {encoder}.")
-    width, conv_channels = shape("post_extraction_mapper.weight")
+    conv_channels = shape("extract_audio.cnn.0.0.weight")[0]
+    width = shape(f"{encoder}.layers.0.norm1.weight")[0]
     return {
-        "conv_channels": shape("extract_audio.cnn.0.0.weight")[0],
+        "conv_channels": conv_channels,
         "encoder_width": width,
         "encoder_depth": max(layer_ids) + 1,
         "encoder_mlp_dim": shape(f"{encoder}.layers.0.linear1.weight")[0],
+        # WavJEPA builds its 512 -> 768 Linear only where the widths differ; else none.
+        "has_mapper": conv_channels != width or "post_extraction_mapper.weight" in state,
     }
 
 
@@ -165,6 +169,7 @@ def to_params(state: dict, *, source: str = "student") -> tuple[dict, dict, dict
                 f"for a WavJEPA encoder of sizes {sizes}."
             )
     params = _mapped({k: np.asarray(state[k], np.float32) for k in expected}, encoder, sizes)
+    sizes = {k: v for k, v in sizes.items() if k != "has_mapper"}
     return params, sizes, {part: n for part, n in left_out.items() if n}
 
 
@@ -210,9 +215,12 @@ def _mapped(state: dict, encoder: str, sizes: dict) -> dict:
     }
     waveform["conv_0_group_norm"] = _norm(state, "extract_audio.cnn.0.2")
     waveform["layer_norm"] = _norm(state, "feature_norms")
-    waveform["projection"] = _dense(
-        state["post_extraction_mapper.weight"], state["post_extraction_mapper.bias"]
-    )
+    if sizes["has_mapper"]:
+        weight, bias = state["post_extraction_mapper.weight"], state["post_extraction_mapper.bias"]
+    else:  # No Linear there: ours, which always has one, is the identity.
+        width = sizes["encoder_width"]
+        weight, bias = np.eye(width, dtype=np.float32), np.zeros(width, np.float32)
+    waveform["projection"] = _dense(weight, bias)
     blocks = [
         _block(state, f"{encoder}.layers.{i}", sizes["encoder_width"])
         for i in range(sizes["encoder_depth"])

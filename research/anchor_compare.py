@@ -1,0 +1,133 @@
+r"""Ours beside the official WavJEPA: each system's gain over its own random init, per budget.
+
+  python -m research.anchor_compare --results_dir=research/results/anchor \
+      --markdown=docs/experiments/anchor-table.md --plot=docs/experiments/anchor.png
+
+Reads the result files of `research.learning` and `research.anchor_learning`, one per system,
+budget (steps) and seed, named `<system>_<steps>steps_seed<seed>.json`. For each system and
+budget: the gain of the last probed step over step 0 (the same run's random init) on each task,
+best pooling against best pooling, as the mean over seeds and the spread between them
+(max - min); and the health measures of the last step, mean over seeds.
+"""
+
+import collections
+import glob
+import json
+import os
+import re
+
+import numpy as np
+from absl import app, flags
+from matplotlib.figure import Figure
+
+from wavlejepa import plot
+
+_RESULTS_DIR = flags.DEFINE_string("results_dir", "research/results/anchor", "Result files.")
+_MARKDOWN = flags.DEFINE_string("markdown", "", "Write the table here too.")
+_PLOT = flags.DEFINE_string("plot", "", "Write the curves here (PNG).")
+NAME = re.compile(r"(?P<system>.+)_(?P<steps>\d+)steps_seed(?P<seed>\d+)\.json$")
+TASKS = ("digits", "heldout_digits", "speakers")
+HEALTH = ("encoder_rank", "pooled_spread", "pooled_participation", "within_clip_std",
+          "frame_sigreg")  # fmt: skip
+
+
+def best(row: dict, task: str) -> float:
+    """The better pooling's test accuracy."""
+    return max(row[task], row[f"{task}_mean_std"])
+
+
+def load(results_dir: str) -> dict:
+    """{(system, steps): {seed: result}} of every result file."""
+    runs = collections.defaultdict(dict)
+    for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
+        match = NAME.search(os.path.basename(path))
+        if match:
+            with open(path) as f:
+                runs[match["system"], int(match["steps"])][int(match["seed"])] = json.load(f)
+    return runs
+
+
+def summary(runs: dict) -> list[dict]:
+    """One row per (system, budget): gains (mean, spread over seeds), init and final best
+    accuracies, and final health, means over seeds."""
+    rows = []
+    for (system, steps), by_seed in sorted(runs.items()):
+        first = {s: r["steps"][0] for s, r in by_seed.items()}
+        last = {s: r["steps"][-1] for s, r in by_seed.items()}
+        row = {"system": system, "steps": steps, "seeds": sorted(by_seed)}
+        for task in TASKS:
+            gains = [best(last[s], task) - best(first[s], task) for s in by_seed]
+            row[f"{task}_gain"] = float(np.mean(gains))
+            row[f"{task}_spread"] = float(max(gains) - min(gains))
+            row[f"{task}_init"] = float(np.mean([best(first[s], task) for s in by_seed]))
+            row[f"{task}_final"] = float(np.mean([best(last[s], task) for s in by_seed]))
+        for key in HEALTH:
+            values = [last[s].get(key) for s in by_seed]
+            row[key] = float(np.mean(values)) if None not in values else None
+            inits = [first[s].get(key) for s in by_seed]
+            row[f"{key}_init"] = float(np.mean(inits)) if None not in inits else None
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    header = ("| system | steps | seeds | digits gain (spread) | unseen speaker gain (spread) | "
+              "speakers gain (spread) | enc rank (init) | pooled spread (init) | pooled PR (init) "
+              "| frame SIGReg (init) |")  # fmt: skip
+    lines = [header, "|" + "---|" * 10]
+    health = lambda r, k, f: (
+        "-" if r[k] is None else f"{f.format(r[k])} ({f.format(r[k + '_init'])})"
+    )
+    for r in rows:
+        gains = [f"{r[t + '_gain']:+.3f} ({r[t + '_spread']:.3f})" for t in TASKS]
+        lines.append(
+            f"| {r['system']} | {r['steps']} | {','.join(map(str, r['seeds']))} | "
+            + " | ".join(gains) + " | "
+            + " | ".join([health(r, "encoder_rank", "{:.1f}"),
+                          health(r, "pooled_spread", "{:.4f}"),
+                          health(r, "pooled_participation", "{:.2f}"),
+                          health(r, "frame_sigreg", "{:.3g}")]) + " |"
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+def curves(rows: list[dict]) -> Figure:
+    """Gain over own init (unseen speaker, digits) and pooled participation ratio vs budget."""
+    figure = Figure(figsize=(11, 3.6))
+    panels = [("heldout_digits_gain", "unseen-speaker gain over init"),
+              ("digits_gain", "digits gain over init"),
+              ("pooled_participation", "pooled participation ratio")]  # fmt: skip
+    systems = sorted({r["system"] for r in rows})
+    for i, (key, title) in enumerate(panels):
+        ax = figure.add_subplot(1, 3, i + 1)
+        for system in systems:
+            mine = [r for r in rows if r["system"] == system and r[key] is not None]
+            steps = [r["steps"] for r in mine]
+            spread = key.replace("_gain", "_spread")
+            errors = [r[spread] / 2 for r in mine] if spread != key else None
+            ax.errorbar(steps, [r[key] for r in mine], yerr=errors, marker="o", label=system,
+                        capsize=3)  # fmt: skip
+        if key.endswith("_gain"):
+            ax.axhline(0.0, color="k", linewidth=0.8)
+        ax.set(xscale="log", xlabel="training steps", title=title)
+    figure.axes[0].legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def main(argv):
+    del argv
+    rows = summary(load(_RESULTS_DIR.value))
+    if not rows:
+        raise app.UsageError(f"No <system>_<steps>steps_seed<seed>.json in {_RESULTS_DIR.value}.")
+    table = markdown(rows)
+    print(table)
+    if _MARKDOWN.value:
+        with open(_MARKDOWN.value, "w") as f:
+            f.write(table + "\n")
+    if _PLOT.value:
+        plot.save_png(curves(rows), _PLOT.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

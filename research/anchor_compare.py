@@ -1,7 +1,7 @@
 r"""Ours beside the official WavJEPA: each system's gain over its own random init, per budget.
 
   python -m research.anchor_compare --results_dir=research/results/anchor \
-      --markdown=docs/experiments/anchor-table.md --plot=docs/experiments/anchor.png
+      --markdown=docs/experiments/anchor-table.md --png=docs/experiments/anchor.png
 
 Reads the result files of `research.learning` and `research.anchor_learning`, one per system,
 budget (steps) and seed, named `<system>_<steps>steps_seed<seed>.json`. For each system and
@@ -24,7 +24,7 @@ from wavlejepa import plot
 
 _RESULTS_DIR = flags.DEFINE_string("results_dir", "research/results/anchor", "Result files.")
 _MARKDOWN = flags.DEFINE_string("markdown", "", "Write the table here too.")
-_PLOT = flags.DEFINE_string("plot", "", "Write the curves here (PNG).")
+_PNG = flags.DEFINE_string("png", "", "Write the curves here.")
 NAME = re.compile(r"(?P<system>.+)_(?P<steps>\d+)steps_seed(?P<seed>\d+)\.json$")
 TASKS = ("digits", "heldout_digits", "speakers")
 HEALTH = ("encoder_rank", "pooled_spread", "pooled_participation", "within_clip_std",
@@ -125,8 +125,8 @@ def main(argv):
     if _MARKDOWN.value:
         with open(_MARKDOWN.value, "w") as f:
             f.write(table + "\n")
-    if _PLOT.value:
-        plot.save_png(curves(rows), _PLOT.value)
+    if _PNG.value:
+        plot.save_png(curves(rows), _PNG.value)
 
 
 if __name__ == "__main__":

@@ -96,12 +96,13 @@ def snapshot(workdir: str, seed: int, steps: int, step: int, every: int) -> str:
     return path
 
 
-def encoder(path: str):
-    """The student encoder of a snapshot: (params, config) for `learning.probe_step`."""
+def encoder(path: str, config):
+    """The student encoder of a snapshot: (params, `config` with its model) for
+    `learning.probe_step`."""
     with np.load(path) as z:
         state = {k: z[k] for k in z.files if k != "__step__"}
     params, sizes, _ = wavjepa_weights.to_params(state)
-    config = learning._CONFIG.value.copy_and_resolve_references()
+    config = config.copy_and_resolve_references()
     config.model = wavjepa_weights.model_config(sizes)
     return params, config
 
@@ -137,7 +138,7 @@ def main(argv):
     probe_cfg.steps = args["probe_steps_lbfgs"]
     rows = []
     for step, path in paths.items():
-        params, config = encoder(path)
+        params, config = encoder(path, learning._CONFIG.value)
         row, _ = learning.probe_step(
             step, params, config, data, heldout, probe_cfg, args["batch_size"],
             learning._SHARE_FRAMES.value, peer_loss(workdir, step),

@@ -162,15 +162,15 @@ def to_params(state: dict, *, source: str = "student") -> tuple[dict, dict, dict
     problems += [f"unexpected key(s) {_named(unexpected, prefix)}"] if unexpected else []
     if problems:
         raise WeightsError(f"{'; '.join(problems)}; nothing imported.")
+    read = {k: v for k, v in sizes.items() if k != "has_mapper"}
     for key, want in expected.items():
         if tuple(np.shape(state[key])) != want:
             raise WeightsError(
                 f"{prefix}{key} has shape {list(np.shape(state[key]))}, {list(want)} expected "
-                f"for a WavJEPA encoder of sizes {sizes}."
+                f"for a WavJEPA encoder of sizes {read}."
             )
     params = _mapped({k: np.asarray(state[k], np.float32) for k in expected}, encoder, sizes)
-    sizes = {k: v for k, v in sizes.items() if k != "has_mapper"}
-    return params, sizes, {part: n for part, n in left_out.items() if n}
+    return params, read, {part: n for part, n in left_out.items() if n}
 
 
 def _other_name(source: str) -> str:

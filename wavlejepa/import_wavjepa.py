@@ -63,6 +63,8 @@ _WHY_LEFT_OUT = {
 
 
 def _read_safetensors(path: str) -> dict:
+    from wavlejepa.checkpointing import one_line
+
     try:
         from safetensors.numpy import load_file
     except ImportError:
@@ -70,11 +72,13 @@ def _read_safetensors(path: str) -> dict:
     try:
         return load_file(path)
     except Exception as e:  # safetensors raises its own error types for a bad header.
-        cli.fail(f"--checkpoint={path} is not a readable safetensors file ({_first_line(e)}).")
+        cli.fail(f"--checkpoint={path} is not a readable safetensors file ({one_line(e)}).")
 
 
 def _read_torch(path: str, trust_pickle: bool) -> dict:
     """The state dict of a torch file as float32 numpy arrays."""
+    from wavlejepa.checkpointing import one_line
+
     try:
         import torch
     except ImportError:
@@ -86,13 +90,13 @@ def _read_torch(path: str, trust_pickle: bool) -> dict:
         loaded = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as e:
         if trust_pickle:
-            cli.fail(f"--checkpoint={path}: torch cannot unpickle it ({_first_line(e)}).")
+            cli.fail(f"--checkpoint={path}: torch cannot unpickle it ({one_line(e)}).")
         cli.fail(
-            f"--checkpoint={path} holds Python objects besides tensors ({_first_line(e)}); "
+            f"--checkpoint={path} holds Python objects besides tensors ({one_line(e)}); "
             "unpickling them runs code from the file: add --trust_pickle if you trust its source."
         )
     except Exception as e:  # torch raises RuntimeError, EOFError, zipfile errors, ...
-        cli.fail(f"--checkpoint={path} is not a file torch can read ({_first_line(e)}).")
+        cli.fail(f"--checkpoint={path} is not a file torch can read ({one_line(e)}).")
     state = loaded.get("state_dict", loaded) if isinstance(loaded, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         cli.fail(
@@ -100,11 +104,6 @@ def _read_torch(path: str, trust_pickle: bool) -> dict:
             '"state_dict"): give the checkpoint WavJEPA\'s training wrote.'
         )
     return {key: value.detach().to(torch.float32).numpy() for key, value in state.items()}
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
 
 
 def _check_flags() -> tuple[str, str]:

@@ -15,6 +15,10 @@ from configs import cpu_debug
 from wavlejepa import checkpointing, pretrained, train_state
 from wavlejepa.data import pipeline
 
+# An exception raised where no caller sees it (orbax's or TensorStore's threads, asyncio callbacks)
+# fails the test that was running, rather than passing with a warning.
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+
 
 @pytest.fixture(scope="module")
 def config():

@@ -1,7 +1,8 @@
 """wavlejepa/runtime.py: the persistent compilation cache, orbax's INFO lines hidden, and asyncio
-loops that drop callbacks scheduled after they closed."""
+loops that settle their tasks when closed and drop callbacks scheduled after."""
 
 import asyncio
+import gc
 import logging
 import os
 
@@ -59,3 +60,41 @@ def test_a_closed_loop_drops_late_callbacks():
             plain.call_soon_threadsafe(print)
     finally:
         asyncio.set_event_loop_policy(before)
+
+
+def _stop_with_work_left(loop):
+    """What orbax leaves in a loop when one read fails: `run_until_complete` stops at the first
+    error, with a failed task whose exception only a queued callback (gather's) would retrieve,
+    and a task still waiting for its read."""
+
+    async def fail():
+        raise ValueError("OUT_OF_RANGE: Error reading")
+
+    failed = loop.create_task(fail())
+    failed.add_done_callback(lambda task: task.exception())
+    waiting = loop.create_task(asyncio.sleep(3600))
+    loop.call_soon(loop.stop)
+    loop.run_forever()  # One turn: `failed` ends; its callback is queued for the next.
+    assert failed.done() and not waiting.done()
+    return failed, waiting
+
+
+def _reports_after_close(loop):
+    """The messages asyncio's exception handler (an ERROR log) gets once `loop` is closed with
+    `_stop_with_work_left`'s tasks in it and they are freed; and whether the waiting one was
+    cancelled."""
+    reports = []
+    loop.set_exception_handler(lambda _, context: reports.append(context["message"]))
+    failed, waiting = _stop_with_work_left(loop)
+    loop.close()
+    cancelled = waiting.cancelled()
+    del failed, waiting
+    gc.collect()
+    return sorted(reports), cancelled
+
+
+def test_a_closing_loop_settles_the_tasks_left_in_it():
+    assert _reports_after_close(runtime._QuietClosingLoop()) == ([], True)
+    # asyncio's own loop logs both, with the read error's traceback, when they are freed.
+    reports = ["Task exception was never retrieved", "Task was destroyed but it is pending!"]
+    assert _reports_after_close(asyncio.SelectorEventLoop()) == (reports, False)

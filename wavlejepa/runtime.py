@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 
 # TensorFlow's (and XLA's) C++ INFO lines hidden, their warnings kept; a user's own value wins.
 _TF_CPP_MIN_LOG_LEVEL = "1"
@@ -178,18 +179,52 @@ def quiet_tensorflow_import() -> None:
 
 
 class _QuietClosingLoop(asyncio.SelectorEventLoop):
-    """An event loop that drops callbacks scheduled after it closed, instead of raising.
+    """An event loop that settles the work left in it when it closes, and then drops callbacks
+    scheduled on it, instead of raising.
 
-    When orbax fails to restore one array (a truncated checkpoint), `asyncio.run` closes its loop
-    while TensorStore's other reads are still in flight; each then calls `call_soon_threadsafe`
-    on the closed loop, and TensorStore prints a "RuntimeError: Event loop is closed" traceback
-    from its own thread, a hundred of them per checkpoint. Nothing waits for those results.
+    Orbax runs a restore with `run_until_complete` and closes the loop as soon as one array
+    fails (a truncated checkpoint), with TensorStore's other reads in flight:
+    - reads that failed in the loop's last turn hold exceptions that nobody retrieved (the
+      callbacks that would have were still queued); asyncio logs each at ERROR, with its
+      TensorStore error and traceback, whenever the garbage collector frees it ("Future/Task
+      exception was never retrieved"), so a tool's one-line error sometimes had pages after it;
+    - reads still running end later on TensorStore's threads, which call
+      `call_soon_threadsafe` on the closed loop and print its "RuntimeError: Event loop is
+      closed", a hundred per checkpoint.
+    So `close` first cancels the tasks left and runs the callbacks already queued, as
+    `asyncio.run` does before it closes a loop; callbacks scheduled after that are dropped, as
+    nothing waits for their results.
     """
 
+    def __init__(self):
+        super().__init__()
+        # TensorStore's threads schedule while the loop's own thread closes it: without the lock
+        # a callback could pass the is_closed() check and then meet the closed loop. Reentrant:
+        # objects freed while `close` holds it may schedule from the same thread.
+        self._closing = threading.RLock()
+
     def call_soon_threadsafe(self, callback, *args, context=None):
-        if self.is_closed():
-            return None
-        return super().call_soon_threadsafe(callback, *args, context=context)
+        with self._closing:
+            if self.is_closed():
+                return None
+            return super().call_soon_threadsafe(callback, *args, context=context)
+
+    def close(self):
+        try:
+            if not self.is_running() and not self.is_closed():
+                self.run_until_complete(_settle(asyncio.all_tasks(self)))
+        finally:
+            with self._closing:
+                super().close()
+
+
+async def _settle(tasks) -> None:
+    """Cancels `tasks` and waits for them to end; then yields once, so the done-callbacks queued
+    meanwhile (gather's, which retrieve each failed task's exception) run too."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.sleep(0)
 
 
 class _QuietClosingLoopPolicy(asyncio.DefaultEventLoopPolicy):
@@ -198,7 +233,8 @@ class _QuietClosingLoopPolicy(asyncio.DefaultEventLoopPolicy):
 
 
 def quiet_closed_event_loops() -> None:
-    """New asyncio loops (orbax's) drop late TensorStore callbacks (`_QuietClosingLoop`)."""
+    """New asyncio loops (orbax's) settle their tasks when closed and drop late TensorStore
+    callbacks (`_QuietClosingLoop`)."""
     if not isinstance(asyncio.get_event_loop_policy(), _QuietClosingLoopPolicy):
         asyncio.set_event_loop_policy(_QuietClosingLoopPolicy())
 

@@ -9,27 +9,31 @@ of 2.74 s: float32 [4, scene_embedding_size]. We add numpy input, lengths that a
 of the hop, very short sounds, and batch consistency.
 """
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from unittest import mock
 
 import jax
+import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl.testing import absltest, parameterized
 
-from configs import default
-from wavlejepa import checkpointing, hear, model
+from configs import cpu_debug, default
+from wavlejepa import checkpointing, embedding, hear, model, saved_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CPU_DEBUG = os.path.join(REPO, "configs", "cpu_debug.py")
 ACCEPTABLE_SAMPLE_RATES = (16000, 22050, 32000, 44100, 48000)  # The validator's list.
 
 
 class HearApiTest(parameterized.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.model = hear.load_model(os.path.join(REPO, "configs", "cpu_debug.py"))
+        cls.model = hear.load_model(CPU_DEBUG)
 
     def test_model_attributes(self):
         self.assertIsInstance(self.model, tf.Module)
@@ -144,12 +148,99 @@ class LoadModelTest(absltest.TestCase):
         )
         self.assertEqual(out.stdout.strip(), "False")
 
-    def test_an_audio_file_is_not_taken_for_a_checkpoint(self):
+    def test_an_audio_file_is_not_taken_for_a_checkpoint_or_a_config(self):
         wav = os.path.join(REPO, "wavlejepa", "data", "samples", "fsdd", "0_george_0.wav")
         with self.assertRaisesRegex(
-            checkpointing.CheckpointError, "is a file, not a checkpoint directory"
+            checkpointing.CheckpointError,
+            r"0_george_0.wav' is a file, not a checkpoint directory nor a config: give .* a "
+            r"training workdir .*, a config file \(.py\) or a run's <workdir>/config.json",
         ):
             hear.load_model(wav)
+
+
+def _write_json(folder: str, value) -> str:
+    path = os.path.join(folder, "config.json")
+    with open(path, "w") as f:
+        f.write(value if isinstance(value, str) else json.dumps(value))
+    return path
+
+
+def _embed(loaded, audio_NxS: np.ndarray) -> np.ndarray:
+    return hear.get_timestamp_embeddings(audio_NxS, loaded)[0]
+
+
+class LoadModelFromConfigJsonTest(absltest.TestCase):
+    """A run's config.json gives the untrained model of that config: the .py's model, or a saved
+    checkpoint of the same (seed-0) params, to the number."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.audio = np.random.default_rng(3).uniform(-1, 1, size=(2, 12_345)).astype(np.float32)
+        cls.from_py = hear.load_model(CPU_DEBUG)
+        cls.expected = _embed(cls.from_py, cls.audio)
+
+    def setUp(self):
+        self.folder = self.enter_context(tempfile.TemporaryDirectory())
+
+    def test_config_json_gives_the_model_of_its_py_config(self):
+        # As a run writes it into its workdir (train.py): the whole config, best-effort JSON.
+        path = _write_json(self.folder, cpu_debug.get_config().to_json_best_effort(indent=2))
+        loaded = hear.load_model(path)
+        self.assertIsInstance(loaded, tf.Module)
+        self.assertEqual(loaded.embedder.cfg, self.from_py.embedder.cfg)
+        self.assertEqual(loaded.embedder.window_frames, self.from_py.embedder.window_frames)
+        self.assertEqual(loaded.timestamp_embedding_size, 64)
+        jax.tree.map(
+            np.testing.assert_array_equal, loaded.embedder.params, self.from_py.embedder.params
+        )
+        np.testing.assert_array_equal(_embed(loaded, self.audio), self.expected)
+
+    def test_config_json_of_a_model_folder_matches_its_checkpoint(self):
+        config = cpu_debug.get_config()
+        params = jax.jit(model.init, static_argnames="cfg")(
+            jax.random.key(0), cfg=ml_collections.FrozenConfigDict(config.model)
+        )
+        checkpointing.save_model(self.folder, params, config)  # config.json + best/0.
+        from_checkpoint = hear.load_model(self.folder)
+        with self.assertLogs(level="WARNING") as logs:
+            from_json = hear.load_model(os.path.join(self.folder, "config.json"))
+        self.assertIn("untrained model of that config", logs.output[0])
+        self.assertIn(f"hear.load_model('{self.folder}') loads the trained model", logs.output[0])
+        np.testing.assert_array_equal(_embed(from_checkpoint, self.audio), self.expected)
+        np.testing.assert_array_equal(_embed(from_json, self.audio), self.expected)
+
+    def test_the_json_keys_are_the_ones_used(self):
+        saved = json.loads(cpu_debug.get_config().to_json_best_effort())
+        saved["model"]["encoder_depth"] = 1
+        saved["dataset"]["crop_seconds"] = 1.01
+        loaded = hear.load_model(_write_json(self.folder, saved))
+        config = cpu_debug.get_config()
+        config.model.encoder_depth = 1
+        config.dataset.crop_seconds = 1.01
+        expected = embedding.Embedder.random_init(config)
+        self.assertEqual(loaded.embedder.cfg, expected.cfg)
+        self.assertEqual(loaded.embedder.window_frames, 100)  # 50 frames under cpu_debug.
+        jax.tree.map(np.testing.assert_array_equal, loaded.embedder.params, expected.params)
+        depth = lambda m: m.embedder.params["context_encoder"]["blocks"]["mlp"]["out"]["kernel"]
+        self.assertEqual(depth(loaded).shape[0], 1)  # Blocks are stacked: one, not cpu_debug's 2.
+        self.assertEqual(depth(self.from_py).shape[0], 2)
+
+    def test_json_that_is_not_a_run_config_is_a_clear_error(self):
+        for text, message in (
+            ('{"model": {', "config.json:1: not valid JSON"),
+            ("[1, 2]", "holds a JSON list, not a config"),
+            (
+                '{"learning_rate": 0.1}',
+                r"is JSON but not a run's config \(it lacks model or dataset",
+            ),
+        ):
+            with self.subTest(text=text):
+                with self.assertRaisesRegex(saved_config.SavedConfigError, message):
+                    hear.load_model(_write_json(self.folder, text))
+
+    def test_missing_config_json_is_a_clear_error(self):
+        with self.assertRaisesRegex(saved_config.SavedConfigError, "cannot read it"):
+            hear.load_model(os.path.join(self.folder, "config.json"))
 
 
 if __name__ == "__main__":

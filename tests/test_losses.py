@@ -12,7 +12,7 @@ from absl.testing import absltest, parameterized
 
 from configs import cpu_debug
 from wavlejepa import losses, masking, model, sigreg
-from wavlejepa.nets import waveform
+from wavlejepa.nets import projector, waveform
 
 
 def _setup(batch=4, samples=8160, seed=0):
@@ -120,6 +120,29 @@ class ObjectiveTest(chex.TestCase):
         )
         want = np.mean(_epps_pulley_numpy(z @ dirs))
         np.testing.assert_allclose(float(metrics["sigreg"]), want, rtol=2e-4)
+
+    def test_outputs_hold_the_embedding_of_every_real_frame(self):
+        # The forward pass behind the loss encodes all frames as `model.embed` does: its
+        # encoder frames are the embedding at every real frame of padded crops, and its
+        # projected frames their projection (what the eval's ranks read).
+        config, params, audio = _setup()
+        lengths = jnp.asarray([8160, 6000, 4000, 2500])
+        key = jax.random.PRNGKey(2)
+        _, metrics, out = jax.jit(
+            lambda p, a: losses.objective_and_outputs(p, a, key, config, lengths_B=lengths)
+        )(params, audio)
+        embedded = jax.jit(lambda p, a: model.embed(p, a, config.model, lengths_B=lengths))(
+            params, audio
+        )
+        real = np.asarray(out["frame_valid"])
+        np.testing.assert_array_equal(real.sum(1), waveform.valid_frames(lengths, config.model))
+        np.testing.assert_allclose(float(metrics["real_frames"]), real.sum(1).mean())
+        encoded = np.asarray(out["encoder_frames"])
+        np.testing.assert_allclose(encoded[real], np.asarray(embedded)[real], rtol=1e-6, atol=1e-6)
+        z = projector.apply(params["projector"], embedded, config.model)
+        np.testing.assert_allclose(
+            np.asarray(out["projected_frames"])[real], np.asarray(z)[real], rtol=1e-5, atol=1e-6
+        )
 
     def test_fallback_masks_give_finite_loss_and_gradients(self):
         # Dropped target groups (length 0) must not turn attention or the loss into NaN.

@@ -12,7 +12,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from configs import cpu_debug
 from wavlejepa import losses, model, train_state, train_step
-from wavlejepa.nets import projector, waveform
+from wavlejepa.nets import encoder, projector, waveform
 
 
 class TrainStepTest(chex.TestCase):
@@ -110,6 +110,72 @@ class TrainStepTest(chex.TestCase):
             np.testing.assert_allclose(metrics[key], np.exp(-np.sum(p * np.log(p))), rtol=1e-3)
         self.assertIn("loss", metrics)
 
+    def test_eval_ranks_equal_those_of_a_separate_encoder_pass(self):
+        # The eval reads the ranks off its forward pass's frames: the same numbers as the ranks
+        # of `model.embed` run again on the batch, padded or not; the loss is the objective's.
+        config = cpu_debug.get_config()
+        state = train_state.create(jax.random.PRNGKey(0), config)
+        lengths = np.array([8160, 5000, 8160, 3000], np.int32)
+        audio = np.random.default_rng(1).standard_normal((4, 8160)).astype(np.float32)
+        audio[np.arange(8160)[None, :] >= lengths[:, None]] = 0.0
+        eval_fn = jax.jit(functools.partial(train_step.eval_step, config=config))
+        eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
+
+        @jax.jit
+        def separate_pass(params, audio, lengths):
+            frames = model.embed(params, audio, config.model, lengths_B=lengths)
+            z = projector.apply(params["projector"], frames, config.model)
+            valid = jnp.full((4,), frames.shape[1])
+            if lengths is not None:
+                valid = waveform.valid_frames(lengths, config.model)
+            ranks = train_step.ranks(frames, z, jnp.arange(frames.shape[1]) < valid[:, None])
+            loss, _ = losses.objective(params, audio, eval_key, config, lengths_B=lengths)
+            return {**ranks, "loss": loss}
+
+        for batch in ({"audio": audio, "lengths": lengths}, {"audio": audio}):
+            metrics = eval_fn(state, batch)
+            want = separate_pass(state.params, audio, batch.get("lengths"))
+            for key in ("encoder_rank", "projected_rank", "loss"):
+                np.testing.assert_allclose(metrics[key], want[key], rtol=1e-6, err_msg=key)
+
+    def test_eval_runs_the_encoder_once(self):
+        # The network applications traced into the eval step, by input shape: the waveform
+        # encoder once; the context encoder once over all frames (what the ranks read) and once
+        # over the context frames: those of the objective alone, nothing more.
+        config = cpu_debug.get_config()
+        state = train_state.create(jax.random.PRNGKey(0), config)
+        audio = np.zeros((4, 8160), np.float32)
+        eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
+
+        def traced_calls(fn):
+            calls = []
+
+            def counting(module, name):
+                apply = module.apply
+
+                def counted(params, x, *args, **kwargs):
+                    calls.append((name, x.shape))
+                    return apply(params, x, *args, **kwargs)
+
+                return counted
+
+            with (
+                mock.patch.object(waveform, "apply", counting(waveform, "waveform")),
+                mock.patch.object(encoder, "apply", counting(encoder, "encoder")),
+            ):
+                jax.make_jaxpr(fn)(state)
+            return calls
+
+        evaluated = traced_calls(lambda s: train_step.eval_step(s, {"audio": audio}, config=config))
+        alone = traced_calls(lambda s: losses.objective(s.params, audio, eval_key, config))
+        num_frames, width = waveform.num_frames(8160, config.model), config.model.encoder_width
+        self.assertEqual(evaluated, alone)
+        self.assertEqual(evaluated[0], ("waveform", (4, 8160)))
+        self.assertEqual(evaluated[1], ("encoder", (4, num_frames, width)))
+        self.assertLen(evaluated, 3)
+        self.assertEqual(evaluated[2][0], "encoder")
+        self.assertLess(evaluated[2][1][1], num_frames)  # The context: fewer frames.
+
     def test_eight_devices_match_one_device(self):
         # The same global batch, sharded over 8 devices or on one: same loss, SIGReg (global N,
         # global means) and gradients.
@@ -131,10 +197,12 @@ class TrainStepTest(chex.TestCase):
             np.testing.assert_allclose(float(m8[name]), float(m1[name]), rtol=1e-5, err_msg=name)
         chex.assert_trees_all_close(g8, g1, rtol=1e-4, atol=1e-6)
         # The eval's ranks: one covariance of the global batch's frames.
-        ranks_fn = jax.jit(lambda p, a: train_step.ranks(p, {"audio": a}, config.model))
-        r1 = ranks_fn(state.params, audio)
-        r8 = jax.jit(ranks_fn, out_shardings=replicated)(params8, sharded_audio)
-        chex.assert_trees_all_close(r8, r1, rtol=1e-5)
+        eval_fn = functools.partial(train_step.eval_step, config=config)
+        r1 = jax.jit(eval_fn)(state, {"audio": audio})
+        state8 = jax.device_put(state, replicated)
+        r8 = jax.jit(eval_fn, out_shardings=replicated)(state8, {"audio": sharded_audio})
+        for name in ("encoder_rank", "projected_rank"):
+            np.testing.assert_allclose(float(r8[name]), float(r1[name]), rtol=1e-5, err_msg=name)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
   from wavlejepa import hear
   model = hear.load_model("/tmp/wj/run")  # A workdir/checkpoint; "" = untrained base model.
+  model = hear.load_model("/tmp/wj/run/config.json")  # Untrained, of that run's config (or a .py).
   embeddings, timestamps = hear.get_timestamp_embeddings(audio, model)  # audio [n, samples], 16 kHz
   scene = hear.get_scene_embeddings(audio, model)  # [n, scene_embedding_size]
 
@@ -16,8 +17,10 @@ import os
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
+from etils import epath
 
-from wavlejepa import embedding, model_sizes
+from wavlejepa import checkpointing, embedding, model_sizes, saved_config
 from wavlejepa import model as model_lib
 from wavlejepa.nets import waveform
 
@@ -51,15 +54,47 @@ def _config_from_file(path: str) -> ml_collections.ConfigDict:
     return module.get_config()
 
 
+def _config_from_json(path: str) -> ml_collections.ConfigDict:
+    """The run config saved at `path` (a workdir's config.json), checked to hold what an
+    `Embedder` reads: `model` and `dataset.crop_seconds`.
+
+    Raises:
+      saved_config.SavedConfigError: unreadable, not JSON, or not a run's config.
+    """
+    config = saved_config.load(path)
+    if (
+        not isinstance(config.get("model"), ml_collections.ConfigDict)
+        or not isinstance(config.get("dataset"), ml_collections.ConfigDict)
+        or "crop_seconds" not in config.dataset
+    ):
+        raise saved_config.SavedConfigError(
+            f"{path} is JSON but not a run's config (it lacks model or dataset.crop_seconds): "
+            "give the config.json a run writes into its workdir, or a config file (.py)."
+        )
+    folder = epath.Path(path).parent
+    if any((folder / sub).is_dir() for sub in (checkpointing.BEST_DIR, checkpointing.LATEST_DIR)):
+        # The file is only the config: the trained weights beside it are not read.
+        logging.warning(
+            "hear.load_model(%r) is an untrained model of that config; "
+            "hear.load_model(%r) loads the trained model of that folder.",
+            path,
+            str(folder),
+        )
+    return config
+
+
 def load_model(model_file_path: str = ""):
     """Loads a model for the HEAR API.
 
     Args:
       model_file_path: "" for an untrained `base` model (a baseline); a workdir or checkpoint
-        directory (see `pretrained.load`); or a config file (`.py`) for an untrained
-        model of that config.
+        directory (see `pretrained.load`); or a config file (`.py`) or a run's saved
+        `<workdir>/config.json`, for an untrained model of that config (`Embedder.random_init`,
+        seed 0; a config.json beside checkpoints logs that their weights are not read).
     Raises:
-      checkpointing.CheckpointError: a directory that holds no loadable checkpoint.
+      checkpointing.CheckpointError: a directory that holds no loadable checkpoint, or a file
+        that is neither a config file (.py) nor a config.json.
+      saved_config.SavedConfigError: a .json file that is not a run's config.
     """
     if not model_file_path:
         cfg = model_sizes.model_config(DEFAULT_SIZE)
@@ -67,6 +102,14 @@ def load_model(model_file_path: str = ""):
         return model_class()(embedding.Embedder(params, cfg))
     if model_file_path.endswith(".py") and os.path.isfile(model_file_path):
         return model_class()(embedding.Embedder.random_init(_config_from_file(model_file_path)))
+    if model_file_path.endswith(".json"):  # Local or remote, as saved_config reads either.
+        return model_class()(embedding.Embedder.random_init(_config_from_json(model_file_path)))
+    if epath.Path(model_file_path).is_file():
+        raise checkpointing.CheckpointError(
+            f"{model_file_path!r} is a file, not a checkpoint directory nor a config: give "
+            "hear.load_model a training workdir (or one of its checkpoints/<step> folders), a "
+            "config file (.py) or a run's <workdir>/config.json."
+        )
     return model_class()(embedding.Embedder.from_checkpoint(model_file_path))
 
 

@@ -183,6 +183,23 @@ def objective(
       clip_starts_BxC: where source clips begin in each packed crop (the pipeline's
         "clip_starts"; None = one clip a crop), for the clip-centred statistic.
     """
+    loss, metrics, _ = objective_and_outputs(
+        params, audio_BxS, key, config, lengths_B=lengths_B, clip_starts_BxC=clip_starts_BxC
+    )
+    return loss, metrics
+
+
+def objective_and_outputs(
+    params: dict,
+    audio_BxS: jax.Array,
+    key: jax.Array,
+    config: ml_collections.ConfigDict,
+    *,
+    lengths_B: jax.Array | None = None,
+    clip_starts_BxC: jax.Array | None = None,
+) -> tuple[jax.Array, dict, dict]:
+    """`objective`'s (loss, metrics) and the `model.forward` outputs they came from, so an
+    evaluation can read the encoder's frames without running the encoder again."""
     k_masks, k_slices = jax.random.split(key)
     batch, num_samples = audio_BxS.shape
     num_frames = waveform.num_frames(num_samples, config.model)
@@ -202,4 +219,4 @@ def objective(
         "target_frames": jnp.mean(jnp.sum(out["target_valid"], axis=(1, 2)).astype(jnp.float32)),
         **unweighted,
     }
-    return loss, metrics
+    return loss, metrics, out

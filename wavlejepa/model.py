@@ -121,6 +121,7 @@ def forward(
     (default: all); padding frames are dropped from the masks and from every attention. The
     targets are the model's own projected frames, with their gradients (LeJEPA: no teacher, no
     stop-gradient). Returns a dict of:
+      encoder_frames [B, T, D]: the context encoder over all frames, `embed`'s output.
       projected_frames [B, T, P]: projector(encoder(all real frames)), the targets' space.
       frame_valid [B, T]: which frames are real (not padding).
       predictions [B, G, Q, P]: projector(predictor(context)) at each target frame of each group.
@@ -152,6 +153,7 @@ def forward(
     chex.assert_equal_shape((predictions_BxGxQxP, targets_BxGxQxP))
     chex.assert_shape(projected_BxTxP, (batch, num_frames, predictions_BxGxQxP.shape[-1]))
     return {
+        "encoder_frames": full_BxTxD,
         "projected_frames": projected_BxTxP,
         "frame_valid": jnp.arange(num_frames)[None, :] < valid_frames_B[:, None],
         "predictions": predictions_BxGxQxP,

@@ -6,24 +6,21 @@ global, so N in SIGReg is the global batch and the result does not depend on the
 """
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import optax
 
-from wavlejepa import diagnostics, losses, model, train_state
-from wavlejepa.nets import projector, waveform
+from wavlejepa import diagnostics, losses, train_state
+
+
+def _optional_inputs(batch: dict) -> dict:
+    """The objective's keyword inputs from a batch: its "lengths" and "clip_starts" (None when
+    the pipeline gives none)."""
+    return {"lengths_B": batch.get("lengths"), "clip_starts_BxC": batch.get("clip_starts")}
 
 
 def _objective(params: dict, batch: dict, key: jax.Array, config: ml_collections.ConfigDict):
-    """`losses.objective` of `params` on a batch (its "lengths" and "clip_starts" when given)."""
-    return losses.objective(
-        params,
-        batch["audio"],
-        key,
-        config,
-        lengths_B=batch.get("lengths"),
-        clip_starts_BxC=batch.get("clip_starts"),
-    )
+    """`losses.objective` of `params` on a batch."""
+    return losses.objective(params, batch["audio"], key, config, **_optional_inputs(batch))
 
 
 def train_step(
@@ -44,18 +41,11 @@ def train_step(
     return new_state, metrics
 
 
-def ranks(params: dict, batch: dict, cfg: ml_collections.ConfigDict) -> dict:
-    """Effective ranks (`diagnostics.effective_rank`) over every real frame of the batch: of the
-    context encoder's output over all frames (`model.embed`, what users take) as "encoder_rank",
-    and of its projection z (what SIGReg tests) as "projected_rank"."""
-    lengths_B = batch.get("lengths")
-    frames_BxTxD = model.embed(params, batch["audio"], cfg, lengths_B=lengths_B)
-    z_BxTxP = projector.apply(params["projector"], frames_BxTxD, cfg)
-    batch_size, num_frames = frames_BxTxD.shape[:2]
-    valid_B = jnp.full((batch_size,), num_frames)
-    if lengths_B is not None:
-        valid_B = waveform.valid_frames(lengths_B, cfg)
-    valid_N = (jnp.arange(num_frames)[None, :] < valid_B[:, None]).reshape(-1)
+def ranks(frames_BxTxD: jax.Array, z_BxTxP: jax.Array, valid_BxT: jax.Array) -> dict:
+    """Effective ranks (`diagnostics.effective_rank`) over the real frames (`valid [B, T]`) of
+    a batch: of the context encoder's output over all frames (`model.embed`, what users take)
+    as "encoder_rank", and of its projection z (what SIGReg tests) as "projected_rank"."""
+    valid_N = valid_BxT.reshape(-1)
     flat = lambda x_BxTxD: x_BxTxD.reshape(-1, x_BxTxD.shape[-1])
     return {
         "encoder_rank": diagnostics.effective_rank(flat(frames_BxTxD), valid_N),
@@ -67,7 +57,9 @@ def eval_step(
     state: train_state.TrainState, batch: dict, *, config: ml_collections.ConfigDict
 ) -> dict:
     """The training losses on a held-out batch, without gradients (masks from a fixed key), and
-    the batch's `ranks`."""
+    the `ranks` of the frames its forward pass encoded (the encoder runs once)."""
     key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 0)
-    _, metrics = _objective(state.params, batch, key, config)
-    return {**metrics, **ranks(state.params, batch, config.model)}
+    _, metrics, out = losses.objective_and_outputs(
+        state.params, batch["audio"], key, config, **_optional_inputs(batch)
+    )
+    return {**metrics, **ranks(out["encoder_frames"], out["projected_frames"], out["frame_valid"])}

@@ -110,7 +110,7 @@ def test_embed_output_dir_never_overwrites_what_it_did_not_write(tmp_path, block
     before = _hashes(tmp_path)
     result = _run(
         "wavlejepa.embed",
-        "--checkpoint=/nonexistent/run",  # Checked later: the targets are checked first.
+        f"--checkpoint={tmp_path}",  # A folder, not a model: loaded after the targets' check.
         f"--input={tmp_path / 'clips'}",
         f"--output_dir={output_dir}",
     )
@@ -149,7 +149,8 @@ def test_evaluate_labels_on_a_dataset_without_labels_gives_the_command_that_adds
     from configs import default
     from wavlejepa.data import sources
 
-    _clips(tmp_path / "audio", 4)
+    for label in ("a", "b"):  # Class folders: what the printed --label_from=folder reads.
+        _clips(tmp_path / "audio" / label, 2)
     dataset = default.get_config().dataset  # As `prepare_dataset` without --label_from builds it.
     dataset.update(name="plain", data_dir=str(tmp_path / "tfds"), audio_dir=str(tmp_path / "audio"))
     sources.ensure_built(dataset)

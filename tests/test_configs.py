@@ -99,7 +99,7 @@ def _bad(**overrides):
     ],
 )
 def test_bad_values_are_named_with_their_key(overrides, num_devices, expected):
-    with pytest.raises(ValueError, match="Invalid config") as error:
+    with pytest.raises(ValueError, match="invalid config") as error:
         config_validation.validate(_bad(**overrides), num_devices=num_devices)
     assert expected in str(error.value)
 

@@ -343,7 +343,7 @@ def test_cli_builds_and_prints_summary(tmp_path):
     missing = [c if not c.startswith("--audio_dir") else "--audio_dir=/no/such/dir" for c in cmd]
     missing = subprocess.run(missing, capture_output=True, text=True, cwd=REPO)
     assert missing.returncode == 2
-    assert "/no/such/dir" in missing.stderr and "is not a folder" in missing.stderr
+    assert "--audio_dir=/no/such/dir: no such folder" in missing.stderr
     assert "Traceback" not in missing.stderr
 
 

@@ -311,7 +311,7 @@ class CheckpointAndCliTest(absltest.TestCase):
             "--checkpoint=/nonexistent/run", f"--input={folder}", f"--output={output}"
         )
         self.assertNotEqual(missing.returncode, 0)
-        self.assertIn("does not exist", missing.stderr)
+        self.assertIn("--checkpoint=/nonexistent/run: no such folder", missing.stderr)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,15 @@
 Checks here run before any heavy work, so a bad flag never costs the user a finished job.
 """
 
+import contextlib
 import os
 import re
+import shutil
 import sys
+from collections.abc import Callable
 from typing import NoReturn
+
+from wavlejepa import config_kinds, flag_kinds
 
 USAGE_ERROR = 2  # The exit code of a bad flag or input (absl's own flag errors give 1).
 # The exit code of a run stopped by a non-finite loss or gradient (train.py raises
@@ -22,22 +27,6 @@ def fail(message: str) -> NoReturn:
     sys.exit(USAGE_ERROR)
 
 
-def check_output_file(path: str, flag: str) -> str:
-    """The absolute path `--flag=path` will be written to, after checking it can be: its folder
-    exists and is writable, and the path itself is not a folder. Fails with a message if not."""
-    if not path:
-        fail(f"{flag} is empty: give the file to write.")
-    full = os.path.abspath(os.path.expanduser(path))
-    folder = os.path.dirname(full)
-    if os.path.isdir(full):
-        fail(f"{flag}={path} is a folder: give a file name inside it.")
-    if not os.path.isdir(folder):
-        fail(f"{flag}={path}: the folder {folder} does not exist; create it first.")
-    if not os.access(folder, os.W_OK):
-        fail(f"{flag}={path}: the folder {folder} is not writable; choose another place.")
-    return full
-
-
 def existing_ancestor(path: str) -> str:
     """`path` (absolute, user expanded) if something is there, else its nearest parent that
     exists: where a folder to be created would hang."""
@@ -47,17 +36,43 @@ def existing_ancestor(path: str) -> str:
     return existing
 
 
-def check_workdir(path: str, flag: str = "--workdir") -> None:
-    """Fails unless `path` is a folder we can write in, or can be created (local paths only:
-    gs:// and other remote workdirs are left to the storage layer)."""
-    if "://" in path:
-        return
-    full = os.path.abspath(os.path.expanduser(path))
-    if os.path.exists(full) and not os.path.isdir(full):
-        fail(f"{flag}={path} is a file: give a folder (it is created if missing).")
-    existing = existing_ancestor(full)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        fail(f"{flag}={path}: {existing} is not writable; choose another folder.")
+@contextlib.contextmanager
+def outputs(*paths: str, keep: Callable[[], bool] = lambda: False):
+    """Runs the block; when it fails (an exception, or an exit code other than 0 and NON_FINITE),
+    removes what it made of `paths`: each path that did not exist before, with the folders made
+    to hold it, and in a folder that did, the entries that were not there. Unless `keep()` says
+    they hold work worth keeping (a run's first checkpoint). So a tool that fails leaves the
+    disk as it found it, whatever step failed. Remote paths are left alone."""
+    local = [os.path.abspath(os.path.expanduser(p)) for p in paths if p and "://" not in p]
+    made = [(full, existing_ancestor(full)) for full in local if not os.path.lexists(full)]
+    listed = {full: set(os.listdir(full)) for full in local if os.path.isdir(full)}
+    try:
+        yield
+    except BaseException as e:
+        code = e.code if isinstance(e, SystemExit) else 1
+        if code not in (0, None, NON_FINITE) and not keep():
+            for full, ancestor in made:
+                _remove_made(full, ancestor)
+            for full, before in listed.items():
+                for entry in set(os.listdir(full)) - before:
+                    _remove_made(os.path.join(full, entry), full)
+        raise
+
+
+def _remove_made(path: str, ancestor: str) -> None:
+    """Removes `path` (a file or a folder tree), then its parents up to `ancestor` (which existed
+    before), each only if nothing else is in it."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
+    parent = os.path.dirname(path)
+    while parent != ancestor and parent.startswith(ancestor) and os.path.isdir(parent):
+        try:
+            os.rmdir(parent)
+        except OSError:  # Something else is in it.
+            break
+        parent = os.path.dirname(parent)
 
 
 def write_atomically(path: str, write) -> None:
@@ -95,7 +110,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     except SyntaxError as e:  # Raised by running the config file: absl does not catch it.
         fail(f"{e.filename}:{e.lineno}: syntax error in the config file: {e.msg}. Fix that line.")
     except flags.Error as e:
-        fail(_group_override(argv, names) or f"{str(e).rstrip('.')}. Pass --help for the flags.")
+        fail(_group_override(argv, names) or _flag_error(e))
     except KeyError as e:  # A misspelt --config.key: ml_collections' "Did you mean" message.
         fail("config has no key " + " ".join(str(a) for a in e.args).replace("\n", ". "))
     except OSError as e:  # A config file that cannot be read or run.
@@ -105,7 +120,25 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(_missing_get_config(e) or " ".join(str(e).split()))
     except (ValueError, TypeError) as e:
         fail(" ".join(str(e).split()))
+    problems = flag_kinds.path_problems()
+    if problems:
+        fail(problems[0])
     return rest
+
+
+def _flag_error(error) -> str:
+    """absl's message for a bad flag as our one line: "--batch_size=0: must be ..."."""
+    message = " ".join(str(error).split()).rstrip(".")
+    message = re.sub(r"^flag (--\S+?=)", r"\1", message)
+    required = re.search(r"Flag --(\w+) must have a value other than None", message)
+    if required:
+        return f"--{required.group(1)} is required: give it (--help describes it)."
+    override = re.match(r"(--\w+\.([\w.]+)=\S*): ", message)
+    kind = override and config_kinds.KINDS.get(override.group(2))
+    if isinstance(kind, config_kinds.Number | config_kinds.Numbers):  # Not parsed as a number.
+        allowed = kind.allowed() if isinstance(kind, config_kinds.Number) else kind.item.allowed()
+        return f"{override.group(1)}: must be {allowed}."
+    return f"{message}. Pass --help for the flags."
 
 
 def _config_flag_names(flag_values) -> list[str]:
@@ -137,7 +170,10 @@ def _config_file(name: str, value: str) -> str:
     path, _, argument = value.partition(":")
     if not path:
         fail(f"--{name} is empty: give a config file, e.g. --{name}=configs/cpu_debug.py.")
-    full = os.path.abspath(os.path.expanduser(path))
+    try:
+        full = os.path.abspath(flag_kinds.expand(path))
+    except ValueError as e:
+        fail(f"--{name}={path}: {e}.")
     if not os.path.exists(full):
         where = "" if os.path.isabs(path) else f", relative to {os.getcwd()}"
         fail(
@@ -147,7 +183,7 @@ def _config_file(name: str, value: str) -> str:
     if os.path.isdir(full):
         fail(f"--{name}={path} is a folder: give a config file in it (.py, or a config.json).")
     if not full.endswith(".json"):
-        return value
+        return f"{full}:{argument}" if argument else full  # `~` and $VARS expanded.
     if argument:
         fail(f"--{name}={value}: a config.json takes no ':{argument}'; drop it.")
     return _saved_config(name, full)

@@ -10,7 +10,7 @@ import os
 
 import ml_collections
 
-from wavlejepa import evaluators, masking, model_sizes
+from wavlejepa import config_kinds, evaluators, masking, model_sizes
 from wavlejepa.data import pipeline, transforms
 from wavlejepa.evaluators import linear_probe
 from wavlejepa.nets import layers, transformer, waveform
@@ -120,11 +120,18 @@ def _loss_and_data_problems(config: ml_collections.ConfigDict):
             "recipe: 32 and 50)."
         )
 
-    try:
-        num_frames = waveform.num_frames(transforms.crop_samples(config.dataset), config.model)
-        masking.validate(config.masking, num_frames)
-    except ValueError as e:
-        yield f"config.dataset.crop_seconds / config.masking: {e}"
+    model = config.model
+    if len(model.conv_kernels) != len(model.conv_strides):
+        yield (
+            f"config.model.conv_kernels={model.conv_kernels} and conv_strides="
+            f"{model.conv_strides} must have one entry per conv layer each (the same length)."
+        )
+    elif not any(key.startswith(("model.conv", "dataset.")) for key, _ in _kind_problems(config)):
+        try:  # The frames of a crop, and masks that fit them (from valid conv and crop keys).
+            num_frames = waveform.num_frames(transforms.crop_samples(config.dataset), model)
+            masking.validate(config.masking, num_frames)
+        except ValueError as e:
+            yield f"config.dataset.crop_seconds / config.masking: {e}"
 
     yield from pipeline.problems(config.dataset)
     if config.dataset.eval_batches < 0:
@@ -158,7 +165,20 @@ def _evaluator_problems(config: ml_collections.ConfigDict):
 
 
 def _problems(config: ml_collections.ConfigDict, num_devices: int, num_processes: int):
-    """Yields one message per problem found."""
+    """Yields one message per problem found: a key its kind refuses (config_kinds) unless a
+    check below names that key with a more specific message, then those checks."""
+    specific = list(_specific_problems(config, num_devices, num_processes))
+    for key, problem in _kind_problems(config):
+        if not any(f"config.{key}=" in message for message in specific):
+            yield problem
+    yield from specific
+
+
+def _kind_problems(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
+    return list(config_kinds.problems(config))
+
+
+def _specific_problems(config: ml_collections.ConfigDict, num_devices: int, num_processes: int):
     yield from _optimizer_and_schedule_problems(config)
     yield from _batch_and_model_problems(config, num_devices, num_processes)
     yield from _loss_and_data_problems(config)
@@ -175,16 +195,22 @@ def validate(
     """Raises ConfigError naming every bad key of `config` for a run on these devices/hosts."""
     problems = list(_problems(config, num_devices, num_processes))
     if problems:
-        raise ConfigError("Invalid config:\n  - " + "\n  - ".join(problems))
+        raise ConfigError("invalid config: " + " ".join(problems))
 
 
 def resolved(
     config: ml_collections.ConfigDict, *, num_devices: int, num_processes: int = 1
 ) -> ml_collections.ConfigDict:
-    """A copy of `config` with its model size's numbers filled in (model_sizes.resolve), after
-    `validate` found no problem; an unknown size is left for `validate` to name."""
+    """A copy of `config` with its model size's numbers filled in (model_sizes.resolve) and `~`
+    and $VARS expanded in its paths, after `validate` found no problem; an unknown size is left
+    for `validate` to name."""
+    config = ml_collections.ConfigDict(config.to_dict())
+    for key, kind in config_kinds.KINDS.items():
+        group, _, name = key.rpartition(".")
+        holder = config[group] if group else config
+        if isinstance(kind, config_kinds.Path) and isinstance(holder.get(name), str):
+            holder[name] = config_kinds.expand(holder[name])
     if config.model.size in model_sizes.SIZES:
-        config = ml_collections.ConfigDict(config.to_dict())
         config.model = model_sizes.resolve(config.model)
     validate(config, num_devices=num_devices, num_processes=num_processes)
     return config

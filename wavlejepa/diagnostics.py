@@ -16,17 +16,28 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 import wavlejepa.data
-from wavlejepa import cli, model, pretrained, runtime
-from wavlejepa.data import decode, pcm, pipeline
+from wavlejepa import cli, flag_kinds, model, pretrained, runtime
+from wavlejepa.data import decode, fsdd, pcm, pipeline
+
+# The bundled FSDD clips --num_clips draws from (300).
+NUM_SAMPLE_CLIPS = len(glob.glob(os.path.join(wavlejepa.data.FSDD_SAMPLE_DIR, "*.wav")))
 
 
 def variance_shares(embeddings_NxTxD: np.ndarray) -> dict[str, float]:
-    """Shares of the total variance explained by frame position and by clip."""
+    """Shares of the total variance explained by frame position and by clip (nan, with a
+    warning, when every frame embedding is the same: there is no variance to share)."""
     e = np.asarray(embeddings_NxTxD, np.float64)
     total = e.var(axis=(0, 1)).sum()
+    if not total > 0:
+        logging.warning(
+            "Every frame embedding of the %d clips is the same (a collapsed model): position "
+            "and clip shares are undefined (nan).",
+            e.shape[0],
+        )
+        return {"position_share": float("nan"), "clip_share": float("nan")}
     return {
         "position_share": float(e.mean(axis=0).var(axis=0).sum() / total),
         "clip_share": float(e.mean(axis=1).var(axis=0).sum() / total),
@@ -63,6 +74,15 @@ def sample_crops(num_clips: int, num_samples: int) -> np.ndarray:
     """The first `num_samples` of bundled FSDD clips at 16 kHz, zero-padded, each normalised
     over its real samples (the padding stays 0)."""
     files = sorted(glob.glob(os.path.join(wavlejepa.data.FSDD_SAMPLE_DIR, "*.wav")))[:num_clips]
+    speakers = {fsdd.parse_name(path)[1] for path in files}
+    if len(speakers) == 1:
+        logging.warning(
+            "The first %d bundled clips (in file-name order: digit, speaker, take) are all "
+            "%s's takes of one digit: clip_share compares those alone; a larger --num_clips "
+            "spans more speakers and digits.",
+            len(files),
+            speakers.pop(),
+        )
     crops = np.zeros((len(files), num_samples), np.float32)
     lengths = np.zeros((len(files),), np.int64)
     for i, path in enumerate(files):
@@ -84,8 +104,17 @@ def main(argv):
         print(f"{name:15s} trained {trained[name]:.3f}   random init {untrained[name]:.3f}")
 
 
-if __name__ == "__main__":
-    flags.DEFINE_string("checkpoint", None, "Workdir or checkpoint directory.", required=True)
+def _define_flags() -> None:
+    """CLI flags, defined only when run as a program."""
+    flag_kinds.define_input(
+        "checkpoint", None, "Workdir or checkpoint directory.", kind="folder", required=True
+    )
     # One clip's frames vary by position only (position share 1 whatever the model): >= 2.
-    flags.DEFINE_integer("num_clips", 120, "Bundled FSDD clips to embed.", lower_bound=2)
+    flag_kinds.define_number(
+        "num_clips", 120, "Bundled FSDD clips to embed.", low=2, high=NUM_SAMPLE_CLIPS, unit="clips"
+    )
+
+
+if __name__ == "__main__":
+    _define_flags()
     app.run(main, flags_parser=cli.parse_flags)

@@ -23,20 +23,26 @@ import sys
 
 from absl import app, flags
 
-from wavlejepa import cli, runtime
+from wavlejepa import cli, flag_kinds, runtime
 
 # JAX and the model are imported in main(), after the flags: `--help` and flag errors are instant.
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "Workdir or checkpoint directory.", required=True
+_CHECKPOINT = flag_kinds.define_input(
+    "checkpoint", None, "Workdir or checkpoint directory.", kind="folder", required=True
 )
-_INPUT = flags.DEFINE_string(
-    "input", None, "An audio file, or a folder searched recursively.", required=True
+_INPUT = flag_kinds.define_input(
+    "input", None, "An audio file, or a folder searched recursively.", kind="file_or_folder",
+    required=True,
+)  # fmt: skip
+_OUTPUT = flag_kinds.define_output(
+    "output", "embeddings.npz", "Where the .npz is written.", kind="file"
 )
-_OUTPUT = flags.DEFINE_string("output", "embeddings.npz", "Where the .npz is written.")
-_OUTPUT_DIR = flags.DEFINE_string(
-    "output_dir", None, "Instead of --output: one .npz per input file under this folder."
+_OUTPUT_DIR = flag_kinds.define_output(
+    "output_dir", None, "Instead of --output: one .npz per input file under this folder.",
+    kind="folder",
+)  # fmt: skip
+_BATCH_SIZE = flag_kinds.define_number(
+    "batch_size", 16, "Windows per jitted call.", low=1, high=4096, unit="windows per call"
 )
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Windows per jitted call.", lower_bound=1)
 
 
 def _target(path: str, source: str, output_dir: str) -> str:
@@ -92,10 +98,8 @@ def _input_paths(source: str, output: str | None, output_dir: str | None) -> lis
     earlier = output if output and embedding.is_embeddings_file(output) else ""
     if os.path.isdir(source):
         paths = [os.path.join(source, p) for p in audio_folder.list_files(source, earlier)]
-    elif os.path.exists(source):
+    else:  # --input's kind checked that it exists.
         paths = [source]
-    else:
-        cli.fail(f"--input={source} does not exist: give an audio file or a folder of them.")
     if output_dir:  # Inside --input, an earlier run's .npz files are results, not inputs.
         ours = os.path.realpath(output_dir) + os.sep
         paths = [
@@ -128,14 +132,11 @@ def main(argv):
     per_file = _OUTPUT_DIR.value is not None
     if per_file and flags.FLAGS["output"].present:
         cli.fail("--output and --output_dir contradict each other: give one.")
-    if per_file:
-        cli.check_workdir(_OUTPUT_DIR.value, "--output_dir")
-    else:
-        output = cli.check_output_file(_OUTPUT.value, "--output")
+    output = None if per_file else os.path.abspath(_OUTPUT.value)  # Checked by its kind.
     source = _INPUT.value
     from wavlejepa import checkpointing, embedding
 
-    paths = _input_paths(source, None if per_file else output, _OUTPUT_DIR.value)
+    paths = _input_paths(source, output, _OUTPUT_DIR.value)
     try:
         embedder = embedding.Embedder.from_checkpoint(
             _CHECKPOINT.value, batch_size=_BATCH_SIZE.value

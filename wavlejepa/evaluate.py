@@ -17,6 +17,7 @@ them, as one JSON list, to a file. The knobs of each probe come from the checkpo
 """
 
 import json
+import os
 import sys
 
 import ml_collections
@@ -24,32 +25,41 @@ import tqdm
 from absl import app, flags
 from ml_collections import config_flags
 
-from wavlejepa import cli, runtime
+from wavlejepa import cli, flag_kinds, runtime
 
 # JAX, the model and the probes are imported in main(): `--help` and flag errors are instant.
 BASELINES = ("none", "random_init", "logmel")
+# linear_probe.TASKS's names (it imports JAX; tested equal).
+TASKS = ("fsdd_digits", "fsdd_speakers", "labels")
 
 
 def _define_flags() -> None:
     """CLI flags, defined only when run as a program."""
-    flags.DEFINE_string("checkpoint", None, "Workdir or checkpoint directory.")
+    flag_kinds.define_input("checkpoint", None, "Workdir or checkpoint directory.", kind="folder")
     config_flags.DEFINE_config_file(
         "config", None, "Run config (for --baseline=random_init without --checkpoint).",
         lock_config=True,
     )  # fmt: skip
-    flags.DEFINE_list(
-        "eval", ["fsdd_digits"], "Probe tasks, e.g. fsdd_digits,fsdd_speakers (linear_probe.TASKS)."
+    flag_kinds.define_choices(
+        "eval", ["fsdd_digits"], "Probe tasks, e.g. fsdd_digits,fsdd_speakers.", choices=TASKS
     )
     flags.DEFINE_enum("baseline", "none", BASELINES, "Evaluate a baseline instead.")
-    flags.DEFINE_integer("seed", 0, "Params seed of --baseline=random_init.")
-    flags.DEFINE_string(
+    flag_kinds.define_number(
+        "seed", 0, "Params seed of --baseline=random_init.", low=0, high=2**31 - 1
+    )
+    flag_kinds.define_text(
         "data", None,
         "Probe data: sample (bundled) or a folder of FSDD recordings; for --eval=labels, a "
         "prepared dataset's name.",
+        pattern=r"\S+", what="'sample', a folder or a dataset name", example="sample",
     )  # fmt: skip
-    flags.DEFINE_string("data_dir", None, "--eval=labels: the TFDS data_dir of --data.")
+    flag_kinds.define_input(
+        "data_dir", None, "--eval=labels: the TFDS data_dir of --data.", kind="folder"
+    )
     flags.DEFINE_enum("pooling", None, ["mean", "mean_std"], "Clip pooling override.")
-    flags.DEFINE_string("output", None, "Also write the results (a JSON list) here.")
+    flag_kinds.define_output(
+        "output", None, "Also write the results (a JSON list) here.", kind="file"
+    )
     flags.DEFINE_bool("json", False, "Print one JSON line per evaluation instead of the table.")
 
 
@@ -136,15 +146,12 @@ def main(argv):
     from wavlejepa.evaluators import linear_probe
 
     args = flags.FLAGS
-    unknown = [t for t in args.eval if t not in linear_probe.TASKS]
-    if unknown:
-        cli.fail(f"unknown --eval {unknown}; choose from {sorted(linear_probe.TASKS)}.")
     if args.checkpoint and args.baseline != "none":
         cli.fail(
             f"--checkpoint and --baseline={args.baseline} contradict each other: give one "
             "(a baseline is evaluated instead of a checkpoint)."
         )
-    output = cli.check_output_file(args.output, "--output") if args.output is not None else None
+    output = os.path.abspath(args.output) if args.output else None  # Checked by its kind.
     if args.data is not None and any(linear_probe.TASKS[t] != "label" for t in args.eval):
         try:
             fsdd.fsdd_dir(args.data)

@@ -22,18 +22,17 @@ import pickle
 
 from absl import app, flags
 
-from wavlejepa import cli, runtime
+from wavlejepa import cli, flag_kinds, runtime
 
 # JAX, torch and the model are imported in main(), after the flags: `--help` is instant.
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint",
-    None,
+_CHECKPOINT = flag_kinds.define_input(
+    "checkpoint", None,
     "WavJEPA's weights: a training checkpoint (.ckpt/.pt), a pytorch_model.bin, or a "
     "model.safetensors.",
-    required=True,
-)
-_OUTPUT = flags.DEFINE_string(
-    "output", None, "The model folder to write (new, or empty).", required=True
+    kind="file", required=True,
+)  # fmt: skip
+_OUTPUT = flag_kinds.define_output(
+    "output", None, "The model folder to write (new, or empty).", kind="folder", required=True
 )
 _FROM = flags.DEFINE_enum(
     "from",
@@ -42,13 +41,12 @@ _FROM = flags.DEFINE_enum(
     "Which encoder: the student (`encoder.*`, what WavJEPA's HEAR runtime embeds with) or its "
     "EMA teacher (`teacher_encoder.*`).",
 )
-_NUM_HEADS = flags.DEFINE_integer(
-    "num_heads",
-    None,
+_NUM_HEADS = flag_kinds.define_number(
+    "num_heads", None,
     "Attention heads of the encoder (the tensors do not record them). Default: the size "
     "table's row of the same width (12 at 768), else width / 64.",
-    lower_bound=1,
-)
+    low=1, high=1024, unit="heads",
+)  # fmt: skip
 _TRUST_PICKLE = flags.DEFINE_bool(
     "trust_pickle",
     False,
@@ -107,18 +105,13 @@ def _read_torch(path: str, trust_pickle: bool) -> dict:
 
 
 def _check_flags() -> tuple[str, str]:
-    checkpoint = os.path.abspath(os.path.expanduser(_CHECKPOINT.value))
-    if os.path.isdir(checkpoint):
-        cli.fail(f"--checkpoint={_CHECKPOINT.value} is a folder: give the weights file in it.")
-    if not os.path.isfile(checkpoint):
-        cli.fail(f"--checkpoint={_CHECKPOINT.value} does not exist.")
-    output = os.path.abspath(os.path.expanduser(_OUTPUT.value))
+    checkpoint = os.path.abspath(_CHECKPOINT.value)  # Its kind checked it is a file.
+    output = os.path.abspath(_OUTPUT.value)
     if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
         cli.fail(
             f"--output={_OUTPUT.value} exists and is not an empty folder: give a new folder, so "
             "no earlier model is overwritten."
         )
-    cli.check_workdir(output, "--output")
     return checkpoint, output
 
 
@@ -146,10 +139,11 @@ def main(argv):
     config.model = model_cfg
     # Written beside the target and renamed into place: a failure leaves no half a model.
     staging = f"{output}.importing-{os.getpid()}"
-    checkpointing.save_model(staging, params, config)
-    if os.path.isdir(output):
-        os.rmdir(output)  # Checked empty above.
-    os.rename(staging, output)
+    with cli.outputs(staging):
+        checkpointing.save_model(staging, params, config)
+        if os.path.isdir(output):
+            os.rmdir(output)  # Checked empty above.
+        os.rename(staging, output)
 
     taken = sum(x.size for x in jax.tree.leaves(params))
     print(

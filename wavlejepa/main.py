@@ -11,12 +11,13 @@ flags, config, workdir or dataset, reported in one line with nothing written to 
 3 (cli.NON_FINITE) the loss or a gradient went non-finite, the last good checkpoint is kept.
 """
 
+import os
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from wavlejepa import cli, runtime
+from wavlejepa import cli, flag_kinds, runtime
 
 # JAX and the trainer are imported in main(), after the flags: `--help` and flag errors are instant.
 
@@ -26,15 +27,23 @@ _CONFIG = config_flags.DEFINE_config_file(
     "Config file, e.g. configs/cpu_debug.py, or a run's <workdir>/config.json.",
     lock_config=True,
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and TensorBoard events.")
+_WORKDIR = flag_kinds.define_output(
+    "workdir", None, "Checkpoints, metrics and TensorBoard events.", kind="folder"
+)
 _MULTIHOST = flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() (cluster auto-detection)."
 )
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "HOST:PORT of process 0; implies --multihost."
+_COORDINATOR = flag_kinds.define_text(
+    "coordinator_address", None, "HOST:PORT of process 0; implies --multihost.",
+    pattern=r"[\w.\-]+:\d{1,5}|\[[0-9a-fA-F:.]+\]:\d{1,5}", what="HOST:PORT",
+    example="10.0.0.2:1234",
+)  # fmt: skip
+_NUM_PROCESSES = flag_kinds.define_number(
+    "num_processes", None, "With --coordinator_address.", low=1, high=65536, unit="hosts"
 )
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --coordinator_address.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --coordinator_address.")
+_PROCESS_ID = flag_kinds.define_number(
+    "process_id", None, "With --coordinator_address.", low=0, high=65535, unit="from 0"
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -52,7 +61,6 @@ def main(argv):
             num_processes=_NUM_PROCESSES.value,
             process_id=_PROCESS_ID.value,
         )
-    cli.check_workdir(_WORKDIR.value)
     try:  # Before the trainer is imported: it imports TensorFlow (seconds, and log lines).
         config_validation.resolved(
             _CONFIG.value, num_devices=jax.device_count(), num_processes=jax.process_count()
@@ -63,8 +71,10 @@ def main(argv):
     from wavlejepa import train
     from wavlejepa.data import pipeline
 
-    try:
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    latest = os.path.join(_WORKDIR.value, checkpointing.LATEST_DIR)
+    try:  # A run that fails before its first checkpoint leaves no workdir behind.
+        with cli.outputs(_WORKDIR.value, keep=lambda: bool(checkpointing.finished_steps(latest))):
+            train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (
         config_validation.ConfigError,
         checkpointing.CheckpointError,

@@ -17,11 +17,11 @@ import os
 
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from etils import epath
 from matplotlib.figure import Figure
 
-from wavlejepa import cli, runtime
+from wavlejepa import cli, flag_kinds, runtime
 
 # `reporting` (JAX, CLU) and the model are imported where used: `--help` is instant.
 PROBE_PREFIXES = ("eval_", "probe_")  # Eval keys holding "accuracy" are probe results.
@@ -112,9 +112,19 @@ def training_curves(records: list[dict], sigreg_marks: dict[str, float] | None =
 
 
 def pca_2d(x_NxD: np.ndarray) -> np.ndarray:
-    """The rows of x projected on their first two principal components, [n, 2] (numpy SVD)."""
-    centred = np.asarray(x_NxD, np.float64) - np.mean(x_NxD, axis=0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    """The rows of x projected on their first two principal components, [n, 2] (numpy SVD).
+
+    Raises ValueError for fewer than two rows; warns when every row is the same (one point).
+    """
+    x = np.asarray(x_NxD, np.float64)
+    if len(x) < 2:
+        raise ValueError(f"A PCA needs two or more embeddings to spread; got {len(x)}.")
+    centred = x - np.mean(x, axis=0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    if singular[0] <= 1e-6 * max(np.linalg.norm(x), np.finfo(np.float64).tiny):
+        logging.warning(
+            "All %d embeddings are the same (a collapsed model?): the PCA shows one point.", len(x)
+        )
     return centred @ vt[:2].T
 
 
@@ -143,6 +153,11 @@ def fsdd_embedding_figure(embedder, data: str = "sample") -> Figure:
     clips_by_split = fsdd.load_fsdd(fsdd.fsdd_dir(data))
     splits = fsdd.SPLITS
     audio = [clip for s in splits for clip in clips_by_split[s]["audio"]]
+    if len(audio) < 2:
+        raise ValueError(
+            f"--data={data} holds {len(audio)} readable FSDD recording(s): a PCA needs two or "
+            "more; give a folder of several, or --data=sample."
+        )
     clips = np.stack([e.clip for e in embedder.embed(audio)])
     digits = np.concatenate([clips_by_split[s]["digit"] for s in splits])
     speakers = np.concatenate([clips_by_split[s]["speaker"] for s in splits])
@@ -198,12 +213,20 @@ def make_plots(
 
 
 def _define_flags() -> None:
-    flags.DEFINE_string("workdir", "", "Run directory holding metrics.jsonl: training curves.")
-    flags.DEFINE_string(
-        "output_dir", "", "Where the PNGs go (default: the workdir, else the checkpoint)."
+    flag_kinds.define_input(
+        "workdir", "", "Run directory holding metrics.jsonl: training curves.", kind="folder"
     )
-    flags.DEFINE_string("checkpoint", "", "Also plot the PCA of this checkpoint's embeddings.")
-    flags.DEFINE_string("data", "sample", "FSDD for the PCA: sample or a folder of recordings.")
+    flag_kinds.define_output(
+        "output_dir", "", "Where the PNGs go (default: the workdir, else the checkpoint).",
+        kind="folder",
+    )  # fmt: skip
+    flag_kinds.define_input(
+        "checkpoint", "", "Also plot the PCA of this checkpoint's embeddings.", kind="folder"
+    )
+    flag_kinds.define_text(
+        "data", "sample", "FSDD for the PCA: sample or a folder of recordings.",
+        pattern=r"\S+", what="'sample' or a folder of FSDD recordings", example="sample",
+    )  # fmt: skip
 
 
 def main(argv):
@@ -217,7 +240,7 @@ def main(argv):
 
     try:
         paths = make_plots(args.workdir, args.output_dir, args.checkpoint, args.data)
-    except (FileNotFoundError, checkpointing.CheckpointError) as e:
+    except (FileNotFoundError, ValueError, checkpointing.CheckpointError) as e:
         cli.fail(str(e))
     for path in paths:
         print(f"Wrote {path}")

@@ -14,34 +14,49 @@ import os
 import ml_collections
 from absl import app, flags
 
-from wavlejepa import cli, runtime
+from wavlejepa import cli, flag_kinds, runtime
 from wavlejepa.data import pcm
 
 # TFDS and the builder are imported in main(): `--help` and flag errors are instant. So a build
 # option left unset (None) takes its default from the builder's signature there: one place for it.
 _UNSET = "(unset: AudioFolder's default)"
 
-_AUDIO_DIR = flags.DEFINE_string("audio_dir", None, "Folder of audio files (searched recursively).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir the dataset is written to.")
-_NAME = flags.DEFINE_string("name", "audio_folder", "Dataset name (snake_case) in data_dir.")
-_STRICT = flags.DEFINE_bool("strict", False, "Stop at the first bad file instead of skipping it.")
-_MIN_DURATION = flags.DEFINE_float(
-    "min_duration", None, f"Skip files shorter than this (seconds) {_UNSET}."
-)
-_VALIDATION = flags.DEFINE_float(
-    "validation_fraction", None, f"Share of files in 'validation' {_UNSET}."
-)
-_TEST = flags.DEFINE_float("test_fraction", None, f"Share of files in 'test' {_UNSET}.")
-_SAMPLE_RATE = flags.DEFINE_integer(
-    "sample_rate", pcm.SAMPLE_RATE, "Rate the audio is resampled to (Hz).", lower_bound=1
-)
-_LABEL_FROM = flags.DEFINE_string(
-    "label_from", None,
-    f"Label from the parent folder (folder), a CSV (csv), or none (audio_folder.LABEL_FROM) "
-    f"{_UNSET}.",
+_AUDIO_DIR = flag_kinds.define_input(
+    "audio_dir", None, "Folder of audio files (searched recursively).", kind="folder",
+    required=True,
 )  # fmt: skip
-_LABEL_CSV = flags.DEFINE_string("label_csv", "", "label_from=csv: `relative/path,label` rows.")
-flags.mark_flags_as_required(["audio_dir", "data_dir"])
+_DATA_DIR = flag_kinds.define_output(
+    "data_dir", None, "TFDS data_dir the dataset is written to.", kind="folder", required=True
+)
+_NAME = flag_kinds.define_text(
+    "name", "audio_folder", "Dataset name (snake_case) in data_dir.",
+    pattern=r"[a-z][a-z0-9_]*", what="a snake_case name", example="my_audio",
+)  # fmt: skip
+_STRICT = flags.DEFINE_bool("strict", False, "Stop at the first bad file instead of skipping it.")
+_MIN_DURATION = flag_kinds.define_number(
+    "min_duration", None, f"Skip files shorter than this (seconds) {_UNSET}.",
+    low=0, high=3600, whole=False, unit="seconds",
+)  # fmt: skip
+_VALIDATION = flag_kinds.define_number(
+    "validation_fraction", None, f"Share of files in 'validation' {_UNSET}.",
+    low=0, high=1, whole=False, unit="a share of the files",
+)  # fmt: skip
+_TEST = flag_kinds.define_number(
+    "test_fraction", None, f"Share of files in 'test' {_UNSET}.",
+    low=0, high=1, whole=False, unit="a share of the files",
+)  # fmt: skip
+_SAMPLE_RATE = flag_kinds.define_number(
+    "sample_rate", pcm.SAMPLE_RATE, "Rate the audio is resampled to (Hz).",
+    low=1000, high=384000, unit="Hz",
+)  # fmt: skip
+LABEL_FROM = ("none", "folder", "csv")  # audio_folder.LABEL_FROM (it imports TFDS; tested equal).
+_LABEL_FROM = flags.DEFINE_enum(
+    "label_from", None, LABEL_FROM,
+    f"Label from the parent folder (folder), a CSV (csv), or none {_UNSET}.",
+)  # fmt: skip
+_LABEL_CSV = flag_kinds.define_input(
+    "label_csv", "", "label_from=csv: `relative/path,label` rows.", kind="file"
+)
 
 
 _BUILD_OPTIONS = {  # AudioFolder's keyword: its flag, None when unset.
@@ -72,29 +87,22 @@ def _dataset_config(builder_class) -> ml_collections.ConfigDict:
     )
 
 
-def _check_data_dir(path: str) -> None:
-    """Fails unless --data_dir is a folder we can write in, or can be created: checked before
-    TFDS is imported, so the mistake costs no time."""
-    if "://" not in path:  # gs:// and other remote data_dirs are left to the storage layer.
-        existing = cli.existing_ancestor(path)
-        if not os.path.isdir(existing):
-            cli.fail(
-                f"--data_dir={path}: {existing} is a file; give a folder for the dataset (it is "
-                "created if missing)."
-            )
-    cli.check_workdir(path, "--data_dir")
-
-
 def main(argv):
     del argv
-    _check_data_dir(_DATA_DIR.value)
     runtime.set_up()
 
-    from wavlejepa.data import audio_folder, decode, sources
+    from wavlejepa.data import audio_folder
 
     dataset_config = _dataset_config(audio_folder.AudioFolder)
-    if dataset_config.label_from not in audio_folder.LABEL_FROM:
-        cli.fail(f"--label_from={_LABEL_FROM.value}; choose one of {audio_folder.LABEL_FROM}.")
+    # A build that fails takes what it made of --data_dir with it (an interrupted one too).
+    with cli.outputs(_DATA_DIR.value):
+        _build_and_report(dataset_config)
+
+
+def _build_and_report(dataset_config: ml_collections.ConfigDict) -> None:
+    """Builds the dataset (or finds it built) and prints its summary."""
+    from wavlejepa.data import audio_folder, decode, sources
+
     try:
         sources.ensure_built(dataset_config, strict=_STRICT.value)
     except decode.BadAudioError as e:

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from wavlejepa.data import decode, pcm
+from wavlejepa.data import decode, degenerate, pcm
 
 LABEL_FROM = ("none", "folder", "csv")
 SPLITS = ("train", "validation", "test")
@@ -161,6 +161,17 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 path, self.options["validation_fraction"], self.options["test_fraction"]
             )
             by_split[split].append(path)
+        # Labels and splits as the file names give them, checked before any file is decoded,
+        # then (`_download_and_prepare`) as the files that decoded give them.
+        audio = {
+            s: [p for p in paths if degenerate.is_audio_path(p)] for s, paths in by_split.items()
+        }
+        self._files = {split: len(paths) for split, paths in by_split.items()}
+        self._csv_labels, self._labels = labels, []  # _labels: of the clips written.
+        self._example = next((p for s in SPLITS for p in audio[s]), "")
+        if self._example:
+            self._check([self._label(p, labels) for s in SPLITS for p in audio[s]],
+                        {s: len(paths) for s, paths in audio.items()})  # fmt: skip
         self.report = dict(
             files_read=sum(len(paths) for paths in by_split.values()),
             clips={split: 0 for split in SPLITS},
@@ -178,21 +189,37 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             if first is not None:
                 generators[split] = self._generate_examples(itertools.chain([first], clips), labels)
         if not generators:
+            fix = (
+                f"Every file is shorter than min_duration_seconds="
+                f"{self.options['min_duration_seconds']} (prepare_dataset --min_duration): "
+                "lower it below the clips' length"
+                if set(self.report["skipped"]) == {"too_short"}
+                else "Give a folder of readable audio files "
+                f"({', '.join(sorted(decode.AUDIO_EXTENSIONS))})"
+            )
             raise DatasetError(
                 f"No usable audio in {self.audio_dir}: all {self.report['files_read']} files "
-                f"were skipped ({self.report['skipped']}); nothing was built. Give a folder of "
-                f"readable audio files ({', '.join(sorted(decode.AUDIO_EXTENSIONS))})."
+                f"were skipped ({self.report['skipped']}); nothing was built. {fix}."
             )
         return generators
 
     def _label(self, path: str, labels: dict[str, str]) -> str:
+        """The clip's label ("" for none): its folder (not audio_dir itself), or its CSV row."""
         if self.options["label_from"] == "folder":
             return os.path.basename(os.path.dirname(path))
         if self.options["label_from"] == "csv":
-            if path not in labels:
-                self.report["unlabelled"] += 1
             return labels.get(path, "")
         return ""
+
+    def _check(self, clip_labels: list[str], clips: dict) -> None:
+        """Raises DatasetError for labels that tell no clip apart or a train split without a clip
+        (`clips`: {split: count})."""
+        csv_path = next(iter(self._csv_labels), "")
+        problem = degenerate.label_problem(
+            clip_labels, self.options["label_from"], self.label_csv, csv_path, self._example
+        ) or degenerate.train_problem(clips, self._files, self.options)
+        if problem:
+            raise DatasetError(problem)
 
     def _good_clips(self, split: str, paths: list[str]):
         """Yields (path, DecodedClip) of the good files; counts and lists the bad ones."""
@@ -215,13 +242,17 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _generate_examples(self, clips, labels: dict[str, str]):
         for path, clip in clips:
+            label = self._label(path, labels)
+            self._labels.append(label)
+            if not label and self.options["label_from"] != "none":
+                self.report["unlabelled"] += 1
             yield (
                 path,
                 {
                     "audio": clip.audio,
                     "path": path,
                     "stem": os.path.splitext(os.path.basename(path))[0],
-                    "label": self._label(path, labels),
+                    "label": label,
                     "duration_seconds": np.float32(clip.duration_seconds),
                     "original_sample_rate": np.int32(clip.original_sample_rate),
                 },
@@ -239,6 +270,12 @@ class AudioFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         # self.data_dir is still the temporary folder here: both files land in it before the
         # rename, so a finished dataset always has them.
         super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
+        # Skipped files may have left one label, or none in train: TFDS removes its folder.
+        self._check(self._labels, self.report["clips"])
+        for warning in degenerate.empty_split_warnings(
+            self.report["clips"], self._files, self.options
+        ):
+            logging.warning(warning)
         skipped_files = sorted(self.report.pop("skipped_files"))
         with open(os.path.join(self.data_dir, SKIPPED_FILENAME), "w", encoding="utf-8") as f:
             f.write("path\treason\n")
@@ -328,5 +365,5 @@ def format_report(report: dict, dataset_dir: str) -> str:
     else:
         lines.append("Files skipped: 0")
     if report.get("unlabelled"):
-        lines.append(f"Clips without a label in the CSV (label ''): {report['unlabelled']}")
+        lines.append(f"Clips without a label (label ''): {report['unlabelled']}")
     return "\n".join(lines)

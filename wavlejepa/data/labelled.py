@@ -35,7 +35,11 @@ def load_labelled(name: str, data_dir: str = "") -> dict[str, dict]:
     for split, pairs in rows.items():
         pairs = [(label, audio) for label, audio in pairs if label]
         if not pairs:
-            raise ValueError(f"Dataset {name!r} has no labelled clip in its {split!r} split.")
+            raise ValueError(
+                f"Dataset {name!r} has no labelled clip in its {split!r} split: prepare it "
+                f"again under another name with labels on its clips (--label_from) and a "
+                f"{split}_fraction that gives the split clips."
+            )
         data[split] = {
             "audio": [transforms.to_float(audio) for _, audio in pairs],
             "label": np.asarray([names.index(label) for label, _ in pairs], np.int32),

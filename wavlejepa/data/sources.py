@@ -175,8 +175,16 @@ def open_source(dataset_config, split: str):
     try:
         source = builder.as_data_source(split=split)
     except (ValueError, KeyError, NotImplementedError, OSError) as e:
+        fraction = dict(info.metadata or {}).get("options", {}).get(f"{split}_fraction")
         if not builder.is_prepared():
             problem = f"is not prepared in {builder.data_dir}. " + _how_to_prepare(dataset_config)
+        elif fraction is not None and split not in info.splits:  # An AudioFolder's empty split.
+            problem = (
+                f"has no clip in split {split!r} (built with {split}_fraction={fraction}; it has "
+                f"{sorted(info.splits)}): prepare it under another name with a larger "
+                f"{split}_fraction (or, to train, another config.dataset.eval_split, or "
+                "config.dataset.eval_batches=0 for no held-out loss)."
+            )
         else:
             problem = f"cannot give split {split!r} from {builder.data_dir}: {e}"
         raise DatasetError(f"Dataset {name!r} {problem}") from e

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 
 from wavlejepa import embedding, evaluators
 from wavlejepa.data import fsdd
@@ -46,7 +47,64 @@ def default_config() -> ml_collections.ConfigDict:
 
 def load_task_data(task: str, probe_cfg: ml_collections.ConfigDict) -> tuple[dict, str]:
     """(data, where it came from) of a probe task: FSDD for fsdd_*, a prepared dataset for
-    "labels". Raises FileNotFoundError or ValueError with a message naming the fix."""
+    "labels". Raises FileNotFoundError or ValueError with a message naming the fix, also for
+    splits whose labels make the probe's accuracy meaningless (`check_labels`)."""
+    data, where = _load_task_data(task, probe_cfg)
+    check_labels(task, data, where)
+    return data, where
+
+
+def check_labels(task: str, data: dict, where: str) -> None:
+    """Raises ValueError when the task's splits cannot give a meaningful accuracy: a split
+    without a clip, one class in train, or no test clip of a class seen in train; logs one
+    warning line when some test clips' classes are not in train, or test holds one class."""
+    label = TASKS[task]
+    names, y = data["classes"][label], {s: np.asarray(data[s][label]) for s in SPLITS}
+    if label == "label":
+        splits_fix = f"prepare {where!r} again under another name with larger split fractions"
+        classes_fix = f"prepare {where!r} again under another name, each clip labelled by its class"
+        unseen_fix = f"give each class more clips (some for train, some for test), or {splits_fix}"
+    else:  # FSDD: labels from the file names, splits from the takes.
+        splits_fix = (
+            "FSDD splits by take (0-4 test, 5-9 validation, 10 on train; with fewer than 10 "
+            "takes 0-1, 2, 3 on): give recordings of each split's takes, or --data=sample"
+        )
+        classes_fix = f"give recordings of two or more {label}s, or --data=sample"
+        unseen_fix = splits_fix
+    empty = [s for s in SPLITS if not len(y[s])]
+    if empty:
+        raise ValueError(
+            f"The {task!r} probe on {where} has no clip in its {empty} split: {splits_fix}."
+        )
+    seen = set(y["train"].tolist())
+    if len(seen) < 2:
+        raise ValueError(
+            f"The {task!r} probe on {where}: every train clip is of one {label} "
+            f"({names[y['train'][0]]!r}), so there is nothing to tell apart: {classes_fix}."
+        )
+    unseen = ~np.isin(y["test"], list(seen))
+    unseen_names = sorted({names[i] for i in y["test"][unseen]})
+    if unseen.all():
+        raise ValueError(
+            f"The {task!r} probe on {where}: none of the test split's {len(unseen_names)} "
+            f"{label}s (e.g. {unseen_names[0]!r}) is among the train split's {len(seen)}, so its "
+            f"accuracy is 0 whatever the embeddings: {unseen_fix}."
+        )
+    if unseen.any():
+        logging.warning(
+            "The %r probe on %s: %d of the %d test clips are of %ss never in train (%s); they "
+            "count as errors whatever the embeddings.",
+            task, where, unseen.sum(), len(unseen), label, ", ".join(unseen_names),
+        )  # fmt: skip
+    elif len(set(y["test"].tolist())) == 1:
+        logging.warning(
+            "The %r probe on %s: every test clip is of one %s (%r); its accuracy is that "
+            "class's recall alone.",
+            task, where, label, names[y["test"][0]],
+        )  # fmt: skip
+
+
+def _load_task_data(task: str, probe_cfg: ml_collections.ConfigDict) -> tuple[dict, str]:
     if TASKS[task] == "label":
         if probe_cfg.data == "sample":
             raise ValueError(

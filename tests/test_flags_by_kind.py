@@ -1,0 +1,166 @@
+"""Every flag of every tool, fed bad values by its kind: one `error:` line, exit 2, nothing
+written. The flags come from absl's registry, so a new flag is covered without a row for it; a
+flag declared without a kind (a plain DEFINE_string) fails here until it gets one."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests import cli_helpers
+from wavlejepa import cli
+
+TOOLS = (
+    "wavlejepa.main",
+    "wavlejepa.prepare_dataset",
+    "wavlejepa.embed",
+    "wavlejepa.evaluate",
+    "wavlejepa.plot",
+    "wavlejepa.param_count",
+    "wavlejepa.diagnostics",
+    "wavlejepa.import_wavjepa",
+    "research.learning",
+    "research.anchor_learning",
+    "research.anchor_compare",
+)
+# Prints the tool's own flags (absl's registry: those its module defined) with their kinds.
+_LIST_FLAGS = """
+import importlib, json, sys
+from absl import flags
+from wavlejepa import flag_kinds
+name = sys.argv[1]
+module = importlib.import_module(name)
+getattr(module, "_define_flags", lambda: None)()
+rows = []
+for flag in flags.FLAGS.get_key_flags_for_module(name):
+    parser, row = flag.parser, {"name": flag.name, "kind": flag_kinds.kind_of(flag)}
+    row["default"] = flag.default if isinstance(flag.default, str | int | float | list) else None
+    if row["kind"] in ("input", "output"):
+        row["path"] = parser.kind
+    elif row["kind"] == "number":
+        r = parser.range
+        row.update(low=r.low, high=r.high, whole=r.whole, open_low=r.open_low)
+    elif row["kind"] in ("choice", "choices"):
+        row["choices"] = list(getattr(parser, "choices", None) or parser.enum_values)
+    elif row["kind"] == "text":
+        row["example"] = parser.example
+    rows.append(row)
+print(json.dumps(rows))
+"""
+_UNSET = "$WAVLEJEPA_TEST_UNSET_VARIABLE"
+
+
+def _tree(root) -> dict[str, str]:
+    """{path: sha256, or "folder"} of everything under `root`: new empty folders count too."""
+    folders = {str(p.relative_to(root)): "folder" for p in root.rglob("*") if p.is_dir()}
+    return {**folders, **cli_helpers.file_hashes(root)}
+
+
+def _flags_of(tool: str) -> list[dict]:
+    result = subprocess.run(
+        [sys.executable, "-c", _LIST_FLAGS, tool],
+        cwd=cli_helpers.REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _places(root) -> dict[str, str]:
+    """The files and folders a case points at, under `root`."""
+    (root / "a_folder").mkdir(parents=True)
+    (root / "a_file.wav").write_bytes(b"RIFF not really audio")
+    return {
+        "folder": str(root / "a_folder"),
+        "file": str(root / "a_file.wav"),
+        "missing": str(root / "missing"),
+    }
+
+
+def _valid(row: dict, places: dict) -> str | None:
+    """A value its kind accepts (given to each flag that has no default), or None."""
+    kind = row["kind"]
+    if kind == "input":
+        return places["file"] if row["path"] == "file" else places["folder"]
+    if kind == "output":
+        return os.path.join(places["folder"], "out.npz" if row["path"] == "file" else "out")
+    if kind == "config":
+        return os.path.join(cli_helpers.REPO, "configs", "cpu_debug.py")
+    if kind == "number":
+        return str(int(row["low"]) + 1 if row["open_low"] else row["low"])
+    if kind == "text":
+        return row["example"]
+    return None
+
+
+def _bad_values(row: dict, places: dict) -> list[str]:
+    """Values its kind refuses, each a mistake a user makes."""
+    kind = row["kind"]
+    if kind == "input":
+        wrong = {"file": [places["folder"]], "folder": [places["file"]]}.get(row["path"], [])
+        return [places["missing"], "~/wavlejepa_no_such_path", f"{_UNSET}/x", *wrong]
+    if kind == "output":
+        under_a_file = os.path.join(places["file"], "out")
+        if row["path"] == "file":
+            missing_parent = os.path.join(places["missing"], "out.npz")
+            return [places["folder"], missing_parent, under_a_file, f"{_UNSET}/out.npz"]
+        return [places["file"], under_a_file, f"{_UNSET}/out"]
+    if kind == "number":
+        low, high = row["low"], row["high"]
+        values = ["nan", "inf", "-inf", "1e400", "abc", "", f"{high * 10 + 1:g}", f"{low - 1:g}"]
+        values += ["0", "-1"] if low > 0 else ["-1"] if low == 0 else []
+        if row["whole"]:
+            values.append(f"{low + 0.5:g}")
+        if row["open_low"]:
+            values.append(f"{low:g}")
+        return values
+    if kind == "choice":
+        return ["bogus"]
+    if kind == "choices":
+        return ["bogus", f"{row['choices'][0]},bogus", ""]
+    if kind == "text":
+        return ["has a space", ""]
+    if kind == "bool":
+        return ["maybe"]
+    if kind == "config":
+        missing = os.path.join(places["missing"], "config.py")
+        return [missing, places["folder"], "~/wavlejepa_no_such_config.py", f"{_UNSET}/c.py"]
+    return []
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_flag_refuses_bad_values_in_one_line_and_writes_nothing(tool, tmp_path):
+    rows = _flags_of(tool)
+    assert rows, f"{tool} defines no flags of its own: is it still a tool?"
+    undeclared = [row["name"] for row in rows if row["kind"] == "undeclared"]
+    assert not undeclared, f"{tool}: declare the kind of {undeclared} with flag_kinds.define_*"
+    places = _places(tmp_path / "tree")
+    valid = {row["name"]: _valid(row, places) for row in rows if row["default"] in (None, "")}
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "JAX_COMPILATION_CACHE_DIR": ""}
+    before = _tree(tmp_path / "tree")
+    failures, cases = [], 0
+    for row in rows:
+        name = row["name"]
+        others = [f"--{n}={v}" for n, v in valid.items() if n != name and v is not None]
+        for bad in _bad_values(row, places):
+            cases += 1
+            result = cli_helpers.run_module(
+                tool, *others, f"--{name}={bad}", cwd=tmp_path / "tree", env=env
+            )
+            lines = result.stderr.strip().splitlines()
+            ok = (
+                result.returncode == cli.USAGE_ERROR
+                and len(lines) == 1
+                and lines[0].startswith("error: ")
+                and f"--{name}" in lines[0]
+                and "Traceback" not in result.stdout + result.stderr
+            )
+            if not ok:
+                failures.append((f"--{name}={bad}", result.returncode, result.stderr[-600:]))
+            assert _tree(tmp_path / "tree") == before, f"--{name}={bad}"
+    assert not failures, f"{len(failures)} of {cases} cases:\n" + "\n".join(map(str, failures))
+    assert cases >= len(rows)  # Every flag was tried with at least one bad value.

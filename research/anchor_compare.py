@@ -17,14 +17,16 @@ import os
 import re
 
 import numpy as np
-from absl import app, flags
+from absl import app
 from matplotlib.figure import Figure
 
-from wavlejepa import plot
+from wavlejepa import cli, flag_kinds, plot
 
-_RESULTS_DIR = flags.DEFINE_string("results_dir", "research/results/anchor", "Result files.")
-_MARKDOWN = flags.DEFINE_string("markdown", "", "Write the table here too.")
-_PNG = flags.DEFINE_string("png", "", "Write the curves here.")
+_RESULTS_DIR = flag_kinds.define_input(
+    "results_dir", "research/results/anchor", "Result files.", kind="folder"
+)
+_MARKDOWN = flag_kinds.define_output("markdown", "", "Write the table here too.", kind="file")
+_PNG = flag_kinds.define_output("png", "", "Write the curves here.", kind="file")
 NAME = re.compile(r"(?P<system>.+)_(?P<steps>\d+)steps_seed(?P<seed>\d+)\.json$")
 TASKS = ("digits", "heldout_digits", "speakers")
 HEALTH = ("encoder_rank", "pooled_spread", "pooled_participation", "within_clip_std",
@@ -130,4 +132,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -27,28 +27,33 @@ import statistics
 import subprocess
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, logging
 
 from research import learning
-from wavlejepa import wavjepa_weights
+from wavlejepa import cli, flag_kinds, wavjepa_weights
 from wavlejepa.data import fsdd
 from wavlejepa.evaluators import linear_probe
 
 PEER_TOOL = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "tools", "peer-learning", "learn_peer.py"
 )
-_PEER_PYTHON = flags.DEFINE_string(
-    "peer_python", os.environ.get("PEER_PYTHON"), "A python with torch for the peer."
+_PEER_PYTHON = flag_kinds.define_input(
+    "peer_python", os.environ.get("PEER_PYTHON"), "A python with torch for the peer.", kind="file"
 )
-_PEER_SRC = flags.DEFINE_string(
-    "peer_src", os.environ.get("WAVJEPA_SRC"), "labhamlet/wavjepa, extracted."
+_PEER_SRC = flag_kinds.define_input(
+    "peer_src", os.environ.get("WAVJEPA_SRC"), "labhamlet/wavjepa, extracted.", kind="folder"
 )
-_PEER_TOOL = flags.DEFINE_string("peer_tool", os.path.normpath(PEER_TOOL), "learn_peer.py.")
-_CROPS = flags.DEFINE_integer("crops_per_step", 8, "2.01 s crops per step.", lower_bound=1)
-_EMA_END = flags.DEFINE_integer(
-    "ema_end_step", 0, "Step where the EMA ramp ends (0: scaled to the run).", lower_bound=0
+_PEER_TOOL = flag_kinds.define_input(
+    "peer_tool", os.path.normpath(PEER_TOOL), "learn_peer.py.", kind="file"
 )
-_THREADS = flags.DEFINE_integer("peer_threads", 2, "torch threads.", lower_bound=1)
+_CROPS = flag_kinds.define_number(
+    "crops_per_step", 8, "2.01 s crops per step.", low=1, high=4096, unit="crops"
+)
+_EMA_END = flag_kinds.define_number(
+    "ema_end_step", 0, "Step where the EMA ramp ends (0: scaled to the run).",
+    low=0, high=10**9, unit="step",
+)  # fmt: skip
+_THREADS = flag_kinds.define_number("peer_threads", 2, "torch threads.", low=1, high=1024)
 PRESET = "small-conv256"
 PEER_LOSS_WINDOW = 25  # The peer logs its loss averaged over the last 25 steps.
 
@@ -159,4 +164,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -64,7 +64,9 @@ from ml_collections import config_flags
 from benchmarks import common
 from wavlejepa import (
     checkpointing,
+    cli,
     diagnostics,
+    flag_kinds,
     logmel,
     plot,
     pretrained,
@@ -78,29 +80,50 @@ from wavlejepa.evaluators import linear_probe
 from wavlejepa.nets import projector
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/cpu_debug.py", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumed if it exists).")
-_STEPS = flags.DEFINE_integer("steps", 100, "Training steps (config.total_steps).")
-_PROBE_EVERY = flags.DEFINE_integer("probe_every", 25, "Checkpoint and probe every this many.")
+_WORKDIR = flag_kinds.define_output(
+    "workdir", None, "Run directory (resumed if it exists).", kind="folder"
+)
+_STEPS = flag_kinds.define_number(
+    "steps", 100, "Training steps (config.total_steps).", low=1, high=10**7, unit="steps"
+)
+_PROBE_EVERY = flag_kinds.define_number(
+    "probe_every", 25, "Checkpoint and probe every this many.", low=1, high=10**7, unit="steps"
+)
 # Research tools may read the development setup's shared data (the library never does).
 FULL_FSDD = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "data", "fsdd", "recordings"
 )
-_FSDD_DIR = flags.DEFINE_string(
-    "fsdd_dir", os.path.normpath(FULL_FSDD), "The full FSDD recordings."
+_FSDD_DIR = flag_kinds.define_input(
+    "fsdd_dir", os.path.normpath(FULL_FSDD), "The full FSDD recordings.", kind="folder"
 )
-_HELDOUT = flags.DEFINE_string("heldout_speaker", "george", "Speaker kept out of SSL and probes.")
+_HELDOUT = flag_kinds.define_text(
+    "heldout_speaker", "george", "Speaker kept out of SSL and probes.",
+    pattern=r"[a-z]+", what="an FSDD speaker's name", example="george",
+)  # fmt: skip
 _SSL_HELDOUT = flags.DEFINE_bool(
     "ssl_heldout_speaker",
     False,
     "Diagnostic: train the SSL run on the held-out speaker's train takes too (unlabelled); the "
     "probes still never train on that speaker. What hearing the speaker before buys.",
 )
-_SHARE_FRAMES = flags.DEFINE_integer("share_frames", 30, "Frames per clip for variance shares.")
-_MAX_CLIPS = flags.DEFINE_integer("max_clips_per_split", 0, "Probe at most this many (0: all).")
-_PROBE_STEPS = flags.DEFINE_integer("probe_steps", 200, "L-BFGS iterations per probe fit.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 16, "Windows per jitted embedding call.")
-_JSON = flags.DEFINE_string("json", "", "Write every number to this JSON file too.")
-_PLOT = flags.DEFINE_string("plot", "", "Write the learning curve to this PNG too.")
+_SHARE_FRAMES = flag_kinds.define_number(
+    "share_frames", 30, "Frames per clip for variance shares.", low=1, high=10_000, unit="frames"
+)
+_MAX_CLIPS = flag_kinds.define_number(
+    "max_clips_per_split", 0, "Probe at most this many (0: all).", low=0, high=10**6, unit="clips"
+)
+_PROBE_STEPS = flag_kinds.define_number(
+    "probe_steps", 200, "L-BFGS iterations per probe fit.", low=1, high=10**5, unit="iterations"
+)
+_BATCH_SIZE = flag_kinds.define_number(
+    "batch_size", 16, "Windows per jitted embedding call.", low=1, high=4096, unit="windows"
+)
+_JSON = flag_kinds.define_output(
+    "json", "", "Write every number to this JSON file too.", kind="file"
+)
+_PLOT = flag_kinds.define_output(
+    "plot", "", "Write the learning curve to this PNG too.", kind="file"
+)
 
 TASKS = ("digits", "speakers", "heldout_digits")
 POOLINGS = ("mean", "mean_std")  # Every task with each; a row's `task` key is mean pooling's.
@@ -437,4 +460,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("workdir")
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

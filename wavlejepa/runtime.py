@@ -23,6 +23,13 @@ _CPP_INFO_LINE = re.compile(rb"I\d{4} \S+ +\d+ \S+:\d+\] ")
 _TFDS_NOISE = (".dtype` is deprecated", "Variant folder %s has no %s")
 
 
+def quiet_imports() -> None:
+    """The part of `set_up` a program needs before it imports TensorFlow at its top (research
+    scripts): TensorFlow's C++ INFO lines and its import banner hidden."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", _TF_CPP_MIN_LOG_LEVEL)
+    quiet_tensorflow_import()
+
+
 def set_up() -> None:
     """All of this module's set-up; each command's main() calls it first, before TensorFlow
     is imported."""

@@ -233,3 +233,18 @@ def test_the_tools_refuse_in_one_line_and_write_nothing(tmp_path):
     )  # fmt: skip
     cli_helpers.assert_refused(result, "error: The 'fsdd_speakers' probe", "one speaker")
     assert cli_helpers.file_hashes(tmp_path) == before and not output.exists()
+
+
+def test_training_refuses_a_probe_of_one_digit_before_any_step(tmp_path):
+    # config.evals' data is loaded before training: a probe that cannot mean anything is one
+    # line at the start, not a traceback at the first eval with a workdir half-written.
+    one_digit = _copy(tmp_path / "zeros", [f"0_{s}_{t}.wav" for s in ("george", "theo")
+                                           for t in (0, 5, 10)])  # fmt: skip
+    before = cli_helpers.file_hashes(tmp_path)
+    result = cli_helpers.run_module(
+        "wavlejepa.main", "--config=configs/quickstart.py", f"--workdir={tmp_path / 'run'}",
+        "--config.debug_dummy_data=True", f"--config.evals.fsdd_digits.data={one_digit}",
+    )  # fmt: skip
+    cli_helpers.assert_refused(result, "config.evals.fsdd_digits:", "one digit")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert cli_helpers.file_hashes(tmp_path) == before and not (tmp_path / "run").exists()

@@ -82,6 +82,20 @@ def _build_on_host_0(dataset_config: ml_collections.ConfigDict) -> None:
         )
 
 
+def _check_probes(config: ml_collections.ConfigDict) -> None:
+    """Loads each probe's data of config.evals before training (FSDD's is cached for the
+    evals): a probe whose data is missing, or whose labels would make its accuracy meaningless,
+    is a DatasetError now instead of a crash at the first eval."""
+    from wavlejepa.evaluators import linear_probe
+
+    for task in config.evals:
+        if task in linear_probe.TASKS:
+            try:
+                linear_probe.load_task_data(task, linear_probe.task_config(config, task))
+            except (FileNotFoundError, ValueError) as e:
+                raise pipeline.DatasetError(f"config.evals.{task}: {e}") from e
+
+
 def _prepared_config(
     config: ml_collections.ConfigDict, workdir: epath.Path
 ) -> ml_collections.ConfigDict | None:
@@ -119,6 +133,7 @@ def _prepared_config(
             shard_count=jax.process_count(),
             with_eval=config.dataset.eval_batches > 0,
         )
+    _check_probes(config)
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / reporting.CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))

@@ -44,9 +44,20 @@ def load(results_dir: str) -> dict:
     for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
         match = NAME.search(os.path.basename(path))
         if match:
-            with open(path) as f:
-                runs[match["system"], int(match["steps"])][int(match["seed"])] = json.load(f)
+            runs[match["system"], int(match["steps"])][int(match["seed"])] = _result(path)
     return runs
+
+
+def _result(path: str) -> dict:
+    """A result file, checked to hold probed steps (a KeyError/JSONDecodeError names it)."""
+    with open(path) as f:
+        try:
+            result = json.load(f)
+        except json.JSONDecodeError as e:
+            raise json.JSONDecodeError(f"{path} is not valid JSON ({e.msg})", e.doc, e.pos) from e
+    if not isinstance(result, dict) or not result.get("steps"):
+        raise KeyError(f"{path} holds no probed steps: is it a result file of research.learning?")
+    return result
 
 
 def summary(runs: dict) -> list[dict]:
@@ -119,9 +130,15 @@ def curves(rows: list[dict]) -> Figure:
 
 def main(argv):
     del argv
-    rows = summary(load(_RESULTS_DIR.value))
+    try:
+        rows = summary(load(_RESULTS_DIR.value))
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError) as e:
+        cli.fail(f"--results_dir={_RESULTS_DIR.value}: {e}")
     if not rows:
-        raise app.UsageError(f"No <system>_<steps>steps_seed<seed>.json in {_RESULTS_DIR.value}.")
+        cli.fail(
+            f"--results_dir={_RESULTS_DIR.value} holds no <system>_<steps>steps_seed<seed>.json: "
+            "give the folder research.learning and research.anchor_learning wrote their --json to."
+        )
     table = markdown(rows)
     print(table)
     if _MARKDOWN.value:

@@ -127,13 +127,16 @@ def peer_loss(workdir: str, step: int) -> dict:
 def main(argv):
     args = learning.run_args(argv)
     if not (_PEER_PYTHON.value and _PEER_SRC.value):
-        raise app.UsageError("--peer_python and --peer_src (or $PEER_PYTHON, $WAVJEPA_SRC) name "
-                             "a python with torch and the peer's extracted source.")  # fmt: skip
+        cli.fail("--peer_python and --peer_src (or $PEER_PYTHON, $WAVJEPA_SRC) name a python "
+                 "with torch and the peer's extracted source: give both.")  # fmt: skip
     workdir = os.path.abspath(learning._WORKDIR.value)
     fsdd_dir, heldout, steps = args["fsdd_dir"], args["heldout"], args["steps"]
     seed, every = learning._CONFIG.value.seed, args["probe_every"]
-    learning.link_files(fsdd_dir, learning.ssl_files(fsdd_dir, heldout),
-                        os.path.join(workdir, "ssl_audio"))  # fmt: skip
+    try:
+        ssl_files = learning.ssl_files(fsdd_dir, heldout)
+    except ValueError as e:  # No recordings, or the held-out speaker is not among them.
+        cli.fail(str(e))
+    learning.link_files(fsdd_dir, ssl_files, os.path.join(workdir, "ssl_audio"))
     paths = {
         k: snapshot(workdir, seed, steps, k, every) for k in learning.probe_steps(steps, every)
     }

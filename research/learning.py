@@ -136,8 +136,15 @@ def ssl_files(fsdd_dir: str, heldout: str, *, include_heldout: bool = False) -> 
     parsed = [(p, fsdd.parse_name(p)) for p in audio_folder.list_files(fsdd_dir)]
     parsed = [(p, name) for p, name in parsed if name is not None]
     speakers = sorted({speaker for _, (_, speaker, _) in parsed})
+    if not speakers:
+        raise ValueError(
+            f"--fsdd_dir={fsdd_dir} holds no {{digit}}_{{speaker}}_{{take}}.wav recordings: give "
+            "the FSDD recordings folder."
+        )
     if heldout not in speakers:
-        raise ValueError(f"--heldout_speaker={heldout!r} is not in {fsdd_dir}: {speakers}.")
+        raise ValueError(
+            f"--heldout_speaker={heldout!r} is not in {fsdd_dir}: choose one of {speakers}."
+        )
     max_take = max(take for _, (*_, take) in parsed)
     return [
         p for p, (_, speaker, take) in parsed
@@ -446,13 +453,21 @@ def report(result: dict, rows: list[dict], columns=COLUMNS) -> None:
 
 
 def main(argv):
-    result = run(
-        _CONFIG.value,
-        os.path.abspath(_WORKDIR.value),
-        **run_args(argv),
-        share_frames=_SHARE_FRAMES.value,
-        ssl_heldout=_SSL_HELDOUT.value,
-    )
+    if _PROBE_EVERY.value > _STEPS.value:
+        cli.fail(
+            f"--probe_every={_PROBE_EVERY.value} is more than --steps={_STEPS.value}: only the "
+            "random init would be probed; give --probe_every at most --steps."
+        )
+    try:
+        result = run(
+            _CONFIG.value,
+            os.path.abspath(_WORKDIR.value),
+            **run_args(argv),
+            share_frames=_SHARE_FRAMES.value,
+            ssl_heldout=_SSL_HELDOUT.value,
+        )
+    except ValueError as e:  # Ours name the flag and the fix (a speaker not in --fsdd_dir).
+        cli.fail(" ".join(str(e).split()))
     report(result, result["steps"] + result["logmel"])
     if _PLOT.value:
         plot.save_png(learning_curve(result["steps"], result["logmel"][0]), _PLOT.value)

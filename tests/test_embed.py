@@ -247,7 +247,8 @@ class CheckpointAndCliTest(absltest.TestCase):
         open(os.path.join(step, "commit_success.txt"), "w").close()
         with open(os.path.join(step, "params", "_METADATA"), "w") as f:
             f.write("not json")
-        with self.assertRaisesRegex(checkpointing.CheckpointError, "best can be loaded: step 3: "):
+        damaged = r"best can be loaded \(step 3: "
+        with self.assertRaisesRegex(checkpointing.CheckpointError, damaged):
             embedding.Embedder.from_checkpoint(tmp)
 
     def test_cli_embeds_a_folder_and_skips_bad_files(self):

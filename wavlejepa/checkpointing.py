@@ -76,6 +76,8 @@ def one_line(error: BaseException) -> str:
     """An exception as one short line (orbax and TensorStore errors run to pages)."""
     lines = str(error).strip().splitlines()
     text = lines[0] if lines else ""
+    # TensorStore appends "See full TensorStore details: <bound method ...>", a repr, not text.
+    text = text.split(" See full TensorStore details")[0].rstrip(" .")
     return f"{type(error).__name__}: {text[:200]}"
 
 

@@ -39,13 +39,15 @@ def existing_ancestor(path: str) -> str:
 @contextlib.contextmanager
 def outputs(*paths: str, keep: Callable[[], bool] = lambda: False):
     """Runs the block; when it fails (an exception, or an exit code other than 0 and NON_FINITE),
-    removes what it made of `paths`: each path that did not exist before, with the folders made
-    to hold it, and in a folder that did, the entries that were not there. Unless `keep()` says
-    they hold work worth keeping (a run's first checkpoint). So a tool that fails leaves the
-    disk as it found it, whatever step failed. Remote paths are left alone."""
+    undoes what it did to `paths`: removes each path that did not exist before, with the folders
+    made to hold it; in a folder that did, removes the entries that were not there and puts back
+    the files beside them it rewrote (a run's config.json). Unless `keep()` says they hold work
+    worth keeping (a new checkpoint). So a tool that fails leaves the disk as it found it,
+    whatever step failed. Remote paths are left alone."""
     local = [os.path.abspath(os.path.expanduser(p)) for p in paths if p and "://" not in p]
     made = [(full, existing_ancestor(full)) for full in local if not os.path.lexists(full)]
     listed = {full: set(os.listdir(full)) for full in local if os.path.isdir(full)}
+    saved = {path: _read_small(path) for full in listed for path in _files_in(full)}
     try:
         yield
     except BaseException as e:
@@ -56,7 +58,28 @@ def outputs(*paths: str, keep: Callable[[], bool] = lambda: False):
             for full, before in listed.items():
                 for entry in set(os.listdir(full)) - before:
                     _remove_made(os.path.join(full, entry), full)
+            for path, content in saved.items():
+                if content is not None and _read_small(path) != content:
+                    write_atomically(path, lambda f, content=content: f.write(content))
         raise
+
+
+_MAX_RESTORED_BYTES = 16 << 20  # Files put back by `outputs`: records, not checkpoints.
+
+
+def _files_in(folder: str) -> list[str]:
+    return [e.path for e in os.scandir(folder) if e.is_file(follow_symlinks=False)]
+
+
+def _read_small(path: str) -> bytes | None:
+    """The bytes of a file up to _MAX_RESTORED_BYTES, else None (too large, or gone)."""
+    try:
+        if os.path.getsize(path) <= _MAX_RESTORED_BYTES:
+            with open(path, "rb") as f:
+                return f.read()
+    except OSError:
+        pass
+    return None
 
 
 def _remove_made(path: str, ancestor: str) -> None:
@@ -108,6 +131,8 @@ def parse_flags(argv: list[str]) -> list[str]:
             if config is not None:
                 _ = config.keys  # A config file that failed to load raises here.
     except SyntaxError as e:  # Raised by running the config file: absl does not catch it.
+        if e.filename is None:  # Not text at all (an audio file, a checkpoint).
+            fail(f"the config file is not Python source ({e.msg}): give a .py config file.")
         fail(f"{e.filename}:{e.lineno}: syntax error in the config file: {e.msg}. Fix that line.")
     except flags.Error as e:
         fail(_group_override(argv, names) or _flag_error(e))

@@ -94,7 +94,10 @@ def sample_crops(num_clips: int, num_samples: int) -> np.ndarray:
 def main(argv):
     del argv
     runtime.set_up()
-    params, config = pretrained.load(flags.FLAGS.checkpoint)
+    try:
+        params, config = pretrained.load(flags.FLAGS.checkpoint)
+    except pretrained.CheckpointError as e:
+        cli.fail(str(e))
     num_samples = pipeline.crop_samples(config.dataset)
     audio = sample_crops(flags.FLAGS.num_clips, num_samples)
     embeddings = jax.jit(lambda p, a: model.embed(p, a, config.model))(params, audio)

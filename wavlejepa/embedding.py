@@ -363,7 +363,7 @@ def iter_files(embedder: Embedder, paths: Sequence[str], *, chunk: int = 32, pro
     bar = tqdm(
         total=len(paths),
         unit="file",
-        disable=not progress,
+        disable=not progress or not sys.stderr.isatty(),  # Redraws are noise in a log file.
         file=sys.stderr,
         bar_format="{l_bar}{bar}| {n:.0f}/{total_fmt} files [{elapsed}<{remaining}]",
     )

@@ -19,6 +19,7 @@ exit code 2. The tests enumerate every tool's flags by these kinds and feed each
 import math
 import os
 import re
+import tempfile
 
 from absl import flags
 
@@ -48,7 +49,7 @@ class PathParser(flags.ArgumentParser):
 
     def __init__(self, role: str, kind: str):
         self.role, self.kind = role, kind
-        what = kind.replace("_", " or ")
+        what = kind.replace("_or_", " or ")
         self.syntactic_help = f"an existing {what}" if role == "input" else f"a {what}"
 
     def parse(self, argument):
@@ -168,7 +169,7 @@ def define_text(name: str, default, help_: str, *, pattern: str, what: str, exam
 def _input_problem(value: str, kind: str) -> str:
     if not os.path.exists(value):
         where = "" if os.path.isabs(value) else f" (relative to {os.getcwd()})"
-        return f"no such {kind.replace('_', ' or ')}{where}"
+        return f"no such {kind.replace('_or_', ' or ')}{where}"
     if kind == "file" and os.path.isdir(value):
         return "is a folder: give a file (one inside it?)"
     if kind == "folder" and not os.path.isdir(value):
@@ -188,7 +189,7 @@ def _output_problem(value: str, kind: str) -> str:
             what = "is a file" if os.path.exists(folder) else "does not exist"
             fix = "create it first" if what == "does not exist" else "give a file in a folder"
             return f"its folder {folder} {what}: {fix}"
-        if not os.access(folder, os.W_OK | os.X_OK):
+        if not can_write_in(folder):
             return f"its folder {folder} is not writable: choose another place"
         return ""
     if os.path.exists(full) and not os.path.isdir(full):
@@ -198,9 +199,21 @@ def _output_problem(value: str, kind: str) -> str:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         return f"{existing} is a file, so no folder can be made under it: choose another place"
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if not can_write_in(existing):
         return f"{existing} is not writable: choose another place"
     return ""
+
+
+def can_write_in(folder: str) -> bool:
+    """Whether a file can be made in `folder`, by making one (removed at once): permission bits
+    say yes to root and on /proc-like file systems where every write fails."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def path_problems(flag_values=None) -> list[str]:

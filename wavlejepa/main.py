@@ -72,8 +72,10 @@ def main(argv):
     from wavlejepa.data import pipeline
 
     latest = os.path.join(_WORKDIR.value, checkpointing.LATEST_DIR)
-    try:  # A run that fails before its first checkpoint leaves no workdir behind.
-        with cli.outputs(_WORKDIR.value, keep=lambda: bool(checkpointing.finished_steps(latest))):
+    steps_before = set(checkpointing.finished_steps(latest))
+    try:  # A run that fails before a new checkpoint leaves the workdir as it found it.
+        new_checkpoint = lambda: bool(set(checkpointing.finished_steps(latest)) - steps_before)  # noqa: E731
+        with cli.outputs(_WORKDIR.value, keep=new_checkpoint):
             train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (
         config_validation.ConfigError,

@@ -4,10 +4,11 @@ python -m wavlejepa.param_count --config=configs/default.py
 """
 
 import jax
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from wavlejepa import cli, model, model_sizes, runtime
+from wavlejepa import cli, config_kinds, model, model_sizes, runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 flags.mark_flag_as_required("config")
@@ -22,10 +23,15 @@ def count(model_config) -> dict[str, int]:
 def main(argv):
     del argv
     runtime.set_up()
-    try:  # `--config.model.size` picks the size table's row, as in training.
+    try:  # `--config.model.size` picks the size table's row; its keys checked as in training.
         model_config = model_sizes.resolve(_CONFIG.value.model)
     except ValueError as e:
         cli.fail(str(e))
+    config = ml_collections.ConfigDict(_CONFIG.value.to_dict())
+    config.model = model_config
+    problems = [p for key, p in config_kinds.problems(config) if key.startswith("model.")]
+    if problems:
+        cli.fail("invalid config: " + " ".join(problems))
     counts = count(model_config)
     for name, n in counts.items():
         print(f"{name:18s} {n:>13,d}")

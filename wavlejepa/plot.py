@@ -200,7 +200,14 @@ def make_plots(
                 "give a training run's workdir, or --checkpoint alone for the embeddings' PCA "
                 "(a model folder such as import_wavjepa writes)."
             )
-        curves = training_curves(load_metrics(metrics), sigreg_lines(load_run_config(workdir)))
+        records = load_metrics(metrics)
+        if not records:
+            raise FileNotFoundError(
+                f"--workdir={workdir}: its {reporting.METRICS_FILE} holds no complete record "
+                "(the run logged nothing yet, or the file was cut short): plot it once the run "
+                "has logged a step, or give --checkpoint alone for the embeddings' PCA."
+            )
+        curves = training_curves(records, sigreg_lines(load_run_config(workdir)))
         epath.Path(output_dir).mkdir(parents=True, exist_ok=True)
         paths.append(save_png(curves, os.path.join(output_dir, "training_curves.png")))
     if checkpoint:

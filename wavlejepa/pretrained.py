@@ -47,7 +47,10 @@ def _step_dir(directory: str, step: int | None) -> epath.Path:
             break
     steps = finished_steps(path)
     if not steps:
-        raise CheckpointError(f"No finished checkpoint in {directory}.")
+        raise CheckpointError(
+            f"No finished checkpoint in {directory}: give a training run's workdir, one of its "
+            "checkpoints/<step> folders, or a model folder of import_wavjepa."
+        )
     if step is None:
         return path / str(max(steps))
     if step not in steps:
@@ -104,7 +107,7 @@ def load(directory: str, step: int | None = None) -> tuple[dict, ml_collections.
 
 def _load(directory: str, step: int | None) -> tuple[dict, ml_collections.ConfigDict]:
     path = _step_dir(directory, step)
-    logging.info("Loading the model of %s.", path)
+    logging.debug("Loading the model of %s.", path)
     if step is not None or path == epath.Path(directory):  # The one step asked for.
         try:
             return _load_step(path)
@@ -117,12 +120,16 @@ def _load(directory: str, step: int | None) -> tuple[dict, ml_collections.Config
             loaded = _load_step(candidate)
         except Exception as e:  # Truncated or corrupt files: orbax/TensorStore/JSON errors.
             reasons.append(f"step {candidate.name}: {one_line(e)}")
-            logging.warning("Checkpoint %s cannot be loaded (%s).", candidate, one_line(e))
             continue
+        for reason in reasons:  # Said only when an older one loads: else the error says it.
+            logging.warning("Checkpoint %s cannot be loaded (%s).", path.parent, reason)
         if reasons:
             logging.warning("Loaded the older checkpoint %s instead.", candidate)
         return loaded
-    raise CheckpointError(f"No checkpoint in {path.parent} can be loaded: {'; '.join(reasons)}")
+    raise CheckpointError(
+        f"No checkpoint in {path.parent} can be loaded ({'; '.join(reasons)}): each is damaged "
+        "(truncated or corrupt); give another run's folder, or move the damaged steps aside."
+    )
 
 
 def _load_step(path: epath.Path) -> tuple[dict, ml_collections.ConfigDict]:

@@ -51,7 +51,10 @@ def load_fsdd(directory: str) -> dict[str, dict]:
     names = [(path, parse_name(path)) for path in audio_folder.list_files(directory)]
     parsed = [(path, *name) for path, name in names if name]
     if not parsed:
-        raise FileNotFoundError(f"No {{digit}}_{{speaker}}_{{take}}.wav files in {directory}.")
+        raise FileNotFoundError(
+            f"No {{digit}}_{{speaker}}_{{take}}.wav files in {directory}: give a folder of FSDD "
+            "recordings, or 'sample' (the clips bundled with the package)."
+        )
     speakers = sorted({speaker for _, _, speaker, _ in parsed})
     max_take = max(take for *_, take in parsed)
     data = {s: {"audio": [], "digit": [], "speaker": []} for s in SPLITS}

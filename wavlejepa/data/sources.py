@@ -4,12 +4,15 @@
 dataset by name (ours or a TFDS catalog one) after checking it matches `config.dataset`.
 """
 
+import contextlib
 import os
+import shutil
+import tempfile
 
 import tensorflow_datasets as tfds
 from absl import logging
 
-from wavlejepa.data import audio_folder, resampled
+from wavlejepa.data import audio_folder, decode, resampled
 from wavlejepa.data.audio_folder import DatasetError  # noqa: F401  (part of this module's API)
 
 
@@ -30,17 +33,18 @@ def _how_to_prepare(dataset_config) -> str:
 
 def audio_folder_builder(dataset_config, *, strict: bool = False) -> audio_folder.AudioFolder:
     """The AudioFolder builder that config.dataset describes (name, audio_dir, build options)."""
-    return audio_folder.builder_class(dataset_config.name)(
-        audio_dir=os.path.expanduser(dataset_config.audio_dir),
-        data_dir=_data_dir(dataset_config),
-        label_from=dataset_config.label_from,
-        label_csv=os.path.expanduser(dataset_config.label_csv),
-        validation_fraction=dataset_config.validation_fraction,
-        test_fraction=dataset_config.test_fraction,
-        min_duration_seconds=dataset_config.min_duration_seconds,
-        sample_rate=dataset_config.sample_rate,
-        strict=strict,
-    )
+    with _private_tempdir():  # TFDS makes a tmp*tfds folder for a dataset not yet built.
+        return audio_folder.builder_class(dataset_config.name)(
+            audio_dir=os.path.expanduser(dataset_config.audio_dir),
+            data_dir=_data_dir(dataset_config),
+            label_from=dataset_config.label_from,
+            label_csv=os.path.expanduser(dataset_config.label_csv),
+            validation_fraction=dataset_config.validation_fraction,
+            test_fraction=dataset_config.test_fraction,
+            min_duration_seconds=dataset_config.min_duration_seconds,
+            sample_rate=dataset_config.sample_rate,
+            strict=strict,
+        )
 
 
 def ensure_built(dataset_config, *, strict: bool = False) -> None:
@@ -80,7 +84,28 @@ def ensure_built(dataset_config, *, strict: bool = False) -> None:
     if builder.is_prepared():
         _check_prepared(builder, dataset_config)
         return
-    _build(builder)  # The builder logs what it builds, from where and to where.
+    if not audio_folder.list_files(os.path.expanduser(dataset_config.audio_dir)):
+        raise DatasetError(
+            f"audio_dir={dataset_config.audio_dir!r} holds no files: give the folder of audio "
+            f"files to build from ({', '.join(sorted(decode.AUDIO_EXTENSIONS))}); nothing was "
+            "built."
+        )
+    with _private_tempdir():  # What the build leaves in the system's temp goes with it.
+        _build(builder)  # The builder logs what it builds, from where and to where.
+
+
+@contextlib.contextmanager
+def _private_tempdir():
+    """Runs the block with `tempfile`'s folder set to a new one of ours, removed after it: what
+    the libraries leave there goes too (TFDS's `DatasetInfo.initialize_from_bucket` makes a
+    tmp*tfds folder for every builder of an unbuilt dataset and never removes it)."""
+    previous, private = tempfile.tempdir, tempfile.mkdtemp(prefix="wavlejepa_build_")
+    tempfile.tempdir = private
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def _check_data_dir(data_dir: str) -> None:

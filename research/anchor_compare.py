@@ -132,7 +132,9 @@ def main(argv):
     del argv
     try:
         rows = summary(load(_RESULTS_DIR.value))
-    except (json.JSONDecodeError, KeyError, IndexError, TypeError) as e:
+    except KeyError as e:  # str() of a KeyError quotes its message.
+        cli.fail(f"--results_dir={_RESULTS_DIR.value}: {e.args[0]}")
+    except (json.JSONDecodeError, IndexError, TypeError) as e:
         cli.fail(f"--results_dir={_RESULTS_DIR.value}: {e}")
     if not rows:
         cli.fail(

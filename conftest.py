@@ -12,6 +12,7 @@ own (HLO) optimisations, which decide what is computed, still run.
 """
 
 import os
+import signal
 import sys
 
 os.environ.setdefault(
@@ -25,3 +26,14 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 # tests/ holds the helpers of the subprocess tests (`test_train_runner`), which research/tests
 # uses too.
 sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
+
+
+def pytest_sessionfinish(session):
+    """An xdist worker whose tests are done ignores SIGINT. execnet ends a worker still busy 5 s
+    after the shutdown (tearing down JAX, TensorStore and grain on a loaded machine) by sending it
+    SIGINT; landing in JAX's gc callback (`_xla_gc_callback`), the KeyboardInterrupt is
+    "ignored" and pytest reports it as an unraisable exception after every test passed. The
+    worker then finishes its teardown (or execnet ends it 10 s later); the controller, which a
+    user's Ctrl-C reaches, keeps its handler."""
+    if hasattr(session.config, "workerinput"):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -69,10 +69,8 @@ class Path:
     def problem(self, value) -> str:
         if not isinstance(value, str):
             return "must be a path (a string)"
-        unset = _UNSET_VARIABLE.search(os.path.expandvars(value))
-        if unset:
-            return f"${unset.group(1) or unset.group(2)} is not set in the environment"
-        return ""
+        name = unset_variable(os.path.expandvars(value))
+        return f"${name} is not set in the environment" if name else ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +101,12 @@ class Choice:
 
     def problem(self, value) -> str:
         return "" if value in self.values else f"choose one of {self.values}"
+
+
+def unset_variable(expanded: str) -> str:
+    """The name of a `$VAR` left in a path after os.path.expandvars (it is not set), or ""."""
+    unset = _UNSET_VARIABLE.search(expanded)
+    return (unset.group(1) or unset.group(2)) if unset else ""
 
 
 def expand(value: str) -> str:

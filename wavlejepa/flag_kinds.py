@@ -30,16 +30,14 @@ flags.disclaim_key_flags()
 
 INPUT_KINDS = ("file", "folder", "file_or_folder")
 OUTPUT_KINDS = ("file", "folder")
-_UNSET_VARIABLE = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 
 
 def expand(value: str) -> str:
     """`value` with `~` and environment variables expanded; a variable that is not set is a
     ValueError naming it (left in, it would become a folder named `$HOME`)."""
     expanded = os.path.expanduser(os.path.expandvars(value))
-    unset = _UNSET_VARIABLE.search(expanded)
-    if unset:
-        name = unset.group(1) or unset.group(2)
+    name = config_kinds.unset_variable(expanded)
+    if name:
         raise ValueError(f"${name} is not set in the environment: set it, or write the path out")
     return expanded
 

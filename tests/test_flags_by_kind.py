@@ -24,6 +24,7 @@ TOOLS = (
     "research.learning",
     "research.anchor_learning",
     "research.anchor_compare",
+    "research.dominant_direction",
 )
 # Prints the tool's own flags (absl's registry: those its module defined) with their kinds.
 _LIST_FLAGS = """

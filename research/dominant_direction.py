@@ -19,9 +19,12 @@ embedded, one pass over every FSDD clip, and two sets of embeddings are taken ap
   (the fraction of the clip before it, R squared).
 
 A share of 1 means the direction is that property and nothing else; a share near 0, that it
-carries none of it. Prints a table per step and writes every number to --json.
+carries none of it. For scale, the same linear probes as research.learning's are fitted on the
+clip properties alone (log length; log length and loudness). Prints a table per step and writes
+every number to --json.
 """
 
+import functools
 import os
 
 import numpy as np
@@ -83,13 +86,13 @@ def principal(x_NxD: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(eigenvalues[order], 0, None) / total, x @ vectors[:, order]
 
 
-def clip_properties(data: dict) -> dict[str, np.ndarray]:
-    """Per clip of every split (in `learning.SPLITS` order): speaker, digit, loudness (dB RMS)
-    and length (log10 seconds)."""
-    audio = [a for s in learning.SPLITS for a in data[s]["audio"]]
+def clip_properties(split: dict) -> dict[str, np.ndarray]:
+    """Per clip of a split {"audio", "speaker", "digit"}: speaker, digit, loudness (dB RMS) and
+    length (log10 seconds)."""
+    audio = split["audio"]
     return {
-        "speaker": np.concatenate([data[s]["speaker"] for s in learning.SPLITS]),
-        "digit": np.concatenate([data[s]["digit"] for s in learning.SPLITS]),
+        "speaker": np.asarray(split["speaker"]),
+        "digit": np.asarray(split["digit"]),
         "loudness": decibels(np.array([np.sqrt(np.mean(np.square(a))) for a in audio])),
         "length": np.log10([len(a) / fsdd.SAMPLE_RATE for a in audio]),
     }
@@ -125,7 +128,8 @@ def analyse(frames: dict, data: dict, cfg, k: int) -> dict:
     """The pooled and frame analyses (module docstring) of frames {split: [[frames, dim]]}."""
     pooled = np.stack([f.mean(axis=0) for s in learning.SPLITS for f in frames[s]])
     shares, scores = principal(pooled, k)
-    clips = clip_properties(data)
+    per_split = [clip_properties(data[s]) for s in learning.SPLITS]
+    clips = {k: np.concatenate([p[k] for p in per_split]) for k in per_split[0]}
     test = frames["test"]
     frame_share, frame_scores = principal(np.concatenate(test), 1)
     props = frame_properties(data["test"]["audio"], test, data["test"]["speaker"], cfg)
@@ -135,6 +139,26 @@ def analyse(frames: dict, data: dict, cfg, k: int) -> dict:
         ],
         "frames": {"share": float(frame_share[0]), **explain(frame_scores[:, 0], props)},
     }
+
+
+PROPERTY_FEATURES = {"length": ("length",), "length+loudness": ("length", "loudness")}
+
+
+def property_probes(data: dict, heldout: str, probe_cfg) -> dict:
+    """The probes' test accuracies on clip properties alone, {features: {task: accuracy}}: what
+    a direction that is only these could give them."""
+    props = {s: clip_properties(data[s]) for s in learning.SPLITS}
+    out = {}
+    for name, keys in PROPERTY_FEATURES.items():
+        features = {s: np.stack([props[s][k] for k in keys], 1).astype(np.float32) for s in props}
+        score = functools.partial(linear_probe.score, features, data, probe_cfg=probe_cfg)
+        heldout_score = linear_probe.score_heldout_speaker(features, data, heldout, probe_cfg)
+        out[name] = {
+            "digits": score(task="fsdd_digits")["test_accuracy"],
+            "speakers": score(task="fsdd_speakers")["test_accuracy"],
+            "heldout_digits": heldout_score["test_accuracy"],
+        }
+    return out
 
 
 def encoders(workdir: str) -> list[tuple[int, dict, object]]:
@@ -179,7 +203,10 @@ def main(argv):
         steps = encoders(os.path.abspath(_RUN.value))
     except (ValueError, OSError, checkpointing.CheckpointError) as e:
         cli.fail(f"--run={_RUN.value}: {' '.join(str(e).split())}")
+    probe_cfg = linear_probe.default_config()
     out = {"run": _RUN.value, "fsdd_dir": learning._FSDD_DIR.value, "steps": {}}
+    out["property_probes"] = property_probes(data, learning._HELDOUT.value, probe_cfg)
+    print("Probes on clip properties alone:", out["property_probes"])
     for step, params, config in steps:
         frames_fn = linear_probe.model_frames(params, config, learning._BATCH_SIZE.value)
         frames = {s: frames_fn(data[s]["audio"]) for s in learning.SPLITS}

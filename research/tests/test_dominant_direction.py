@@ -78,3 +78,15 @@ def test_a_real_analysis_through_the_tiny_model():
         assert all(0 <= v <= 1 + 1e-9 for v in d.values()), d
     text = dd.table("tiny", 0, result)
     assert "pooled 2" in text and "position" in text
+
+
+def test_probes_on_clip_properties_alone():
+    data = learning.subsample(fsdd.load_fsdd(fsdd.SAMPLE_DIR), 40)
+    out = dd.property_probes(data, data["speakers"][0], linear_probe.default_config())
+    assert set(out) == set(dd.PROPERTY_FEATURES)
+    for accuracies in out.values():
+        assert set(accuracies) == {"digits", "speakers", "heldout_digits"}
+        assert all(0 <= a <= 1 for a in accuracies.values())
+    props = dd.clip_properties(data["test"])
+    want = [np.log10(len(a) / 16_000) for a in data["test"]["audio"]]
+    np.testing.assert_allclose(props["length"], want)

@@ -1,5 +1,5 @@
-r"""What the dominant directions of a run's embeddings encode: loudness, length, speaker, digit,
-position.
+r"""What the dominant directions of a run's embeddings encode: speaker, digit, loudness, length,
+speech, position.
 
   python -m research.dominant_direction --fsdd_dir=../shared/data/fsdd/recordings \
       --run=/tmp/ours_run --json=dominant.json
@@ -11,12 +11,14 @@ embedded, one pass over every FSDD clip, and two sets of embeddings are taken ap
 - **pooled**: the mean-pooled clip embeddings of every clip. Their principal directions (the
   first --directions of them), each with its share of the variance and, for the clips' scores
   along it, the share of their variance that each clip property explains: speaker and digit
-  (eta squared, the between-group share), loudness (dB of the clip's RMS) and length (log
-  seconds) (R squared of a straight-line fit).
+  (eta squared, the between-group share); loudness (dB of the clip's RMS), length (log
+  seconds) and speech (the share of its 10 ms stretches within 30 dB of its loudest) (R
+  squared of a straight-line fit).
 - **frames**: every frame of the test-take clips. Their first principal direction, and the share
   of the frames' scores along it explained by the clip (eta squared over clips), the speaker,
   the frame's loudness (dB of the RMS of the samples it sees) and its position in its clip
-  (the fraction of the clip before it, R squared).
+  (the fraction of the clip before it) (R squared), and whether it is speech (within 30 dB of
+  its clip's loudest frame; eta squared).
 
 A share of 1 means the direction is that property and nothing else; a share near 0, that it
 carries none of it. For scale, the same linear probes as research.learning's are fitted on the
@@ -86,34 +88,59 @@ def principal(x_NxD: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(eigenvalues[order], 0, None) / total, x @ vectors[:, order]
 
 
+SPEECH_RANGE_DB = 30.0  # A stretch within this of its clip's loudest reads as speech.
+
+
+def is_speech(loudness_db: np.ndarray) -> np.ndarray:
+    """Which stretches of one clip (dB RMS each) are within SPEECH_RANGE_DB of its loudest."""
+    return loudness_db >= loudness_db.max() - SPEECH_RANGE_DB
+
+
+def stretch_loudness(clip: np.ndarray, num: int, hop: int, field: int) -> np.ndarray:
+    """dB RMS of `num` stretches [hop * t, hop * t + field) of a clip (a frame's samples)."""
+    return decibels(np.array([np.sqrt(np.mean(np.square(clip[t * hop : t * hop + field])))
+                              for t in range(num)]))  # fmt: skip
+
+
 def clip_properties(split: dict) -> dict[str, np.ndarray]:
-    """Per clip of a split {"audio", "speaker", "digit"}: speaker, digit, loudness (dB RMS) and
-    length (log10 seconds)."""
+    """Per clip of a split {"audio", "speaker", "digit"}: speaker, digit, loudness (dB RMS),
+    length (log10 seconds) and speech (the share of its 10 ms stretches that `is_speech`)."""
     audio = split["audio"]
+    hops = [max(1, (len(a) - SPEECH_WINDOW) // SPEECH_HOP + 1) for a in audio]
     return {
         "speaker": np.asarray(split["speaker"]),
         "digit": np.asarray(split["digit"]),
         "loudness": decibels(np.array([np.sqrt(np.mean(np.square(a))) for a in audio])),
         "length": np.log10([len(a) / fsdd.SAMPLE_RATE for a in audio]),
+        "speech": np.array(
+            [
+                is_speech(stretch_loudness(a, n, SPEECH_HOP, SPEECH_WINDOW)).mean()
+                for a, n in zip(audio, hops, strict=True)
+            ]
+        ),  # fmt: skip
     }
+
+
+SPEECH_HOP, SPEECH_WINDOW = 160, 240  # 10 ms stretches of 15 ms: the small model's frames.
 
 
 def frame_properties(audio: list[np.ndarray], frames: list[np.ndarray], speakers, cfg) -> dict:
     """Per frame of the clips: its clip, speaker, loudness (dB RMS of the samples in its receptive
-    field) and position (the fraction of its clip's frames before it)."""
+    field), position (the fraction of its clip's frames before it) and speech (`is_speech`)."""
     hop, field = waveform.hop_samples(cfg), waveform.receptive_samples(cfg)
-    out = {"clip": [], "speaker": [], "loudness": [], "position": []}
+    out = {"clip": [], "speaker": [], "loudness": [], "position": [], "speech": []}
     for i, (clip, f) in enumerate(zip(audio, frames, strict=True)):
         n = len(f)
-        rms = [np.sqrt(np.mean(np.square(clip[t * hop : t * hop + field]))) for t in range(n)]
+        loudness = stretch_loudness(clip, n, hop, field)
         out["clip"].append(np.full(n, i))
         out["speaker"].append(np.full(n, speakers[i]))
-        out["loudness"].append(decibels(np.nan_to_num(np.array(rms))))
+        out["loudness"].append(loudness)
         out["position"].append(np.arange(n) / max(n - 1, 1))
+        out["speech"].append(is_speech(loudness))
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-CATEGORICAL = ("speaker", "digit", "clip")
+CATEGORICAL = ("speaker", "digit", "clip", "speech")
 
 
 def explain(scores_N: np.ndarray, properties: dict) -> dict[str, float]:
@@ -183,15 +210,19 @@ def encoders(workdir: str) -> list[tuple[int, dict, object]]:
     return [(0, learning.initial_params(config), config), (last, params, config)]
 
 
+def _shares(d: dict) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in d.items())
+
+
 def table(name: str, step: int, result: dict) -> str:
     """One run and step's analysis as text."""
-    lines = [f"{name}, step {step}", "  direction  share  speaker  digit  loudness  length"]
+    lines = [f"{name}, step {step}"]
     for i, d in enumerate(result["pooled"]):
-        lines.append(f"  pooled {i + 1:<3} {d['share']:6.3f} {d['speaker']:8.3f} {d['digit']:6.3f}"
-                     f" {d['loudness']:9.3f} {d['length']:7.3f}")  # fmt: skip
+        lines.append(
+            f"  pooled direction {i + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in d.items())
+        )
     f = result["frames"]
-    lines.append(f"  frames 1   {f['share']:6.3f}  clip {f['clip']:.3f}  speaker {f['speaker']:.3f}"
-                 f"  loudness {f['loudness']:.3f}  position {f['position']:.3f}")  # fmt: skip
+    lines.append("  frames direction 1: " + ", ".join(f"{k} {v:.3f}" for k, v in f.items()))
     return "\n".join(lines)
 
 

@@ -61,6 +61,8 @@ def test_frame_properties_of_a_clip_of_known_loudness():
     np.testing.assert_array_equal(props["speaker"], [3, 3, 3, 3, 3, 7, 7])
     np.testing.assert_allclose(props["position"], [0, 0.25, 0.5, 0.75, 1, 0, 1])
     np.testing.assert_allclose(props["loudness"][:2], [-20.0, -20.0], atol=1e-4)
+    # Frames 0-4 see samples [160 t, 160 t + 240): loud through frame 10, so all of clip 0.
+    np.testing.assert_array_equal(props["speech"], [True] * 7)
     silent = dd.frame_properties([np.zeros(4_000, np.float32)], frames[:1], np.array([0]), cfg)
     np.testing.assert_allclose(silent["loudness"], -100.0)
 
@@ -77,7 +79,7 @@ def test_a_real_analysis_through_the_tiny_model():
     for d in [*result["pooled"], result["frames"]]:
         assert all(0 <= v <= 1 + 1e-9 for v in d.values()), d
     text = dd.table("tiny", 0, result)
-    assert "pooled 2" in text and "position" in text
+    assert "pooled direction 2" in text and "position" in text
 
 
 def test_probes_on_clip_properties_alone():
@@ -87,6 +89,11 @@ def test_probes_on_clip_properties_alone():
     for accuracies in out.values():
         assert set(accuracies) == {"digits", "speakers", "heldout_digits"}
         assert all(0 <= a <= 1 for a in accuracies.values())
+    quiet = np.concatenate([np.full(8_000, 0.1), np.full(8_000, 1e-3)]).astype(np.float32)
+    speech = dd.clip_properties({"audio": [quiet], "speaker": [0], "digit": [0]})["speech"]
+    np.testing.assert_allclose(
+        speech, [50 / 99], rtol=1e-6
+    )  # Stretches t <= 49 reach the loud half.
     props = dd.clip_properties(data["test"])
     want = [np.log10(len(a) / 16_000) for a in data["test"]["audio"]]
     np.testing.assert_allclose(props["length"], want)

@@ -83,6 +83,12 @@ def summary(runs: dict) -> list[dict]:
     return rows
 
 
+def _gain(row: dict, task: str) -> str:
+    """ "+0.012 (0.034)": the mean gain and the spread between seeds ("one seed": none yet)."""
+    spread = "one seed" if len(row["seeds"]) == 1 else f"{row[task + '_spread']:.3f}"
+    return f"{row[task + '_gain']:+.3f} ({spread})"
+
+
 def markdown(rows: list[dict]) -> str:
     header = ("| system | steps | seeds | digits gain (spread) | unseen speaker gain (spread) | "
               "speakers gain (spread) | enc rank (init) | pooled spread (init) | pooled PR (init) "
@@ -92,7 +98,7 @@ def markdown(rows: list[dict]) -> str:
         "-" if r[k] is None else f"{f.format(r[k])} ({f.format(r[k + '_init'])})"
     )
     for r in rows:
-        gains = [f"{r[t + '_gain']:+.3f} ({r[t + '_spread']:.3f})" for t in TASKS]
+        gains = [_gain(r, t) for t in TASKS]
         lines.append(
             f"| {r['system']} | {r['steps']} | {','.join(map(str, r['seeds']))} | "
             + " | ".join(gains) + " | "

@@ -66,3 +66,10 @@ def test_gains_are_best_against_best_over_each_seeds_own_init(tmp_path):
     assert row["pooled_spread"] == pytest.approx(0.3) and row["pooled_spread_init"] == 1.0
     table = anchor_compare.markdown([row]).splitlines()
     assert "+0.080 (0.040)" in table[2] and len(table) == 3
+
+
+def test_a_budget_with_one_seed_shows_no_spread(tmp_path):
+    rows = (_row(0.40, 0.50, 0.30), _row(0.60, 0.45, 0.32))
+    (tmp_path / "ours_8x2.01s_3000steps_seed0.json").write_text(json.dumps({"steps": rows}))
+    [row] = anchor_compare.summary(anchor_compare.load(str(tmp_path)))
+    assert "+0.100 (one seed)" in anchor_compare.markdown([row]).splitlines()[2]

@@ -12,13 +12,13 @@ embedded, one pass over every FSDD clip, and two sets of embeddings are taken ap
   first --directions of them), each with its share of the variance and, for the clips' scores
   along it, the share of their variance that each clip property explains: speaker and digit
   (eta squared, the between-group share); loudness (dB of the clip's RMS), length (log
-  seconds) and speech (the share of its 10 ms stretches within 30 dB of its loudest) (R
-  squared of a straight-line fit).
+  seconds), speech (the share of its 10 ms stretches within 30 dB of its loudest) and
+  brightness (log of its spectral centroid) (R squared of a straight-line fit).
 - **frames**: every frame of the test-take clips. Their first principal direction, and the share
   of the frames' scores along it explained by the clip (eta squared over clips), the speaker,
   the frame's loudness (dB of the RMS of the samples it sees) and its position in its clip
-  (the fraction of the clip before it) (R squared), and whether it is speech (within 30 dB of
-  its clip's loudest frame; eta squared).
+  (the fraction of the clip before it) and its spectral centroid (R squared), and whether it is
+  speech (within 30 dB of its clip's loudest frame; eta squared).
 
 A share of 1 means the direction is that property and nothing else; a share near 0, that it
 carries none of it. For scale, the same linear probes as research.learning's are fitted on the
@@ -102,9 +102,20 @@ def stretch_loudness(clip: np.ndarray, num: int, hop: int, field: int) -> np.nda
                               for t in range(num)]))  # fmt: skip
 
 
+def centroid(x: np.ndarray) -> float:
+    """log10 of the power spectrum's centroid in Hz (high for hiss and fricatives, low for
+    voiced sound); 0 for digital silence."""
+    power = np.square(np.abs(np.fft.rfft(x)))
+    if not power.sum() > 0:
+        return 0.0
+    hz = np.fft.rfftfreq(len(x), 1 / fsdd.SAMPLE_RATE)
+    return float(np.log10(max((hz * power).sum() / power.sum(), 1.0)))
+
+
 def clip_properties(split: dict) -> dict[str, np.ndarray]:
     """Per clip of a split {"audio", "speaker", "digit"}: speaker, digit, loudness (dB RMS),
-    length (log10 seconds) and speech (the share of its 10 ms stretches that `is_speech`)."""
+    length (log10 seconds), speech (the share of its 10 ms stretches that `is_speech`) and
+    `centroid`."""
     audio = split["audio"]
     hops = [max(1, (len(a) - SPEECH_WINDOW) // SPEECH_HOP + 1) for a in audio]
     return {
@@ -118,6 +129,7 @@ def clip_properties(split: dict) -> dict[str, np.ndarray]:
                 for a, n in zip(audio, hops, strict=True)
             ]
         ),  # fmt: skip
+        "centroid": np.array([centroid(a) for a in audio]),
     }
 
 
@@ -126,9 +138,10 @@ SPEECH_HOP, SPEECH_WINDOW = 160, 240  # 10 ms stretches of 15 ms: the small mode
 
 def frame_properties(audio: list[np.ndarray], frames: list[np.ndarray], speakers, cfg) -> dict:
     """Per frame of the clips: its clip, speaker, loudness (dB RMS of the samples in its receptive
-    field), position (the fraction of its clip's frames before it) and speech (`is_speech`)."""
+    field), position (the fraction of its clip's frames before it), speech (`is_speech`) and
+    the `centroid` of those samples."""
     hop, field = waveform.hop_samples(cfg), waveform.receptive_samples(cfg)
-    out = {"clip": [], "speaker": [], "loudness": [], "position": [], "speech": []}
+    out = {"clip": [], "speaker": [], "loudness": [], "position": [], "speech": [], "centroid": []}
     for i, (clip, f) in enumerate(zip(audio, frames, strict=True)):
         n = len(f)
         loudness = stretch_loudness(clip, n, hop, field)
@@ -137,6 +150,7 @@ def frame_properties(audio: list[np.ndarray], frames: list[np.ndarray], speakers
         out["loudness"].append(loudness)
         out["position"].append(np.arange(n) / max(n - 1, 1))
         out["speech"].append(is_speech(loudness))
+        out["centroid"].append([centroid(clip[t * hop : t * hop + field]) for t in range(n)])
     return {k: np.concatenate(v) for k, v in out.items()}
 
 

@@ -97,3 +97,11 @@ def test_probes_on_clip_properties_alone():
     props = dd.clip_properties(data["test"])
     want = [np.log10(len(a) / 16_000) for a in data["test"]["audio"]]
     np.testing.assert_allclose(props["length"], want)
+
+
+def test_the_centroid_of_a_tone_is_its_frequency():
+    t = np.arange(16_000) / 16_000
+    np.testing.assert_allclose(dd.centroid(np.sin(2 * np.pi * 1_000 * t)), 3.0, atol=1e-6)
+    two = np.sin(2 * np.pi * 1_000 * t) + np.sin(2 * np.pi * 3_000 * t)  # Equal power: 2 kHz.
+    np.testing.assert_allclose(dd.centroid(two), np.log10(2_000), atol=1e-6)
+    assert dd.centroid(np.zeros(100)) == 0.0

@@ -89,6 +89,7 @@ def principal(x_NxD: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 SPEECH_RANGE_DB = 30.0  # A stretch within this of its clip's loudest reads as speech.
+SPEECH_HOP, SPEECH_WINDOW = 160, 240  # 10 ms stretches of 15 ms: the small model's frames.
 
 
 def is_speech(loudness_db: np.ndarray) -> np.ndarray:
@@ -133,9 +134,6 @@ def clip_properties(split: dict) -> dict[str, np.ndarray]:
     }
 
 
-SPEECH_HOP, SPEECH_WINDOW = 160, 240  # 10 ms stretches of 15 ms: the small model's frames.
-
-
 def frame_properties(audio: list[np.ndarray], frames: list[np.ndarray], speakers, cfg) -> dict:
     """Per frame of the clips: its clip, speaker, loudness (dB RMS of the samples in its receptive
     field), position (the fraction of its clip's frames before it), speech (`is_speech`) and
@@ -165,12 +163,18 @@ def explain(scores_N: np.ndarray, properties: dict) -> dict[str, float]:
     }
 
 
-def analyse(frames: dict, data: dict, cfg, k: int) -> dict:
-    """The pooled and frame analyses (module docstring) of frames {split: [[frames, dim]]}."""
+def all_clip_properties(data: dict) -> dict[str, dict[str, np.ndarray]]:
+    """`clip_properties` of every split of `data`, and of all clips in split order ("all")."""
+    props = {s: clip_properties(data[s]) for s in learning.SPLITS}
+    every = {k: np.concatenate([props[s][k] for s in learning.SPLITS]) for k in props["test"]}
+    return props | {"all": every}
+
+
+def analyse(frames: dict, data: dict, clips: dict, cfg, k: int) -> dict:
+    """The pooled and frame analyses (module docstring) of frames {split: [[frames, dim]]}, with
+    `clips` the properties of every clip in split order (`all_clip_properties(data)["all"]`)."""
     pooled = np.stack([f.mean(axis=0) for s in learning.SPLITS for f in frames[s]])
     shares, scores = principal(pooled, k)
-    per_split = [clip_properties(data[s]) for s in learning.SPLITS]
-    clips = {k: np.concatenate([p[k] for p in per_split]) for k in per_split[0]}
     test = frames["test"]
     frame_share, frame_scores = principal(np.concatenate(test), 1)
     props = frame_properties(data["test"]["audio"], test, data["test"]["speaker"], cfg)
@@ -185,13 +189,14 @@ def analyse(frames: dict, data: dict, cfg, k: int) -> dict:
 PROPERTY_FEATURES = {"length": ("length",), "length+loudness": ("length", "loudness")}
 
 
-def property_probes(data: dict, heldout: str, probe_cfg) -> dict:
+def property_probes(data: dict, props: dict, heldout: str, probe_cfg) -> dict:
     """The probes' test accuracies on clip properties alone, {features: {task: accuracy}}: what
-    a direction that is only these could give them."""
-    props = {s: clip_properties(data[s]) for s in learning.SPLITS}
+    a direction that is only these could give them. `props`: `all_clip_properties(data)`."""
     out = {}
     for name, keys in PROPERTY_FEATURES.items():
-        features = {s: np.stack([props[s][k] for k in keys], 1).astype(np.float32) for s in props}
+        features = {
+            s: np.stack([props[s][k] for k in keys], 1).astype(np.float32) for s in learning.SPLITS
+        }
         score = functools.partial(linear_probe.score, features, data, probe_cfg=probe_cfg)
         heldout_score = linear_probe.score_heldout_speaker(features, data, heldout, probe_cfg)
         out[name] = {
@@ -232,11 +237,8 @@ def table(name: str, step: int, result: dict) -> str:
     """One run and step's analysis as text."""
     lines = [f"{name}, step {step}"]
     for i, d in enumerate(result["pooled"]):
-        lines.append(
-            f"  pooled direction {i + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in d.items())
-        )
-    f = result["frames"]
-    lines.append("  frames direction 1: " + ", ".join(f"{k} {v:.3f}" for k, v in f.items()))
+        lines.append(f"  pooled direction {i + 1}: {_shares(d)}")
+    lines.append(f"  frames direction 1: {_shares(result['frames'])}")
     return "\n".join(lines)
 
 
@@ -250,13 +252,15 @@ def main(argv):
         cli.fail(f"--run={_RUN.value}: {' '.join(str(e).split())}")
     probe_cfg = linear_probe.default_config()
     out = {"run": _RUN.value, "fsdd_dir": learning._FSDD_DIR.value, "steps": {}}
-    out["property_probes"] = property_probes(data, learning._HELDOUT.value, probe_cfg)
+    props = all_clip_properties(data)
+    out["property_probes"] = property_probes(data, props, learning._HELDOUT.value, probe_cfg)
     print("Probes on clip properties alone:", out["property_probes"])
     for step, params, config in steps:
         frames_fn = linear_probe.model_frames(params, config, learning._BATCH_SIZE.value)
         frames = {s: frames_fn(data[s]["audio"]) for s in learning.SPLITS}
-        out["steps"][str(step)] = analyse(frames, data, config.model, _DIRECTIONS.value)
-        print(table(os.path.basename(_RUN.value.rstrip("/")), step, out["steps"][str(step)]))
+        result = analyse(frames, data, props["all"], config.model, _DIRECTIONS.value)
+        out["steps"][str(step)] = result
+        print(table(os.path.basename(_RUN.value.rstrip("/")), step, result))
     if learning._JSON.value:
         common.write_json(learning._JSON.value, out, indent=1)
         logging.info("Wrote %s", learning._JSON.value)

@@ -7,9 +7,9 @@ r"""How healthy a random init is: the collapse checks of `research.learning` at 
 The official WavJEPA has no projection after its conv stack where the conv channels equal the
 encoder width (its small-conv256 preset: 256 and 256); ours always has one, a dense layer drawn
 with std 0.02 (0.0176 after truncation). --identity_projection replaces ours with the identity,
-which is WavJEPA's network at init, to measure what that one difference does to the init's
-health. Embeds every FSDD clip once and prints (and writes to --json) the position and clip
-shares, the frames' effective rank and `learning.health`; no training, no probes.
+WavJEPA's form of that layer (the blocks keep ours' init), to measure what that one difference
+does to the init's health. Embeds every FSDD clip once and prints (and writes to --json)
+`learning.collapse_checks`: no training, no probes.
 """
 
 import numpy as np
@@ -42,11 +42,7 @@ def init_health(params: dict, config, data: dict, share_frames: int, batch_size:
     """Shares, frame rank and health of `params` on every FSDD clip of `data`."""
     frames_fn = linear_probe.model_frames(params, config, batch_size)
     frames = {s: frames_fn(data[s]["audio"]) for s in learning.SPLITS}
-    return (
-        learning.shares(frames["test"], share_frames)
-        | learning.ranks(frames["test"])
-        | learning.health(frames)
-    )
+    return learning.collapse_checks(frames, share_frames)
 
 
 def main(argv):

@@ -243,13 +243,19 @@ def probe_step(
     frames = {s: frames_fn(data[s]["audio"]) for s in SPLITS}
     results = probes(frames, data, heldout, probe_cfg)
     label = "0 (init)" if step == 0 else str(step)
-    stats = shares(frames["test"], share_frames) | ranks(frames["test"]) | health(frames)
+    stats = collapse_checks(frames, share_frames)
     if "projector" in params:
         z_NxP = projector.apply(params["projector"], np.concatenate(frames["test"]), config.model)
         stats["projected_rank"] = float(diagnostics.effective_rank(z_NxP))
     step_row = {"step": step, **row(label, results, stats, metrics)}
     logging.info("Probed step %d: %s", step, {t: step_row[t] for t in TASKS})
     return step_row, frames
+
+
+def collapse_checks(frames: dict, share_frames: int) -> dict[str, float]:
+    """`shares` and `ranks` of the test clips' frames and `health` of all, from frames
+    {split: [[frames, dim]] per clip}."""
+    return shares(frames["test"], share_frames) | ranks(frames["test"]) | health(frames)
 
 
 def shares(test_frames: list[np.ndarray], num_frames: int) -> dict[str, float]:
@@ -413,7 +419,7 @@ def run(
 
     frames = {s: logmel.logmel_frames(data[s]["audio"]) for s in SPLITS}
     results = probes(frames, data, heldout, probe_cfg)
-    logmel_stats = shares(frames["test"], share_frames) | ranks(frames["test"]) | health(frames)
+    logmel_stats = collapse_checks(frames, share_frames)
     logmel_rows = [row("log-mel", results, logmel_stats, {})]
     settings = dict(
         model_size=config.model.size, seed=config.seed, steps=steps, probe_every=probe_every,

@@ -73,7 +73,10 @@ def test_a_real_analysis_through_the_tiny_model():
     params = train_state.create(jax.random.PRNGKey(0), config=config).params
     frames_fn = linear_probe.model_frames(params, config, 8)
     frames = {s: frames_fn(data[s]["audio"]) for s in learning.SPLITS}
-    result = dd.analyse(frames, data, config.model, 2)
+    props = dd.all_clip_properties(data)
+    np.testing.assert_array_equal(props["all"]["digit"], np.concatenate(
+        [data[s]["digit"] for s in learning.SPLITS]))  # fmt: skip
+    result = dd.analyse(frames, data, props["all"], config.model, 2)
     assert len(result["pooled"]) == 2
     assert result["pooled"][0]["share"] >= result["pooled"][1]["share"] > 0
     for d in [*result["pooled"], result["frames"]]:
@@ -84,7 +87,8 @@ def test_a_real_analysis_through_the_tiny_model():
 
 def test_probes_on_clip_properties_alone():
     data = learning.subsample(fsdd.load_fsdd(fsdd.SAMPLE_DIR), 40)
-    out = dd.property_probes(data, data["speakers"][0], linear_probe.default_config())
+    props = dd.all_clip_properties(data)
+    out = dd.property_probes(data, props, data["speakers"][0], linear_probe.default_config())
     assert set(out) == set(dd.PROPERTY_FEATURES)
     for accuracies in out.values():
         assert set(accuracies) == {"digits", "speakers", "heldout_digits"}

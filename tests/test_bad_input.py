@@ -1,5 +1,5 @@
 """A user's mistakes end in one line naming the problem and the fix: exit code, no traceback,
-and nothing on disk lost or overwritten (a test a row of the README's troubleshooting table)."""
+and nothing on disk lost or overwritten (a test a row of docs/troubleshooting.md)."""
 
 import os
 import shutil

@@ -2,18 +2,18 @@ r"""How healthy a random init is: the collapse checks of `research.learning` at 
 
   python -m research.init_health --config=configs/quickstart.py \
       --fsdd_dir=../shared/data/fsdd/recordings --json=init.json
-  python -m research.init_health --config=configs/quickstart.py --identity_projection ...
+  python -m research.init_health --config=configs/quickstart.py \
+      --config.model.projection_init=identity ...
 
 The official WavJEPA has no projection after its conv stack where the conv channels equal the
 encoder width (its small-conv256 preset: 256 and 256); ours always has one, a dense layer drawn
-with std 0.02 (0.0176 after truncation). --identity_projection replaces ours with the identity,
-WavJEPA's form of that layer (the blocks keep ours' init), to measure what that one difference
-does to the init's health. Embeds every FSDD clip once and prints (and writes to --json)
+with std 0.02 (0.0176 after truncation). `--config.model.projection_init=identity` starts it as
+the identity, WavJEPA's form of that layer (the blocks keep ours' init), to measure what that one
+difference does to the init's health. Embeds every FSDD clip once and prints (and writes to --json)
 `learning.collapse_checks`: no training, no probes.
 """
 
-import numpy as np
-from absl import app, flags
+from absl import app
 
 from benchmarks import common
 from research import learning
@@ -21,21 +21,7 @@ from wavlejepa import cli
 from wavlejepa.data import fsdd
 from wavlejepa.evaluators import linear_probe
 
-_IDENTITY = flags.DEFINE_bool(
-    "identity_projection", False, "Replace the conv-to-encoder projection with the identity."
-)
 # --config, --fsdd_dir, --share_frames, --batch_size and --json are research.learning's flags.
-
-
-def identity_projection(params: dict) -> dict:
-    """`params` with the waveform encoder's projection the identity (conv channels must equal
-    the encoder width)."""
-    projection = params["waveform_encoder"]["projection"]
-    channels, width = projection["kernel"].shape
-    if channels != width:
-        raise ValueError(f"The projection maps {channels} channels to {width}: no identity.")
-    identity = {"kernel": np.eye(width, dtype=np.float32), "bias": np.zeros(width, np.float32)}
-    return {**params, "waveform_encoder": {**params["waveform_encoder"], "projection": identity}}
 
 
 def init_health(params: dict, config, data: dict, share_frames: int, batch_size: int) -> dict:
@@ -50,11 +36,6 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = learning._CONFIG.value
     params = learning.initial_params(config)
-    if _IDENTITY.value:
-        try:
-            params = identity_projection(params)
-        except ValueError as e:
-            cli.fail(f"--identity_projection with model.size={config.model.size}: {e}")
     data = fsdd.load_fsdd(learning._FSDD_DIR.value)
     stats = init_health(
         params, config, data, learning._SHARE_FRAMES.value, learning._BATCH_SIZE.value
@@ -65,7 +46,7 @@ def main(argv):
             model_size=config.model.size,
             seed=config.seed,
             fsdd_dir=learning._FSDD_DIR.value,
-            identity_projection=_IDENTITY.value,
+            projection_init=config.model.projection_init,
         )
         common.write_json(learning._JSON.value, {"settings": settings, "init": stats}, indent=1)
 

@@ -94,6 +94,8 @@ def _bad(**overrides):
         (dict(health__min_rank_fraction=1.5), 1, "config.health.min_rank_fraction=1.5"),
         (dict(model__block_norm="sandwich"), 1, "config.model.block_norm='sandwich': choose"),
         (dict(model__gelu="erf"), 1, "config.model.gelu='erf': choose one of"),
+        (dict(model__projection_init="zeros"), 1, "config.model.projection_init='zeros'"),
+        (dict(model__projection_init="identity"), 1, "needs conv_channels == encoder_width"),
         (dict(model__encoder_final_norm_eps=0.0), 1, "config.model.encoder_final_norm_eps=0.0"),
         (dict(model__encoder_final_norm_eps=1.0), 1, "must be a number in (0, 0.01]"),
     ],

@@ -94,6 +94,33 @@ class WaveformTest(chex.TestCase):
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(got[0, 5:8], [0, 1, 1])
 
+    def test_identity_projection_passes_the_normalised_conv_features(self):
+        # WavJEPA's form where conv channels equal the encoder width: no projection. With the
+        # identity (and the LayerNorm's init, scale 1 and bias 0) each frame minus its position
+        # has mean 0 and variance 1 over channels; the convs are drawn as with "normal".
+        cfg = _tiny()
+        cfg.conv_channels = cfg.encoder_width
+        normal = waveform.init(jax.random.PRNGKey(3), cfg)
+        cfg.projection_init = "identity"
+        params = waveform.init(jax.random.PRNGKey(3), cfg)
+        np.testing.assert_array_equal(params["projection"]["kernel"], np.eye(cfg.encoder_width))
+        np.testing.assert_array_equal(params["projection"]["bias"], 0.0)
+        chex.assert_trees_all_equal(
+            {k: v for k, v in params.items() if k != "projection"},
+            {k: v for k, v in normal.items() if k != "projection"},
+        )
+        audio = np.random.default_rng(3).standard_normal((2, 4000)).astype(np.float32)
+        x = np.asarray(waveform.apply(params, jnp.asarray(audio), cfg), np.float64)
+        features = x - layers.sincos_positions(x.shape[1], x.shape[2])
+        np.testing.assert_allclose(features.mean(-1), 0.0, atol=1e-5)
+        np.testing.assert_allclose(features.var(-1), 1.0, atol=1e-3)
+
+    def test_identity_projection_needs_equal_widths(self):
+        cfg = _tiny()  # 32 conv channels, encoder width 64.
+        cfg.projection_init = "identity"
+        with self.assertRaisesRegex(ValueError, "conv_channels == encoder_width, not 32 and 64"):
+            waveform.init(jax.random.PRNGKey(0), cfg)
+
     def test_too_short_audio_raises(self):
         with self.assertRaisesRegex(ValueError, "too short"):
             waveform.num_frames(200, _tiny())

@@ -152,6 +152,7 @@ KINDS = {
     "model.dtype": Choice(("float32", "bfloat16")),
     "model.block_norm": Choice(("pre", "post")),
     "model.gelu": Choice(("tanh", "exact")),
+    "model.projection_init": Choice(("normal", "identity")),
     "model.remat": Flag(),
     "model.scan_layers": Flag(),
     "masking.span_frames": Number(1, 100_000, unit="frames"),

@@ -103,6 +103,13 @@ def _form_problems(model: ml_collections.ConfigDict):
             f"config.model.encoder_final_norm_eps={eps} must be a number in (0, {MAX_NORM_EPS:g}] "
             "(1e-6 ours, 1e-5 WavJEPA's)."
         )
+    identity = model.get("projection_init", "normal") == "identity"
+    if identity and model.conv_channels != model.encoder_width:
+        yield (
+            f"config.model.projection_init='identity' needs conv_channels == encoder_width, "
+            f"not {model.conv_channels} and {model.encoder_width}: use 'normal', or set the "
+            "two widths equal (model.size=small has 256 and 256)."
+        )
 
 
 def _loss_and_data_problems(config: ml_collections.ConfigDict):

@@ -49,6 +49,9 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     cfg.block_norm = "pre"  # Each block's LayerNorms: before each sublayer or after its add.
     cfg.gelu = "tanh"  # GELU everywhere: "tanh" approximation or "exact" (erf, torch's default).
     cfg.encoder_final_norm_eps = 1e-6  # The context encoder's last LayerNorm.
+    # The conv -> encoder projection's init: "normal" or "identity" (WavJEPA's, which has no
+    # projection where conv_channels == encoder_width). Init only: the network is the same.
+    cfg.projection_init = "normal"
     cfg.dtype = "float32"  # Compute dtype; params stay float32. "bfloat16" on TPU/GPU.
     cfg.remat = False  # Rematerialise each transformer block in the backward pass (long crops).
     cfg.scan_layers = True  # lax.scan over blocks (one compiled block); False unrolls them.

@@ -1,29 +1,11 @@
-"""research/init_health.py: the identity projection it swaps in, and init health on real clips."""
+"""research/init_health.py: init health on real clips."""
 
 import jax
-import numpy as np
-import pytest
 
 from configs import cpu_debug
 from research import init_health, learning
 from wavlejepa import model
 from wavlejepa.data import fsdd
-
-
-def _params(channels: int, width: int) -> dict:
-    rng = np.random.default_rng(0)
-    projection = {"kernel": rng.normal(size=(channels, width)), "bias": rng.normal(size=width)}
-    return {"waveform_encoder": {"projection": projection, "conv_0": 1}, "predictor": 2}
-
-
-def test_the_identity_projection_passes_features_through_and_touches_nothing_else():
-    params = init_health.identity_projection(_params(8, 8))
-    x = np.random.default_rng(1).normal(size=(5, 8))
-    projection = params["waveform_encoder"]["projection"]
-    np.testing.assert_array_equal(x @ projection["kernel"] + projection["bias"], x)
-    assert params["waveform_encoder"]["conv_0"] == 1 and params["predictor"] == 2
-    with pytest.raises(ValueError, match="maps 8 channels to 16"):
-        init_health.identity_projection(_params(8, 16))
 
 
 def test_init_health_of_the_tiny_model_on_real_clips():

@@ -16,6 +16,11 @@ from wavlejepa.nets import layers
 # Kaiming-normal (fan-in) for the convs, as WavJEPA; kernels are [width, in, out] ("WIO").
 _conv_init = jax.nn.initializers.variance_scaling(2.0, "fan_in", "normal", in_axis=(0, 1))
 
+# How the conv -> encoder projection starts: "normal" (a dense layer like every other, std
+# 0.02) or "identity" (conv channels must equal the encoder width). WavJEPA has no projection
+# where the two widths are equal (its small-conv256 preset), which is the identity.
+PROJECTION_INITS = ("normal", "identity")
+
 
 def num_frames(num_samples: int, cfg: ml_collections.ConfigDict) -> int:
     """Frames the conv stack makes from `num_samples` (32,160 samples -> 200 frames)."""
@@ -83,6 +88,7 @@ def frame_clip_ids(
 
 
 def init(key: jax.Array, cfg: ml_collections.ConfigDict) -> dict:
+    """Float32 params of the conv stack, its norms and the projection to the encoder width."""
     keys = jax.random.split(key, len(cfg.conv_kernels) + 1)
     params, in_channels = {}, 1
     for i, kernel in enumerate(cfg.conv_kernels):
@@ -93,6 +99,16 @@ def init(key: jax.Array, cfg: ml_collections.ConfigDict) -> dict:
     params["conv_0_group_norm"] = layers.layer_norm_init(cfg.conv_channels)
     params["layer_norm"] = layers.layer_norm_init(cfg.conv_channels)
     params["projection"] = layers.dense_init(keys[-1], cfg.conv_channels, cfg.encoder_width)
+    projection_init = cfg.get("projection_init", "normal")  # A config saved before the key.
+    if projection_init == "identity":
+        if cfg.conv_channels != cfg.encoder_width:
+            raise ValueError(
+                f"projection_init='identity' needs conv_channels == encoder_width, not "
+                f"{cfg.conv_channels} and {cfg.encoder_width}."
+            )
+        params["projection"]["kernel"] = jnp.eye(cfg.encoder_width, dtype=jnp.float32)
+    elif projection_init != "normal":
+        raise ValueError(f"projection_init={projection_init!r}: choose one of {PROJECTION_INITS}.")
     return params
 
 

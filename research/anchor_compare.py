@@ -2,6 +2,8 @@ r"""Ours beside the official WavJEPA: each system's gain over its own random ini
 
   python -m research.anchor_compare --results_dir=research/results/anchor \
       --markdown=docs/experiments/anchor-table.md --png=docs/experiments/anchor.png
+  python -m research.anchor_compare --results_dir=research/results/anchor_variants \
+      --also_dir=research/results/anchor --systems='^ours_32x0\.51s$|^ours_identity'
 
 Reads the result files of `research.learning` and `research.anchor_learning`, one per system,
 budget (steps) and seed, named `<system>_<steps>steps_seed<seed>.json`. For each system and
@@ -25,6 +27,14 @@ from wavlejepa import cli, flag_kinds, plot
 _RESULTS_DIR = flag_kinds.define_input(
     "results_dir", "research/results/anchor", "Result files.", kind="folder"
 )
+_ALSO_DIR = flag_kinds.define_input(
+    "also_dir", "", "Result files of more systems, read with --results_dir's (e.g. the study's "
+    "recipe beside its variants).", kind="folder",
+)  # fmt: skip
+_SYSTEMS = flag_kinds.define_text(
+    "systems", r".", "Keep the systems whose name this regular expression finds.",
+    pattern=r"\S+", what="a regular expression without spaces", example=r"^ours_32|^ours_identity",
+)  # fmt: skip
 _MARKDOWN = flag_kinds.define_output("markdown", "", "Write the table here too.", kind="file")
 _PNG = flag_kinds.define_output("png", "", "Write the curves here.", kind="file")
 NAME = re.compile(r"(?P<system>.+)_(?P<steps>\d+)steps_seed(?P<seed>\d+)\.json$")
@@ -38,12 +48,14 @@ def best(row: dict, task: str) -> float:
     return max(row[task], row[f"{task}_mean_std"])
 
 
-def load(results_dir: str) -> dict:
-    """{(system, steps): {seed: result}} of every result file."""
+def load(*results_dirs: str, systems: str = ".") -> dict:
+    """{(system, steps): {seed: result}} of every result file of the folders whose system name
+    the regular expression `systems` finds."""
     runs = collections.defaultdict(dict)
-    for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
+    paths = [p for d in results_dirs for p in sorted(glob.glob(os.path.join(d, "*.json")))]
+    for path in paths:
         match = NAME.search(os.path.basename(path))
-        if match:
+        if match and re.search(systems, match["system"]):
             runs[match["system"], int(match["steps"])][int(match["seed"])] = _result(path)
     return runs
 
@@ -136,16 +148,22 @@ def curves(rows: list[dict]) -> Figure:
 
 def main(argv):
     del argv
+    folders = [_RESULTS_DIR.value] + ([_ALSO_DIR.value] if _ALSO_DIR.value else [])
     try:
-        rows = summary(load(_RESULTS_DIR.value))
+        pattern = re.compile(_SYSTEMS.value)
+    except re.error as e:
+        cli.fail(f"--systems={_SYSTEMS.value!r} is not a regular expression ({e}).")
+    try:
+        rows = summary(load(*folders, systems=pattern.pattern))
     except KeyError as e:  # str() of a KeyError quotes its message.
         cli.fail(f"--results_dir={_RESULTS_DIR.value}: {e.args[0]}")
     except (json.JSONDecodeError, IndexError, TypeError) as e:
         cli.fail(f"--results_dir={_RESULTS_DIR.value}: {e}")
     if not rows:
         cli.fail(
-            f"--results_dir={_RESULTS_DIR.value} holds no <system>_<steps>steps_seed<seed>.json: "
-            "give the folder research.learning and research.anchor_learning wrote their --json to."
+            f"--results_dir={_RESULTS_DIR.value} holds no <system>_<steps>steps_seed<seed>.json "
+            f"of a system --systems={_SYSTEMS.value!r} finds: give the folder research.learning "
+            "and research.anchor_learning wrote their --json to."
         )
     table = markdown(rows)
     print(table)

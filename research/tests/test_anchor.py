@@ -73,3 +73,15 @@ def test_a_budget_with_one_seed_shows_no_spread(tmp_path):
     (tmp_path / "ours_8x2.01s_3000steps_seed0.json").write_text(json.dumps({"steps": rows}))
     [row] = anchor_compare.summary(anchor_compare.load(str(tmp_path)))
     assert "+0.100 (one seed)" in anchor_compare.markdown([row]).splitlines()[2]
+
+
+def test_two_folders_and_a_system_filter(tmp_path):
+    rows = {"steps": [_row(0.40, 0.50, 0.30), _row(0.60, 0.45, 0.32)]}
+    (tmp_path / "study").mkdir()
+    (tmp_path / "variants").mkdir()
+    for name in ("study/ours_32x0.51s", "study/ours_8x2.01s", "variants/ours_identity_32x0.51s"):
+        (tmp_path / f"{name}_750steps_seed0.json").write_text(json.dumps(rows))
+    folders = str(tmp_path / "variants"), str(tmp_path / "study")
+    runs = anchor_compare.load(*folders, systems=r"^ours_32x0\.51s$|^ours_identity")
+    assert sorted(runs) == [("ours_32x0.51s", 750), ("ours_identity_32x0.51s", 750)]
+    assert len(anchor_compare.load(*folders)) == 3

@@ -103,9 +103,9 @@ def _gain(row: dict, task: str) -> str:
 
 def markdown(rows: list[dict]) -> str:
     header = ("| system | steps | seeds | digits gain (spread) | unseen speaker gain (spread) | "
-              "speakers gain (spread) | enc rank (init) | pooled spread (init) | pooled PR (init) "
-              "| frame SIGReg (init) |")  # fmt: skip
-    lines = [header, "|" + "---|" * 10]
+              "speakers gain (spread) | within-clip std (init) | enc rank (init) | pooled spread (init) "
+              "| pooled PR (init) | frame SIGReg (init) |")  # fmt: skip
+    lines = [header, "|" + "---|" * 11]
     health = lambda r, k, f: (
         "-" if r[k] is None else f"{f.format(r[k])} ({f.format(r[k + '_init'])})"
     )
@@ -114,7 +114,8 @@ def markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {r['system']} | {r['steps']} | {','.join(map(str, r['seeds']))} | "
             + " | ".join(gains) + " | "
-            + " | ".join([health(r, "encoder_rank", "{:.1f}"),
+            + " | ".join([health(r, "within_clip_std", "{:.3f}"),
+                          health(r, "encoder_rank", "{:.1f}"),
                           health(r, "pooled_spread", "{:.4f}"),
                           health(r, "pooled_participation", "{:.2f}"),
                           health(r, "frame_sigreg", "{:.3g}")]) + " |"

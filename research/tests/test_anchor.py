@@ -66,6 +66,7 @@ def test_gains_are_best_against_best_over_each_seeds_own_init(tmp_path):
     assert row["pooled_spread"] == pytest.approx(0.3) and row["pooled_spread_init"] == 1.0
     table = anchor_compare.markdown([row]).splitlines()
     assert "+0.080 (0.040)" in table[2] and len(table) == 3
+    assert table[0].count("|") == table[2].count("|") == 12  # 11 columns: within-clip std too.
 
 
 def test_a_budget_with_one_seed_shows_no_spread(tmp_path):

@@ -103,8 +103,8 @@ def _gain(row: dict, task: str) -> str:
 
 def markdown(rows: list[dict]) -> str:
     header = ("| system | steps | seeds | digits gain (spread) | unseen speaker gain (spread) | "
-              "speakers gain (spread) | within-clip std (init) | enc rank (init) | pooled spread (init) "
-              "| pooled PR (init) | frame SIGReg (init) |")  # fmt: skip
+              "speakers gain (spread) | within-clip std (init) | enc rank (init) "
+              "| pooled spread (init) | pooled PR (init) | frame SIGReg (init) |")  # fmt: skip
     lines = [header, "|" + "---|" * 11]
     health = lambda r, k, f: (
         "-" if r[k] is None else f"{f.format(r[k])} ({f.format(r[k + '_init'])})"

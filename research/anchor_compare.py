@@ -124,14 +124,16 @@ def markdown(rows: list[dict]) -> str:
 
 
 def curves(rows: list[dict]) -> Figure:
-    """Gain over own init (unseen speaker, digits) and pooled participation ratio vs budget."""
-    figure = Figure(figsize=(11, 3.6))
+    """Gain over own init (unseen speaker, digits), the pooled spread (log: a collapse is
+    orders of magnitude) and the frames' effective rank, against the budget."""
+    figure = Figure(figsize=(14, 3.6))
     panels = [("heldout_digits_gain", "unseen-speaker gain over init"),
               ("digits_gain", "digits gain over init"),
-              ("pooled_participation", "pooled participation ratio")]  # fmt: skip
+              ("pooled_spread", "pooled spread (log scale)"),
+              ("encoder_rank", "frames' effective rank")]  # fmt: skip
     systems = sorted({r["system"] for r in rows})
     for i, (key, title) in enumerate(panels):
-        ax = figure.add_subplot(1, 3, i + 1)
+        ax = figure.add_subplot(1, len(panels), i + 1)
         for system in systems:
             mine = [r for r in rows if r["system"] == system and r[key] is not None]
             steps = [r["steps"] for r in mine]
@@ -142,7 +144,9 @@ def curves(rows: list[dict]) -> Figure:
         if key.endswith("_gain"):
             ax.axhline(0.0, color="k", linewidth=0.8)
         ax.set(xscale="log", xlabel="training steps", title=title)
-    figure.axes[0].legend(fontsize=7)
+        if key == "pooled_spread":
+            ax.set_yscale("log")
+    figure.axes[2].legend(fontsize=7, loc="center right")  # The gap between the two spreads.
     figure.tight_layout()
     return figure
 

@@ -112,6 +112,7 @@ def test_a_config_saved_before_the_form_keys_builds_the_form_it_trained(saved):
         "block_norm": "pre",
         "gelu": "tanh",
         "encoder_final_norm_eps": 1e-6,
+        "projection_init": "normal",
     }
 
 

@@ -103,8 +103,7 @@ def _form_problems(model: ml_collections.ConfigDict):
             f"config.model.encoder_final_norm_eps={eps} must be a number in (0, {MAX_NORM_EPS:g}] "
             "(1e-6 ours, 1e-5 WavJEPA's)."
         )
-    identity = model.get("projection_init", "normal") == "identity"
-    if identity and model.conv_channels != model.encoder_width:
+    if model.projection_init == "identity" and model.conv_channels != model.encoder_width:
         yield (
             f"config.model.projection_init='identity' needs conv_channels == encoder_width, "
             f"not {model.conv_channels} and {model.encoder_width}: use 'normal', or set the "

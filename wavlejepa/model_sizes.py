@@ -58,8 +58,10 @@ def model_config(size: str) -> ml_collections.ConfigDict:
     return cfg
 
 
-# The form keys with the values every run had before they existed: a config saved then lacks them.
-FORM_DEFAULTS = {"block_norm": "pre", "gelu": "tanh", "encoder_final_norm_eps": 1e-6}
+# The form and init keys with the values every run had before they existed: a config saved then
+# lacks them.
+FORM_DEFAULTS = {"block_norm": "pre", "gelu": "tanh", "encoder_final_norm_eps": 1e-6,
+                 "projection_init": "normal"}  # fmt: skip
 
 
 def with_form_defaults(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

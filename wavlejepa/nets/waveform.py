@@ -99,16 +99,17 @@ def init(key: jax.Array, cfg: ml_collections.ConfigDict) -> dict:
     params["conv_0_group_norm"] = layers.layer_norm_init(cfg.conv_channels)
     params["layer_norm"] = layers.layer_norm_init(cfg.conv_channels)
     params["projection"] = layers.dense_init(keys[-1], cfg.conv_channels, cfg.encoder_width)
-    projection_init = cfg.get("projection_init", "normal")  # A config saved before the key.
-    if projection_init == "identity":
+    if cfg.projection_init == "identity":
         if cfg.conv_channels != cfg.encoder_width:
             raise ValueError(
                 f"projection_init='identity' needs conv_channels == encoder_width, not "
                 f"{cfg.conv_channels} and {cfg.encoder_width}."
             )
         params["projection"]["kernel"] = jnp.eye(cfg.encoder_width, dtype=jnp.float32)
-    elif projection_init != "normal":
-        raise ValueError(f"projection_init={projection_init!r}: choose one of {PROJECTION_INITS}.")
+    elif cfg.projection_init != "normal":
+        raise ValueError(
+            f"projection_init={cfg.projection_init!r}: choose one of {PROJECTION_INITS}."
+        )
     return params
 
 

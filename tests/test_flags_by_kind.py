@@ -25,6 +25,7 @@ TOOLS = (
     "research.anchor_learning",
     "research.anchor_compare",
     "research.dominant_direction",
+    "research.segment_probe",
 )  # research.init_health has no flags of its own: it uses research.learning's.
 # Prints the tool's own flags (absl's registry: those its module defined) with their kinds.
 _LIST_FLAGS = """

@@ -1,0 +1,93 @@
+"""research/segment_probe.py: K segment means in order, K = 1 as mean pooling, and the probes
+on them."""
+
+import os
+import tempfile
+
+import chex
+import numpy as np
+from absl.testing import absltest, parameterized
+
+from research import learning, segment_probe
+from wavlejepa.data import fsdd
+from wavlejepa.evaluators import linear_probe
+
+
+class SegmentPoolTest(parameterized.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.frames = np.random.default_rng(0).normal(size=(7, 3))
+
+    def test_tiles_the_clip_in_order(self):
+        # T = 7, K = 3: stretches [0, 2), [2, 4), [4, 7) (floor of 7/3, 14/3, 21/3).
+        got = segment_probe.segment_pool(self.frames, 3)
+        f = self.frames
+        expected = np.concatenate([f[0:2].mean(0), f[2:4].mean(0), f[4:7].mean(0)])
+        chex.assert_shape(got, (9,))
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+    def test_one_segment_is_mean_pooling(self):
+        np.testing.assert_array_equal(
+            segment_probe.segment_pool(self.frames, 1), linear_probe.pool(self.frames, "mean")
+        )
+
+    def test_as_many_segments_as_frames_lists_the_frames(self):
+        np.testing.assert_array_equal(
+            segment_probe.segment_pool(self.frames, 7), self.frames.reshape(-1)
+        )
+
+    def test_a_clip_shorter_than_k_repeats_frames(self):
+        # T = 2, K = 4: stretch i is frame floor(i / 2): 0, 0, 1, 1.
+        f = self.frames[:2]
+        np.testing.assert_array_equal(
+            segment_probe.segment_pool(f, 4), np.concatenate([f[0], f[0], f[1], f[1]])
+        )
+
+    def test_order_matters(self):
+        # Mean pooling cannot tell a clip from its reverse; two segments can.
+        np.testing.assert_allclose(
+            linear_probe.pool(self.frames, "mean"), linear_probe.pool(self.frames[::-1], "mean")
+        )
+        self.assertFalse(
+            np.allclose(
+                segment_probe.segment_pool(self.frames, 2),
+                segment_probe.segment_pool(self.frames[::-1], 2),
+            )
+        )
+
+    @parameterized.parameters(((0, 3), 2), ((4, 3), 0))
+    def test_no_frames_or_no_segments_raise(self, shape, segments):
+        with self.assertRaisesRegex(ValueError, "needs frames and segments >= 1"):
+            segment_probe.segment_pool(np.zeros(shape), segments)
+
+
+class ProbesTest(absltest.TestCase):
+    def test_one_segment_gives_learning_mean_probes(self):
+        # The bundled FSDD sample cut into 100-sample "frames": K = 1 must score as
+        # research.learning's mean pooling, task for task.
+        data = learning.subsample(fsdd.load_fsdd(fsdd.SAMPLE_DIR), 40)
+        heldout = data["speakers"][0]
+        frames = {
+            s: [np.asarray(a[: len(a) // 100 * 100]).reshape(-1, 100) for a in data[s]["audio"]]
+            for s in learning.SPLITS
+        }
+        probe_cfg = linear_probe.default_config()
+        probe_cfg.steps = 20
+        got = segment_probe.probes(frames, data, heldout, probe_cfg, 1)
+        expected = learning.probes(frames, data, heldout, probe_cfg)["mean"]
+        for task in learning.TASKS:
+            self.assertEqual(got[task]["test_accuracy"], expected[task]["test_accuracy"])
+            self.assertEqual(got[task]["weight_decay"], expected[task]["weight_decay"])
+
+
+class ModelsTest(absltest.TestCase):
+    def test_a_missing_snapshot_names_the_ones_there(self):
+        workdir = self.enter_context(tempfile.TemporaryDirectory())
+        os.makedirs(os.path.join(workdir, "snapshots"))
+        open(os.path.join(workdir, "snapshots", "step_000000.npz"), "w").close()
+        with self.assertRaisesRegex(ValueError, r"step_000750.npz is missing.*step_000000.npz"):
+            list(segment_probe.models(workdir, [750], base_config=None))
+
+
+if __name__ == "__main__":
+    absltest.main()

@@ -1,6 +1,7 @@
 """research/segment_probe.py: K segment means in order, K = 1 as mean pooling, and the probes
-on them."""
+on them; research/segment_compare.py: gains over the init with the same K, across seeds."""
 
+import json
 import os
 import tempfile
 
@@ -8,7 +9,7 @@ import chex
 import numpy as np
 from absl.testing import absltest, parameterized
 
-from research import learning, segment_probe
+from research import anchor_compare, learning, segment_compare, segment_probe
 from wavlejepa.data import fsdd
 from wavlejepa.evaluators import linear_probe
 
@@ -87,6 +88,49 @@ class ModelsTest(absltest.TestCase):
         open(os.path.join(workdir, "snapshots", "step_000000.npz"), "w").close()
         with self.assertRaisesRegex(ValueError, r"step_000750.npz is missing.*step_000000.npz"):
             list(segment_probe.models(workdir, [750], base_config=None))
+
+
+def segment_result(accuracies: dict) -> dict:
+    """A segment_probe result: {step: {K: {task: accuracy}}} -> its JSON form."""
+    return {"steps": {str(step): {str(k): {t: {"test_accuracy": a} for t, a in by_task.items()}
+                                  for k, by_task in by_k.items()}
+                      for step, by_k in accuracies.items()}}  # fmt: skip
+
+
+class SegmentCompareTest(absltest.TestCase):
+    def test_gain_over_the_same_k_at_init_mean_and_spread_over_seeds(self):
+        tasks = segment_compare.TASKS
+        acc = lambda d, h, s: dict(zip(tasks, (d, h, s), strict=True))
+        seeds = {  # step 0 and 750, K 1 and 4.
+            0: {0: {1: acc(0.6, 0.4, 0.9), 4: acc(0.7, 0.5, 0.9)},
+                750: {1: acc(0.7, 0.5, 0.9), 4: acc(0.8, 0.5, 0.95)}},
+            1: {0: {1: acc(0.6, 0.4, 0.9), 4: acc(0.6, 0.6, 0.9)},
+                750: {1: acc(0.6, 0.3, 0.9), 4: acc(0.8, 0.5, 0.9)}},
+        }  # fmt: skip
+        folder = self.enter_context(tempfile.TemporaryDirectory())
+        for seed, accuracies in seeds.items():
+            with open(os.path.join(folder, f"ours_750steps_seed{seed}.json"), "w") as f:
+                json.dump(segment_result(accuracies), f)
+        rows = segment_compare.summary(anchor_compare.load(folder))
+        self.assertEqual([(r["system"], r["steps"], r["segments"]) for r in rows],
+                         [("ours", 750, 1), ("ours", 750, 4)])  # fmt: skip
+        k4 = rows[1]
+        # Seed gains with K = 4: digits 0.1 and 0.2, unseen speaker 0.0 and -0.1.
+        self.assertAlmostEqual(k4["digits_gain"], 0.15)
+        self.assertAlmostEqual(k4["digits_spread"], 0.1)
+        self.assertAlmostEqual(k4["heldout_digits_gain"], -0.05)
+        self.assertAlmostEqual(k4["heldout_digits_spread"], 0.1)
+        self.assertAlmostEqual(k4["speakers_final"], 0.925)
+        self.assertAlmostEqual(rows[0]["heldout_digits_gain"], 0.0)
+        table = segment_compare.markdown(rows).splitlines()
+        self.assertLen(table, 4)
+        self.assertEqual(table[3].count("|"), table[0].count("|"))
+        self.assertIn("| ours | 750 | 0,1 | 4 | +0.150 (0.100) | 0.650 → 0.800 |", table[3])
+
+    def test_a_learning_result_file_is_refused(self):
+        runs = {("ours", 750): {0: {"steps": [{"step": 0}]}}}
+        with self.assertRaisesRegex(ValueError, "not of research.segment_probe"):
+            segment_compare.summary(runs)
 
 
 if __name__ == "__main__":

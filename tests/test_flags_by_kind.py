@@ -26,6 +26,7 @@ TOOLS = (
     "research.anchor_compare",
     "research.dominant_direction",
     "research.segment_probe",
+    "research.segment_compare",
 )  # research.init_health has no flags of its own: it uses research.learning's.
 # Prints the tool's own flags (absl's registry: those its module defined) with their kinds.
 _LIST_FLAGS = """

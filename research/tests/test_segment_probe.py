@@ -127,6 +127,32 @@ class SegmentCompareTest(absltest.TestCase):
         self.assertEqual(table[3].count("|"), table[0].count("|"))
         self.assertIn("| ours | 750 | 0,1 | 4 | +0.150 (0.100) | 0.650 → 0.800 |", table[3])
 
+    def test_best_row_takes_the_best_of_mean_mean_std_and_every_k(self):
+        tasks = segment_compare.TASKS
+        acc = lambda d: {t: d for t in tasks}
+        segments = {
+            0: {
+                "steps": segment_result(
+                    {0: {1: acc(0.5), 4: acc(0.6)}, 750: {1: acc(0.5), 4: acc(0.9)}}
+                )["steps"]
+            }
+        }
+        row = lambda step, mean, mean_std: {
+            "step": step,
+            **{t: mean for t in tasks},
+            **{f"{t}_mean_std": mean_std for t in tasks},
+        }
+        learned = {0: {"steps": [row(0, 0.5, 0.7), row(250, 0.1, 0.1), row(750, 0.5, 0.8)]}}
+        rows = segment_compare.summary({("ours", 750): segments}, {("ours", 750): learned})
+        best = rows[-1]
+        self.assertEqual(best["segments"], "best")
+        # Step 0: max(0.5, 0.7, 0.5, 0.6) = 0.7; step 750: max(0.5, 0.8, 0.5, 0.9) = 0.9.
+        self.assertAlmostEqual(best["digits_init"], 0.7)
+        self.assertAlmostEqual(best["digits_gain"], 0.2)
+        learned[0]["steps"] = learned[0]["steps"][:2]  # Its last step is 250: another run.
+        with self.assertRaisesRegex(ValueError, r"steps \(0, 250\) are not the segment file's"):
+            segment_compare.summary({("ours", 750): segments}, {("ours", 750): learned})
+
     def test_a_learning_result_file_is_refused(self):
         runs = {("ours", 750): {0: {"steps": [{"step": 0}]}}}
         with self.assertRaisesRegex(ValueError, "not of research.segment_probe"):

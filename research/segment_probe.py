@@ -1,6 +1,6 @@
 r"""A probe that reads the frames in order: `research.learning`'s probes on segment-pooled clips.
 
-  python -m research.segment_probe --workdir=/tmp/lb_small --checkpoints=0,750 \
+  python -m research.segment_probe --workdir=/tmp/lb_small --at_steps=0,750 \
       --segments=1,4 --json=/tmp/segments.json
 
 Mean pooling averages a clip's frames into one vector, so a linear probe on it cannot read what
@@ -33,8 +33,8 @@ FLAGS = flags.FLAGS
 # --workdir, --config, --fsdd_dir, --heldout_speaker, --batch_size, --probe_steps and --json are
 # research.learning's flags (defined when it is imported), read here with the meaning they have
 # there.
-_CHECKPOINTS = flag_kinds.define_text(
-    "checkpoints", "0", "Steps to probe (0: initial params).",
+_AT_STEPS = flag_kinds.define_text(  # Not --checkpoints: research.probe_layers defines that.
+    "at_steps", "0", "Steps to probe (0: initial params).",
     pattern=r"\d+(,\d+)*", what="steps separated by commas", example="0,750",
 )  # fmt: skip
 _SEGMENTS = flag_kinds.define_text(
@@ -87,7 +87,7 @@ def models(workdir: str, steps: list[int], base_config):
             path = os.path.join(snapshots, f"step_{step:06d}.npz")
             if not os.path.exists(path):
                 have = sorted(os.listdir(snapshots))
-                raise ValueError(f"{path} is missing: --checkpoints names steps of {have}.")
+                raise ValueError(f"{path} is missing: --at_steps names steps of {have}.")
             yield (step, *anchor_learning.encoder(path, base_config))
         return
     checkpoints = os.path.join(workdir, checkpointing.LATEST_DIR)
@@ -129,7 +129,7 @@ def run(
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    steps = [int(s) for s in _CHECKPOINTS.value.split(",")]
+    steps = [int(s) for s in _AT_STEPS.value.split(",")]
     segment_counts = [int(k) for k in _SEGMENTS.value.split(",")]
     workdir = os.path.abspath(FLAGS.workdir)
     try:

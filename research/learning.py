@@ -216,19 +216,24 @@ def subsample(data: dict, max_clips: int) -> dict:
     return out
 
 
+def task_probes(features: dict, data: dict, heldout: str, probe_cfg) -> dict:
+    """{task: fit_and_score result} of every task, from clip features {split: [clips, dim]}."""
+    results = {}
+    for task in TASKS:
+        if task == "heldout_digits":
+            results[task] = linear_probe.score_heldout_speaker(features, data, heldout, probe_cfg)
+        else:
+            results[task] = linear_probe.score(features, data, f"fsdd_{task}", probe_cfg)
+    return results
+
+
 def probes(frames: dict, data: dict, heldout: str, probe_cfg) -> dict:
     """{pooling: {task: fit_and_score result}} of every pooling and task, from frames
     {split: [[frames, dim]] per clip}."""
     results = {}
     for pooling in POOLINGS:
         features = {s: np.stack([linear_probe.pool(f, pooling) for f in frames[s]]) for s in SPLITS}
-        results[pooling] = {}
-        for task in TASKS:
-            if task == "heldout_digits":
-                r = linear_probe.score_heldout_speaker(features, data, heldout, probe_cfg)
-            else:
-                r = linear_probe.score(features, data, f"fsdd_{task}", probe_cfg)
-            results[pooling][task] = r
+        results[pooling] = task_probes(features, data, heldout, probe_cfg)
     return results
 
 

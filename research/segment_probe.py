@@ -69,13 +69,7 @@ def probes(frames: dict, data: dict, heldout: str, probe_cfg, segments: int) -> 
     features = {
         s: np.stack([segment_pool(f, segments) for f in frames[s]]) for s in learning.SPLITS
     }
-    results = {}
-    for task in learning.TASKS:
-        if task == "heldout_digits":
-            results[task] = linear_probe.score_heldout_speaker(features, data, heldout, probe_cfg)
-        else:
-            results[task] = linear_probe.score(features, data, f"fsdd_{task}", probe_cfg)
-    return results
+    return learning.task_probes(features, data, heldout, probe_cfg)
 
 
 def models(workdir: str, steps: list[int], base_config):

@@ -28,11 +28,16 @@ TOOLS = (
     "research.segment_probe",
     "research.segment_compare",
 )  # research.init_health has no flags of its own: it uses research.learning's.
-# Prints the tool's own flags (absl's registry: those its module defined) with their kinds.
-_LIST_FLAGS = """
-import importlib, json, sys
+# One process per tool, so that its import (TensorFlow, JAX) is paid once: it prints the tool's
+# own flags (absl's registry: those its module defined) with their kinds on a line "FLAGS ...",
+# reads the cases [[argv...], ...] built from them as one line of stdin, and runs each through the
+# tool's own parse (cli.parse_flags: every kind check runs there) from a fresh parse, printing
+# (exit code, stderr) per case on a line "CASES ...". The process-level behaviour is checked by a
+# real run per tool.
+_FLAGS_THEN_CASES = """
+import contextlib, importlib, io, json, sys, traceback
 from absl import flags
-from wavlejepa import flag_kinds
+from wavlejepa import cli, flag_kinds
 name = sys.argv[1]
 module = importlib.import_module(name)
 getattr(module, "_define_flags", lambda: None)()
@@ -50,20 +55,9 @@ for flag in flags.FLAGS.get_key_flags_for_module(name):
     elif row["kind"] == "text":
         row["example"] = parser.example
     rows.append(row)
-print(json.dumps(rows))
-"""
-# Runs cases [[argv...], ...] through the tool's own parse (cli.parse_flags: every kind check runs
-# there) in one process, each from a fresh parse: (exit code, stderr) per case. A tool's import
-# (TensorFlow, JAX) is paid once; the process-level behaviour is checked by a real run per tool.
-_PARSE_CASES = """
-import contextlib, importlib, io, json, sys, traceback
-from absl import flags
-from wavlejepa import cli
-name, cases = sys.argv[1], json.loads(sys.argv[2])
-module = importlib.import_module(name)
-getattr(module, "_define_flags", lambda: None)()
+print("FLAGS " + json.dumps(rows), flush=True)
 out = []
-for argv in cases:
+for argv in json.loads(sys.stdin.readline()):
     flags.FLAGS.unparse_flags()
     err, code = io.StringIO(), 0
     with contextlib.redirect_stderr(err):
@@ -75,7 +69,7 @@ for argv in cases:
             traceback.print_exc(file=err)
             code = -1
     out.append([code, err.getvalue()])
-print(json.dumps(out))
+print("CASES " + json.dumps(out), flush=True)
 """
 _UNSET = "$WAVLEJEPA_TEST_UNSET_VARIABLE"
 
@@ -86,16 +80,34 @@ def _tree(root) -> dict[str, str]:
     return {**folders, **cli_helpers.file_hashes(root)}
 
 
-def _flags_of(tool: str) -> list[dict]:
-    result = subprocess.run(
-        [sys.executable, "-c", _LIST_FLAGS, tool],
-        cwd=cli_helpers.REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+class _ToolProcess:
+    """The tool's process of _FLAGS_THEN_CASES: `rows` its flags; `cases(argvs)` their parses."""
+
+    def __init__(self, tool: str, cwd, env: dict, stderr_path):
+        self._stderr_path = stderr_path
+        with open(stderr_path, "w") as stderr:  # A file: a full pipe would block the child.
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", _FLAGS_THEN_CASES, tool],
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+        self.rows = self._read("FLAGS ", self._proc.stdout)
+
+    def cases(self, argvs: list[list[str]]) -> list:
+        out, _ = self._proc.communicate(json.dumps(argvs) + "\n", timeout=600)
+        assert self._proc.returncode == 0, self._stderr_path.read_text()[-3000:]
+        return self._read("CASES ", out.splitlines())
+
+    def _read(self, prefix: str, lines) -> list:
+        for line in lines:
+            if line.startswith(prefix):
+                return json.loads(line[len(prefix) :])
+        self._proc.kill()
+        raise AssertionError(f"no {prefix!r}line: " + self._stderr_path.read_text()[-3000:])
 
 
 def _places(root) -> dict[str, str]:
@@ -179,14 +191,20 @@ def _refused(code, stderr: str, name: str) -> bool:
 
 @pytest.mark.parametrize("tool", TOOLS)
 def test_every_flag_refuses_bad_values_in_one_line_and_writes_nothing(tool, tmp_path):
-    rows = _flags_of(tool)
+    places = _places(tmp_path / "tree")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "JAX_COMPILATION_CACHE_DIR": ""}
+    before = _tree(tmp_path / "tree")
+    process = _ToolProcess(
+        tool,
+        cwd=_cwd(tool, tmp_path),
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", **env},
+        stderr_path=tmp_path / "stderr.txt",
+    )
+    rows = process.rows
     assert rows, f"{tool} defines no flags of its own: is it still a tool?"
     undeclared = [row["name"] for row in rows if row["kind"] == "undeclared"]
     assert not undeclared, f"{tool}: declare the kind of {undeclared} with flag_kinds.define_*"
-    places = _places(tmp_path / "tree")
     valid = {row["name"]: _valid(row, places) for row in rows if row["default"] in (None, "")}
-    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "JAX_COMPILATION_CACHE_DIR": ""}
-    before = _tree(tmp_path / "tree")
     cases = []  # (flag name, argv)
     for row in rows:
         others = [f"--{n}={v}" for n, v in valid.items() if n != row["name"] and v is not None]
@@ -194,17 +212,7 @@ def test_every_flag_refuses_bad_values_in_one_line_and_writes_nothing(tool, tmp_
             cases.append((row["name"], [*others, f"--{row['name']}={bad}"]))
     assert len({name for name, _ in cases}) == len(rows)  # Every flag gets bad values.
 
-    parsed = subprocess.run(
-        [sys.executable, "-c", _PARSE_CASES, tool, json.dumps([argv for _, argv in cases])],
-        cwd=_cwd(tool, tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        env={**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3", **env},
-    )
-    assert parsed.returncode == 0, parsed.stderr[-3000:]
-    results = json.loads(parsed.stdout.strip().splitlines()[-1])
+    results = process.cases([argv for _, argv in cases])
     failures = [
         (argv[-1], code, stderr[-600:])
         for (name, argv), (code, stderr) in zip(cases, results, strict=True)

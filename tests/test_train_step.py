@@ -196,13 +196,7 @@ class TrainStepTest(chex.TestCase):
         for name in ("loss", "invariance", "sigreg"):
             np.testing.assert_allclose(float(m8[name]), float(m1[name]), rtol=1e-5, err_msg=name)
         chex.assert_trees_all_close(g8, g1, rtol=1e-4, atol=1e-6)
-        # The eval's ranks: one covariance of the global batch's frames.
-        eval_fn = functools.partial(train_step.eval_step, config=config)
-        r1 = jax.jit(eval_fn)(state, {"audio": audio})
-        state8 = jax.device_put(state, replicated)
-        r8 = jax.jit(eval_fn, out_shardings=replicated)(state8, {"audio": sharded_audio})
-        for name in ("encoder_rank", "projected_rank"):
-            np.testing.assert_allclose(float(r8[name]), float(r1[name]), rtol=1e-5, err_msg=name)
+        # The eval's ranks over sharded batches: test_multihost's 2 hosts x 4 devices against 1.
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ def test_chunked_terms_sum_to_the_objectives_gradient():
             clip_starts_BxC=batch["clip_starts"],
         )[0]  # fmt: skip
 
-    want = jax.grad(loss)(params)
+    want = jax.jit(jax.grad(loss))(params)
     got = jax.tree.map(jnp.add, grads["invariance"], grads["rule"])
     for path, g, w in zip(
         jax.tree_util.tree_flatten_with_path(want)[0], jax.tree.leaves(got), jax.tree.leaves(want),
@@ -37,13 +37,13 @@ def test_chunked_terms_sum_to_the_objectives_gradient():
     ):  # fmt: skip
         np.testing.assert_allclose(g, w, rtol=2e-3, atol=1e-6, err_msg=str(path[0]))
     # The invariance alone: the gradient of (1 - lambda) * invariance.
-    inv = jax.grad(
+    inv = jax.jit(jax.grad(
         lambda p: (1 - config.loss.sigreg_weight)
         * losses.objective(
             p, batch["audio"], key, config, lengths_B=batch["lengths"],
             clip_starts_BxC=batch["clip_starts"],
         )[1]["invariance"]
-    )(params)  # fmt: skip
+    ))(params)  # fmt: skip
     np.testing.assert_allclose(
         sigreg_scale.encoder_norm(grads["invariance"]), sigreg_scale.encoder_norm(inv), rtol=1e-3
     )

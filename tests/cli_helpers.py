@@ -12,9 +12,17 @@ from wavlejepa import cli
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def xla_flags(devices: int) -> str:
+    """This session's XLA_FLAGS (the root conftest.py: its compile-time setting) with `devices`
+    fake CPU devices instead."""
+    count = "--xla_force_host_platform_device_count"
+    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(count)]
+    return " ".join([f"{count}={devices}", *kept])
+
+
 def run_module(module, *args, timeout=180, cwd=REPO, env=None):
-    """`python -m module args...` in `cwd`, on CPU, with TensorFlow's C++ logs off."""
-    quiet = {"XLA_FLAGS": "", "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    """`python -m module args...` in `cwd`, on one CPU device, with TensorFlow's C++ logs off."""
+    quiet = {"XLA_FLAGS": xla_flags(1), "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,

@@ -20,19 +20,14 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from cli_helpers import xla_flags  # noqa: E402
+
 from wavlejepa.data import pipeline  # noqa: E402
 
 FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIME_KEYS = ("steps_per_sec", "examples_per_sec")  # Wall-clock fields: differ run to run.
 DEBUG = ["--config=configs/cpu_debug.py", "--config.debug_dummy_data=True"]
-
-
-def xla_flags(devices: int) -> str:
-    """This session's XLA_FLAGS (the root conftest.py) with `devices` fake CPU devices instead."""
-    count = "--xla_force_host_platform_device_count"
-    kept = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(count)]
-    return " ".join([f"{count}={devices}", *kept])
 
 
 def subprocess_env(cache_dir, devices: int = 1) -> dict:

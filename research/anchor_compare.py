@@ -72,6 +72,18 @@ def _result(path: str) -> dict:
     return result
 
 
+def gain_columns(task: str, init: list, final: list) -> dict:
+    """A task's columns from its accuracy per seed at the first and the last step: the gain
+    (mean over seeds) and its spread (max - min), and the mean accuracies."""
+    gains = np.subtract(final, init)
+    return {
+        f"{task}_gain": float(gains.mean()),
+        f"{task}_spread": float(gains.max() - gains.min()),
+        f"{task}_init": float(np.mean(init)),
+        f"{task}_final": float(np.mean(final)),
+    }
+
+
 def summary(runs: dict) -> list[dict]:
     """One row per (system, budget): gains (mean, spread over seeds), init and final best
     accuracies, and final health, means over seeds."""
@@ -81,11 +93,8 @@ def summary(runs: dict) -> list[dict]:
         last = {s: r["steps"][-1] for s, r in by_seed.items()}
         row = {"system": system, "steps": steps, "seeds": sorted(by_seed)}
         for task in TASKS:
-            gains = [best(last[s], task) - best(first[s], task) for s in by_seed]
-            row[f"{task}_gain"] = float(np.mean(gains))
-            row[f"{task}_spread"] = float(max(gains) - min(gains))
-            row[f"{task}_init"] = float(np.mean([best(first[s], task) for s in by_seed]))
-            row[f"{task}_final"] = float(np.mean([best(last[s], task) for s in by_seed]))
+            init, final = ([best(r[s], task) for s in by_seed] for r in (first, last))
+            row.update(gain_columns(task, init, final))
         for key in HEALTH:
             values = [last[s].get(key) for s in by_seed]
             row[key] = float(np.mean(values)) if None not in values else None

@@ -199,6 +199,14 @@ def initial_params(config) -> dict:
     return jax.jit(create)(jax.random.PRNGKey(config.seed)).params
 
 
+def step_params(config, workdir: str, step: int) -> dict:
+    """The params of a run of `config` in `workdir` at `step`: step 0 from `initial_params` (a
+    run's checkpoints start after its first update), the others from its checkpoints."""
+    if step == 0:
+        return initial_params(config)
+    return pretrained.load(os.path.join(workdir, checkpointing.LATEST_DIR), step)[0]
+
+
 def subsample(data: dict, max_clips: int) -> dict:
     """`load_fsdd` data with at most max_clips clips per split, evenly spaced in file order (which
     is digit, speaker, take: so every digit and speaker keeps clips)."""
@@ -413,11 +421,7 @@ def run(
 
     step_rows = []
     for step in probe_steps(steps, probe_every):
-        if step == 0:
-            params = initial_params(config)
-        else:
-            ckpt_dir = os.path.join(workdir, checkpointing.LATEST_DIR)
-            params, _ = pretrained.load(ckpt_dir, step)
+        params = step_params(config, workdir, step)
         step_row, _ = probe_step(step, params, config, data, heldout, probe_cfg, batch_size,
                                  share_frames, train_metrics(records, step))  # fmt: skip
         step_rows.append(step_row)

@@ -64,10 +64,7 @@ def run(
     probe_cfg = linear_probe.default_config()
     results = {}
     for step in steps:
-        if step == 0:
-            params = learning.initial_params(config)
-        else:
-            params, _ = pretrained.load(checkpoints, step)
+        params = learning.step_params(config, workdir, step)
         results[step] = {}
         for blocks in range(config.model.encoder_depth + 1) if depths is None else depths:
             cut_params, cut_config = truncated(params, config, blocks)

@@ -12,7 +12,6 @@ a row "best" more: best against best among mean, mean_std and every K, at step 0
 step.
 """
 
-import numpy as np
 from absl import app, flags
 
 from research import anchor_compare
@@ -33,11 +32,7 @@ def _row(system: str, steps: int, segments, init: dict, final: dict) -> dict:
     """A table row from {task: [accuracy per seed]} at step 0 and at the last step."""
     row = {"system": system, "steps": steps, "segments": segments, "seeds": None}
     for task in TASKS:
-        gains = np.subtract(final[task], init[task])
-        row[f"{task}_gain"] = float(gains.mean())
-        row[f"{task}_spread"] = float(gains.max() - gains.min())
-        row[f"{task}_init"] = float(np.mean(init[task]))
-        row[f"{task}_final"] = float(np.mean(final[task]))
+        row.update(anchor_compare.gain_columns(task, init[task], final[task]))
     return row
 
 

@@ -84,13 +84,9 @@ def models(workdir: str, steps: list[int], base_config):
                 raise ValueError(f"{path} is missing: --at_steps names steps of {have}.")
             yield (step, *anchor_learning.encoder(path, base_config))
         return
-    checkpoints = os.path.join(workdir, checkpointing.LATEST_DIR)
-    config = pretrained.load_config(checkpoints)
+    config = pretrained.load_config(os.path.join(workdir, checkpointing.LATEST_DIR))
     for step in steps:
-        if step == 0:
-            yield step, learning.initial_params(config), config
-        else:
-            yield step, pretrained.load(checkpoints, step)[0], config
+        yield step, learning.step_params(config, workdir, step), config
 
 
 def scores(results: dict) -> dict:

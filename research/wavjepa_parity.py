@@ -16,28 +16,35 @@ import json
 import numpy as np
 from absl import app, flags
 
-from wavlejepa import model, pretrained
+from wavlejepa import cli, flag_kinds, model, pretrained
 from wavlejepa.embedding import Embedder
 
-_MODEL = flags.DEFINE_string("model", None, "import_wavjepa's --output folder.", required=True)
-_REFERENCE = flags.DEFINE_string("reference", None, "The reference .npz.", required=True)
-_JSON = flags.DEFINE_string("json", None, "Where to write the figures (JSON).")
-_KEY = flags.DEFINE_enum("embeddings", "embeddings", ["embeddings", "teacher_embeddings"],
-                         "The reference's student or teacher frames (as imported).")  # fmt: skip
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """CLI flags, defined only when run as a program (research.learning also has a --json)."""
+    flag_kinds.define_input(
+        "model", None, "import_wavjepa's --output folder.", kind="folder", required=True
+    )
+    flag_kinds.define_input("reference", None, "The reference .npz.", kind="file", required=True)
+    flag_kinds.define_output("json", None, "Where to write the figures (JSON).", kind="file")
+    flags.DEFINE_enum("embeddings", "embeddings", ["embeddings", "teacher_embeddings"],
+                      "The reference's student or teacher frames (as imported).")  # fmt: skip
 
 
 def main(argv):
     del argv
-    with np.load(_REFERENCE.value) as z:
+    with np.load(FLAGS.reference) as z:
         reference = {k: z[k] for k in z.files}
-    params, config = pretrained.load(_MODEL.value)
-    want = reference[_KEY.value]
+    params, config = pretrained.load(FLAGS.model)
+    want = reference[FLAGS.embeddings]
     direct = np.asarray(model.embed(params, reference["audio_normalised"][None], config.model))[0]
     embedder = Embedder.from_config(params, config)
     results = {
-        "model": _MODEL.value,
-        "reference": _REFERENCE.value,
-        "compared": _KEY.value,
+        "model": FLAGS.model,
+        "reference": FLAGS.reference,
+        "compared": FLAGS.embeddings,
         "frames": list(want.shape),
         "max_abs_reference": float(np.abs(want).max()),
         # model.embed on the input the official runtime fed its model (same normalisation).
@@ -48,10 +55,11 @@ def main(argv):
         ),
     }
     print(json.dumps(results, indent=1))
-    if _JSON.value:
-        with open(_JSON.value, "w") as f:
+    if FLAGS.json:
+        with open(FLAGS.json, "w") as f:
             json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    _define_flags()
+    app.run(main, flags_parser=cli.parse_flags)

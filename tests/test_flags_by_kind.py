@@ -27,6 +27,7 @@ TOOLS = (
     "research.dominant_direction",
     "research.segment_probe",
     "research.segment_compare",
+    "research.wavjepa_parity",
 )  # research.init_health has no flags of its own: it uses research.learning's.
 # One process per tool, so that its import (TensorFlow, JAX) is paid once: it prints the tool's
 # own flags (absl's registry: those its module defined) with their kinds on a line "FLAGS ...",

@@ -26,6 +26,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_before_training = True  # Evaluate the initial params too (the random-init line).
     config.checkpoint_every_steps = 5_000  # Latest checkpoint, saved asynchronously.
     config.keep_checkpoints = 3  # Latest checkpoints kept on disk.
+    # Also keep every checkpoint whose step is a multiple of this (a multiple of
+    # checkpoint_every_steps), e.g. to probe the run's history later; 0 keeps only the latest.
+    config.keep_checkpoints_every = 0
     config.keep_best = 1  # Checkpoints kept under workdir/best/ by lowest eval loss.
     config.debug_dummy_data = False  # Synthetic audio of the right shapes: no dataset needed.
     # A model folder (`import_wavjepa`'s output, or a run's workdir) whose encoder a new run

@@ -57,7 +57,6 @@ _EMA_END = flag_kinds.define_number(
 _THREADS = flag_kinds.define_number("peer_threads", 2, "torch threads.", low=1, high=1024)
 PRESET = "small-conv256"
 PEER_LOSS_WINDOW = 25  # The peer logs its loss averaged over the last 25 steps.
-_SAVE_EVERY = 250  # Peer checkpoints (67 MB at the small size) at most this many steps apart.
 
 
 def peer_command(workdir: str, seed: int, steps: int, ckpt_every: int, stop_after: int) -> list:
@@ -89,9 +88,10 @@ def snapshot(workdir: str, seed: int, steps: int, step: int, every: int) -> str:
         return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     at = max(step, 1)
-    # The peer saves last.pt every gcd(every, _SAVE_EVERY) steps: a run stopped between probes
-    # (a session's end) resumes at most that many steps back, and each probe step is a save.
-    save_every = 1 if step == 0 else math.gcd(every, _SAVE_EVERY)
+    # The peer saves last.pt (67 MB at the small size) every gcd(every, learning.SAVE_EVERY)
+    # steps: a run stopped between probes (a session's end) resumes at most that many steps
+    # back, and each probe step is a save.
+    save_every = 1 if step == 0 else math.gcd(every, learning.SAVE_EVERY)
     command = peer_command(workdir, seed, steps, save_every, at)
     logging.info("Training the peer to step %d: %s", at, " ".join(command))
     with open(os.path.join(workdir, "peer.log"), "a") as log:

@@ -9,10 +9,11 @@ r"""Does training improve the representation? Probes a run's checkpoints on FSDD
    speaker but --heldout_speaker (default george, the first in sorted order), symlinked into
    <workdir>/ssl_audio and built on first use into <workdir>/tfds as `fsdd_ssl_<speaker>`.
    --ssl_heldout_speaker (a diagnostic) adds that speaker's takes 10-49, unlabelled.
-2. Training: `train.train_and_evaluate` with total_steps=--steps, a checkpoint every
-   --probe_every steps (all kept), no evaluators; the config's crops and model are kept. Running
-   the command again resumes the run, or skips training when its last checkpoint exists.
-3. Probes, per step (0 = the run's initial params, then every checkpoint), on one embedding pass
+2. Training: `train.train_and_evaluate` with total_steps=--steps, the checkpoint of every
+   --probe_every steps kept (saves every gcd(--probe_every, 250) steps), no evaluators; the
+   config's crops and model are kept. Running the command again resumes the run, or skips
+   training when its last checkpoint exists.
+3. Probes, per step (0 = the run's initial params, then every probed step), on one embedding pass
    over all FSDD clips, each with mean and with mean_std pooling: digits and speakers (the
    standard take splits), and held-out-speaker digits (trained on the other speakers' takes
    10-49, weight decay picked on their takes 5-9, tested on all clips of the held-out speaker,
@@ -90,6 +91,7 @@ _PROBE_EVERY = flag_kinds.define_number(
     "probe_every", 25, "Checkpoint and probe every this many.", low=1, high=10**7, unit="steps"
 )
 # Research tools may read the development setup's shared data (the library never does).
+SAVE_EVERY = 250  # Checkpoints at most this many steps apart (see training_config).
 FULL_FSDD = os.path.join(
     os.path.dirname(__file__), "..", "..", "shared", "data", "fsdd", "recordings"
 )
@@ -169,11 +171,14 @@ def probe_steps(steps: int, every: int) -> list[int]:
 
 
 def training_config(config, workdir: str, *, heldout: str, steps: int, probe_every: int):
-    """The run's config: `config` on the SSL folder, checkpointing every probed step."""
+    """The run's config: `config` on the SSL folder, keeping the checkpoint of every probed step.
+    It saves every gcd(probe_every, SAVE_EVERY) steps, so that a run stopped between probes (a
+    session's end) resumes at most that many steps back."""
     config = config.copy_and_resolve_references()
     config.total_steps = steps
-    config.checkpoint_every_steps = config.eval_every_steps = probe_every
-    config.keep_checkpoints = len(probe_steps(steps, probe_every)) + 1
+    config.eval_every_steps = config.keep_checkpoints_every = probe_every
+    config.checkpoint_every_steps = math.gcd(probe_every, SAVE_EVERY)
+    config.keep_checkpoints = 1  # The newest, to resume from (and the last step, if off-period).
     config.keep_best = 0  # Only the periodic checkpoints are probed.
     config.evals = ml_collections.ConfigDict()  # Probes run afterwards, on every checkpoint.
     config.debug_dummy_data = False

@@ -67,6 +67,21 @@ def test_round_trip_restores_state_and_data_position_exactly(tmp_path, config, s
     ]  # fmt: skip
 
 
+@pytest.mark.parametrize("every, kept", [(0, [45, 50]), (20, [20, 40, 45, 50])])
+def test_the_latest_are_kept_and_every_multiple_of_keep_checkpoints_every(
+    tmp_path, config, state, every, kept
+):
+    config = config.copy_and_resolve_references()
+    config.keep_checkpoints, config.keep_checkpoints_every = 2, every
+    data_iter = _data_iter(config)
+    mngr = checkpointing.latest_manager(tmp_path, config)
+    for step in range(5, 55, 5):  # As a run with checkpoint_every_steps=5 saves.
+        checkpointing.save_latest(mngr, step, state, data_iter, config)
+    mngr.wait_until_finished()
+    mngr.close()
+    assert checkpointing.finished_steps(tmp_path / checkpointing.LATEST_DIR) == kept
+
+
 def test_resuming_with_another_config_logs_each_changed_key(tmp_path, config, state):
     _save(tmp_path, config, state, 1, _data_iter(config))
     changed = config.copy_and_resolve_references()

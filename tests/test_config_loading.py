@@ -116,6 +116,13 @@ def test_a_config_saved_before_the_form_keys_builds_the_form_it_trained(saved):
     }
 
 
+def test_a_config_saved_before_keep_checkpoints_every_keeps_only_the_latest(saved):
+    record = json.loads(saved.read_text())
+    del record["keep_checkpoints_every"]
+    saved.write_text(json.dumps(record))
+    assert saved_config.load(str(saved)).keep_checkpoints_every == 0
+
+
 def test_a_saved_config_takes_overrides(saved):
     # A tuple key (JSON's list) is overridden as in the config file the run came from.
     override = "--config.model.projector_hidden_dims=256"

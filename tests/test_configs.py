@@ -98,6 +98,8 @@ def _bad(**overrides):
         (dict(model__projection_init="identity"), 1, "needs conv_channels == encoder_width"),
         (dict(model__encoder_final_norm_eps=0.0), 1, "config.model.encoder_final_norm_eps=0.0"),
         (dict(model__encoder_final_norm_eps=1.0), 1, "must be a number in (0, 0.01]"),
+        (dict(keep_checkpoints_every=-1), 1, "config.keep_checkpoints_every=-1 must be 0 or a"),
+        (dict(keep_checkpoints_every=7), 1, "multiple of checkpoint_every_steps=10 (only saved"),
     ],
 )
 def test_bad_values_are_named_with_their_key(overrides, num_devices, expected):

@@ -37,9 +37,13 @@ BEST_METRIC = "eval_loss"
 
 
 def latest_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-    """Keeps the newest config.keep_checkpoints steps; saves are asynchronous."""
+    """Keeps the newest config.keep_checkpoints steps, and every multiple of
+    config.keep_checkpoints_every (0: none); saves are asynchronous."""
+    policies = [ocp.checkpoint_managers.LatestN(config.keep_checkpoints)]
+    if config.keep_checkpoints_every:
+        policies.append(ocp.checkpoint_managers.EveryNSteps(config.keep_checkpoints_every))
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=ocp.checkpoint_managers.LatestN(config.keep_checkpoints),
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
         cleanup_tmp_directories=True,  # Half-written steps of a killed run.
         enable_async_checkpointing=True,
     )

@@ -131,6 +131,7 @@ KINDS = {
     "eval_before_training": Flag(),
     "checkpoint_every_steps": _STEPS,
     "keep_checkpoints": Number(1, 1000, unit="checkpoints"),
+    "keep_checkpoints_every": Number(0, 1e9, unit="steps"),
     "keep_best": Number(0, 1000, unit="checkpoints"),
     "debug_dummy_data": Flag(),
     "init_from": Path(),

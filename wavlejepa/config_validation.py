@@ -56,6 +56,12 @@ def _optimizer_and_schedule_problems(config: ml_collections.ConfigDict):
             yield f"config.{key}={config[key]} must be >= 1."
     if config.keep_best < 0:
         yield f"config.keep_best={config.keep_best} must be >= 0 (0 keeps no best checkpoint)."
+    every, saved = config.keep_checkpoints_every, config.checkpoint_every_steps
+    if every < 0 or (every and saved >= 1 and every % saved):
+        yield (
+            f"config.keep_checkpoints_every={every} must be 0 or a multiple of "
+            f"checkpoint_every_steps={saved} (only saved steps can be kept): try {saved * 10}."
+        )
 
 
 def _batch_and_model_problems(config: ml_collections.ConfigDict, num_devices, num_processes):

@@ -11,6 +11,9 @@ from etils import epath
 
 from wavlejepa import model_sizes
 
+# Keys added since a run may have saved its config.json, with the value that keeps its behaviour.
+ADDED_KEYS = {"keep_checkpoints_every": 0}
+
 
 class SavedConfigError(ValueError):
     """A config.json that cannot be read as a config; the message names the file and the fix."""
@@ -57,6 +60,9 @@ def load(path: str) -> ml_collections.ConfigDict:
             "is one object of config keys."
         )
     config = _from_json(saved)
+    for key, value in ADDED_KEYS.items():
+        if key not in config:
+            config[key] = value
     if isinstance(config.get("model"), ml_collections.ConfigDict):
         config.model = model_sizes.with_form_defaults(config.model)
     return config

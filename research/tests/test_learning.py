@@ -22,7 +22,7 @@ from absl.testing import absltest
 
 from configs import cpu_debug
 from research import learning
-from wavlejepa import pretrained
+from wavlejepa import config_validation, pretrained
 from wavlejepa.data import fsdd
 from wavlejepa.evaluators import linear_probe
 
@@ -109,6 +109,15 @@ class HelpersTest(absltest.TestCase):
         self.assertEqual(learning.train_metrics(records, 8), dict(metrics_step=10, sigreg=10,
                                                                   invariance=-10))  # fmt: skip
         self.assertTrue(np.isnan(learning.train_metrics([], 3)["sigreg"]))
+
+    def test_runs_save_between_probes_and_keep_every_probed_step(self):
+        for steps, every, saves in [(3000, 750, 250), (7500, 1500, 250), (10, 4, 2), (2, 1, 1)]:
+            config = learning.training_config(
+                cpu_debug.get_config(), "/tmp/run", heldout="theo", steps=steps, probe_every=every
+            )
+            self.assertEqual(config.checkpoint_every_steps, saves)
+            self.assertEqual((config.keep_checkpoints_every, config.keep_checkpoints), (every, 1))
+            config_validation.validate(config, num_devices=1, num_processes=1)
 
     def test_subsample_keeps_every_digit_and_speaker(self):
         data = learning.subsample(fsdd.load_fsdd(fsdd.fsdd_dir("sample")), 50)

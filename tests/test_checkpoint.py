@@ -82,6 +82,17 @@ def test_the_latest_are_kept_and_every_multiple_of_keep_checkpoints_every(
     assert checkpointing.finished_steps(tmp_path / checkpointing.LATEST_DIR) == kept
 
 
+def test_a_checkpoint_saved_before_keep_checkpoints_every_reads_it_as_0(tmp_path, config, state):
+    old = config.copy_and_resolve_references()
+    del old["keep_checkpoints_every"]
+    mngr = checkpointing.latest_manager(tmp_path, config)
+    checkpointing.save_latest(mngr, 1, state, _data_iter(config), old)  # The config it records.
+    mngr.wait_until_finished()
+    mngr.close()
+    loaded = pretrained.load_config(str(tmp_path / checkpointing.LATEST_DIR))
+    assert "keep_checkpoints_every" not in old and loaded.keep_checkpoints_every == 0
+
+
 def test_resuming_with_another_config_logs_each_changed_key(tmp_path, config, state):
     _save(tmp_path, config, state, 1, _data_iter(config))
     changed = config.copy_and_resolve_references()

@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from wavlejepa import model, model_sizes
+from wavlejepa import model, saved_config
 from wavlejepa.checkpointing import (
     BEST_DIR,
     LATEST_DIR,
@@ -74,9 +74,7 @@ def load_config(directory: str, step: int | None = None) -> ml_collections.Confi
     _check_is_dir(directory)
     path = _step_dir(directory, step) / "config"
     config_dict = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path)
-    config = ml_collections.ConfigDict(_as_tuples(config_dict))
-    config.model = model_sizes.with_form_defaults(config.model)
-    return config
+    return saved_config.with_added_keys(ml_collections.ConfigDict(_as_tuples(config_dict)))
 
 
 def load(directory: str, step: int | None = None) -> tuple[dict, ml_collections.ConfigDict]:

@@ -59,7 +59,12 @@ def load(path: str) -> ml_collections.ConfigDict:
             f"{path} holds a JSON {type(saved).__name__}, not a config: a run's config.json "
             "is one object of config keys."
         )
-    config = _from_json(saved)
+    return with_added_keys(_from_json(saved))
+
+
+def with_added_keys(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A config as a run saved it (config.json, or a checkpoint's config item), with the keys
+    added since filled in: ADDED_KEYS, and the model's form keys (`model_sizes.FORM_DEFAULTS`)."""
     for key, value in ADDED_KEYS.items():
         if key not in config:
             config[key] = value

@@ -1,5 +1,6 @@
-"""What a user reads on the console: the quickstart, captured to a file on a fresh dataset cache,
-shows each thing once and ends with its summary; the library noise runtime.set_up hides stays
+"""What a user reads on the console: the quickstart, captured to a file on a fresh dataset cache
+and with only the declared dependencies importable (`declared_imports`), shows each thing once
+and ends with its summary; the library noise runtime.set_up hides stays
 hidden, and the advice after a spike fits the run it is given for."""
 
 import collections
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import declared_imports
 import pytest
 from absl import logging as absl_logging
 
@@ -76,7 +78,7 @@ def test_the_quickstart_console_shows_each_thing_once_and_ends_with_the_summary(
     start = time.monotonic()
     result = _run_captured(
         [
-            "-m",
+            os.path.join(REPO, "tests", "declared_imports.py"),
             "wavlejepa.main",
             "--config=configs/quickstart.py",
             f"--workdir={workdir}",
@@ -202,3 +204,16 @@ def test_a_run_without_warm_up_is_advised_a_tenth_of_its_length_at_most_the_reci
     with pytest.raises(FloatingPointError) as error:
         reporting.check_finite(3, {"loss": float("nan")}, config)
     assert advice in str(error.value)
+
+
+def test_only_declared_distributions_are_importable_in_the_quickstart_run():
+    allowed = declared_imports.declared()
+    # Direct, transitive (tfds -> etils) and through an extra asked for (etils[epath] -> fsspec).
+    assert {"wavlejepa", "tensorflow-datasets", "etils", "fsspec", "importlib-resources"} <= allowed
+    assert not {"pytest", "nbclient", "torch"} & allowed  # Extras of ours are not followed.
+    blocker = declared_imports.UndeclaredImportBlocker(allowed)
+    with pytest.raises(ModuleNotFoundError, match="nbclient, which wavlejepa's dependencies"):
+        blocker.find_spec("nbclient")
+    assert blocker.refused == ["nbclient"]
+    for passes in ("fsspec", "importlib_resources", "json", "nbclient.client", "not_installed"):
+        assert blocker.find_spec(passes) is None  # Declared, stdlib, a submodule, or absent.

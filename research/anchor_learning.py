@@ -45,7 +45,11 @@ _PEER_SRC = flag_kinds.define_input(
     "peer_src", os.environ.get("WAVJEPA_SRC"), "labhamlet/wavjepa, extracted.", kind="folder"
 )
 _PEER_TOOL = flag_kinds.define_input(
-    "peer_tool", os.path.normpath(PEER_TOOL), "learn_peer.py.", kind="file"
+    "peer_tool",
+    os.environ.get("PEER_TOOL", os.path.normpath(PEER_TOOL)),
+    "learn_peer.py (default $PEER_TOOL, else ../shared/tools/peer-learning beside the repository:"
+    " set it when running from a worktree elsewhere).",
+    kind="file",
 )
 _CROPS = flag_kinds.define_number(
     "crops_per_step", 8, "2.01 s crops per step.", low=1, high=4096, unit="crops"

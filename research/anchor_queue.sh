@@ -7,7 +7,8 @@
 # Run it from the repository root (better: from a git worktree of a fixed commit, so that edits
 # to the working copy never change a running study). PEER_PYTHON is a python with torch's CPU
 # build and WAVJEPA_SRC the extracted peer (../shared/tools/peer-learning/README.md); FSDD_DIR
-# defaults to ../shared/data/fsdd/recordings. Plans default to every budget of the study, in
+# defaults to ../shared/data/fsdd/recordings; PEER_TOOL (learn_peer.py) must be set where the
+# worktree is not beside ../shared. Plans default to every budget of the study, in
 # the order it runs them: all four systems at a budget with seed 0, then seed 1, then the next.
 set -uo pipefail
 runs=${1:?give a folder for the workdirs}; shift

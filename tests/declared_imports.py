@@ -7,11 +7,16 @@ requirements and the extras asked for, but not wavlejepa's extras) fails as if i
 A package that happens to be on a developer's or CI's machine (a test extra, a leftover) would
 otherwise hide a dependency that only a new user's machine lacks: tfds 4.9.10 imports the
 importlib_resources backport when it builds a dataset, and declares it only for Python < 3.9.
-Standard-library modules, and modules no distribution claims (this checkout's own), pass.
+Standard-library modules, and modules no distribution claims (this checkout's own), pass. So
+does a module a library first looks for with `importlib.util.find_spec` (how several probe for
+an optional package): on a fresh install that probe would find nothing and the library would do
+without, which a refusal here cannot reproduce, so such a module is let through rather than
+failing the probe itself.
 """
 
 import importlib.abc
 import importlib.metadata
+import importlib.util
 import runpy
 import sys
 
@@ -53,12 +58,16 @@ class UndeclaredImportBlocker(importlib.abc.MetaPathFinder):
         self.allowed = allowed
         self.owners = importlib.metadata.packages_distributions()
         self.refused: list[str] = []
+        self.probed: set[str] = set()
 
     def find_spec(self, fullname, path=None, target=None):
-        if "." in fullname or fullname in sys.stdlib_module_names:
+        if "." in fullname or fullname in sys.stdlib_module_names or fullname in self.probed:
             return None
         owners = {canonicalize_name(d) for d in self.owners.get(fullname, ())}
         if owners and not owners & self.allowed:
+            if _called_from_util_find_spec():
+                self.probed.add(fullname)
+                return None
             self.refused.append(fullname)
             raise ModuleNotFoundError(
                 f"No module named {fullname!r} in a fresh install: it comes from "
@@ -66,6 +75,16 @@ class UndeclaredImportBlocker(importlib.abc.MetaPathFinder):
                 name=fullname,
             )
         return None
+
+
+def _called_from_util_find_spec() -> bool:
+    """Whether the import system was asked by `importlib.util.find_spec` (not by an import)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code is importlib.util.find_spec.__code__:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def main(argv: list[str]) -> None:

@@ -4,6 +4,7 @@ and ends with its summary; the library noise runtime.set_up hides stays
 hidden, and the advice after a spike fits the run it is given for."""
 
 import collections
+import importlib.util
 import logging
 import os
 import re
@@ -217,3 +218,9 @@ def test_only_declared_distributions_are_importable_in_the_quickstart_run():
     assert blocker.refused == ["nbclient"]
     for passes in ("fsspec", "importlib_resources", "json", "nbclient.client", "not_installed"):
         assert blocker.find_spec(passes) is None  # Declared, stdlib, a submodule, or absent.
+    sys.meta_path.insert(0, blocker)  # A library's probe for an optional package is answered.
+    try:
+        assert importlib.util.find_spec("nbformat") is not None
+    finally:
+        sys.meta_path.remove(blocker)
+    assert blocker.probed == {"nbformat"} and blocker.refused == ["nbclient"]

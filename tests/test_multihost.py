@@ -76,8 +76,14 @@ def _two_processes(args, env, tmp_path, *, main_module=False, expect=(0, 0)) -> 
             if p.poll() is None:
                 p.kill()
     logs = [(tmp_path / f"process_{i}.log").read_text() for i in range(2)]
-    assert codes == list(expect), "\n\n".join(log[-3000:] for log in logs)
+    assert codes == list(expect), "\n\n".join(_tail(log) for log in logs)
     return logs
+
+
+def _tail(log: str, chars: int = 3000) -> str:
+    """The last `chars` of a log before a crash's list of extension modules (which filled the
+    whole tail of an aborted process's log and hid why it aborted)."""
+    return log.split("\nExtension modules:")[0][-chars:]
 
 
 def _two_hosts(workdir, tmp_path, cache_dir, extra_args=((), ())) -> list[str]:

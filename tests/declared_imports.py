@@ -31,13 +31,11 @@ def declared(root: str = ROOT) -> set[str]:
     extras each requirement asks for; `root`'s own extras are not followed."""
     seen: set[tuple[str, str]] = set()
     todo = [(canonicalize_name(root), "")]
-    names = set()
     while todo:
         name, extra = todo.pop()
         if (name, extra) in seen:
             continue
         seen.add((name, extra))
-        names.add(name)
         try:
             requires = importlib.metadata.requires(name) or []
         except importlib.metadata.PackageNotFoundError:
@@ -48,7 +46,7 @@ def declared(root: str = ROOT) -> set[str]:
                 continue
             todo.append((canonicalize_name(req.name), ""))
             todo.extend((canonicalize_name(req.name), e) for e in req.extras)
-    return names
+    return {name for name, _ in seen}
 
 
 class UndeclaredImportBlocker(importlib.abc.MetaPathFinder):

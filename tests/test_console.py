@@ -1,7 +1,7 @@
-"""What a user reads on the console: the quickstart, captured to a file on a fresh dataset cache
-and with only the declared dependencies importable (`declared_imports`), shows each thing once
-and ends with its summary; the library noise runtime.set_up hides stays
-hidden, and the advice after a spike fits the run it is given for."""
+"""What a user reads on the console: the quickstart, captured to a file on a fresh dataset cache and
+with only the declared dependencies importable (`declared_imports`), shows each thing once and
+ends with its summary; the library noise runtime.set_up hides stays hidden, and the advice after
+a spike fits the run it is given for."""
 
 import collections
 import importlib.util

@@ -141,6 +141,7 @@ def curves(rows: list[dict]) -> Figure:
               ("pooled_spread", "pooled spread (log scale)"),
               ("encoder_rank", "frames' effective rank")]  # fmt: skip
     systems = sorted({r["system"] for r in rows})
+    budgets = sorted({r["steps"] for r in rows})
     for i, (key, title) in enumerate(panels):
         ax = figure.add_subplot(1, len(panels), i + 1)
         for system in systems:
@@ -153,6 +154,8 @@ def curves(rows: list[dict]) -> Figure:
         if key.endswith("_gain"):
             ax.axhline(0.0, color="k", linewidth=0.8)
         ax.set(xscale="log", xlabel="training steps", title=title)
+        ax.set_xticks(budgets, labels=[f"{b:,}" for b in budgets])  # The budgets, no others.
+        ax.minorticks_off()  # Matplotlib labels log-scale minor ticks (3 x 10^2) otherwise.
         if key == "pooled_spread":
             ax.set_yscale("log")
     figure.axes[2].legend(fontsize=7, loc="center right")  # The gap between the two spreads.

@@ -91,8 +91,12 @@ def test_two_folders_and_a_system_filter(tmp_path):
 def test_the_figure_has_both_gains_the_spread_on_a_log_axis_and_the_rank(tmp_path):
     rows = {"steps": [_row(0.40, 0.50, 0.30), _row(0.60, 0.45, 0.32, pooled_spread=0.002)]}
     (tmp_path / "ours_32x0.51s_750steps_seed0.json").write_text(json.dumps(rows))
+    (tmp_path / "ours_32x0.51s_3000steps_seed0.json").write_text(json.dumps(rows))
     figure = anchor_compare.curves(anchor_compare.summary(anchor_compare.load(str(tmp_path))))
     titles = [ax.get_title() for ax in figure.axes]
     assert titles[0].startswith("unseen") and titles[1].startswith("digits")
     assert figure.axes[2].get_yscale() == "log" and "rank" in titles[3]
-    np.testing.assert_allclose(np.asarray(figure.axes[2].lines[0].get_ydata(), float), [0.002])
+    np.testing.assert_allclose(np.asarray(figure.axes[2].lines[0].get_ydata(), float), [0.002] * 2)
+    for ax in figure.axes:  # The budgets label the x axis, and nothing else does.
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["750", "3,000"]
+        assert not ax.get_xticklabels(minor=True)

@@ -8,7 +8,7 @@ import scipy.integrate
 from absl.testing import absltest, parameterized
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from configs import cpu_debug
+from configs import cpu_debug, quickstart
 from wavlejepa import sigreg
 
 
@@ -163,3 +163,37 @@ class SigregTest(chex.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+class ShortSampleWarningTest(absltest.TestCase):
+    """`short_sample_warning`: a batch of fewer crops than loss.sigreg_crops whose crops hold
+    frames SIGReg leaves untested; its advice restores the scale rule's N."""
+
+    def _config(self, batch_size, crop_seconds, sigreg_frames=None):
+        config = quickstart.get_config()  # sigreg_crops x sigreg_frames = 32 x 50, lambda 0.01.
+        config.batch_size, config.dataset.crop_seconds = batch_size, crop_seconds
+        if sigreg_frames is not None:
+            config.loss.sigreg_frames = sigreg_frames
+        return config
+
+    def test_eight_crops_of_two_seconds_test_a_quarter_of_the_rows(self):
+        config = self._config(8, 2.01)  # 200 frames a crop; 50 of each tested.
+        self.assertEqual(sigreg.sample_shape(config), (8, 50))
+        message = sigreg.short_sample_warning(config)
+        self.assertIn(
+            "8 x 50 = 400 rows a step, not loss.sigreg_crops x loss.sigreg_frames = 1600", message
+        )
+        self.assertIn("is 4 instead of 16", message)  # 0.01 x 400 against 0.01 x 1,600.
+        self.assertIn("--config.loss.sigreg_frames=200 tests 1600 rows", message)
+        followed = self._config(8, 2.01, sigreg_frames=200)
+        self.assertEqual(np.prod(sigreg.sample_shape(followed)), 1600)
+        self.assertIsNone(sigreg.short_sample_warning(followed))
+
+    def test_advice_is_capped_at_the_frames_a_crop_holds(self):
+        message = sigreg.short_sample_warning(self._config(4, 2.01))  # 1,600 / 4 = 400 > 200.
+        self.assertIn("--config.loss.sigreg_frames=200 tests 800 rows", message)
+
+    def test_no_warning_when_the_sample_is_full_or_the_batch_is_all_there_is(self):
+        self.assertIsNone(sigreg.short_sample_warning(self._config(32, 0.51)))  # The recipe.
+        self.assertIsNone(sigreg.short_sample_warning(self._config(64, 2.01)))
+        self.assertIsNone(sigreg.short_sample_warning(cpu_debug.get_config()))  # 8 x 50: all.

@@ -94,6 +94,27 @@ def sample_shape(config: ml_collections.ConfigDict) -> tuple[int, int]:
     return min(config.batch_size, loss.sigreg_crops), min(frames, loss.sigreg_frames)
 
 
+def short_sample_warning(config: ml_collections.ConfigDict) -> str | None:
+    """A warning when the batch has fewer crops than loss.sigreg_crops while its crops hold
+    frames SIGReg leaves untested: N, and with it the pull lambda * N that the scale rule keeps
+    fixed, then falls short of loss.sigreg_crops x loss.sigreg_frames, and a larger
+    loss.sigreg_frames restores it. None otherwise (a batch too small to hold N rows tests all)."""
+    crops, frames = sample_shape(config)
+    wanted = config.loss.sigreg_crops * config.loss.sigreg_frames
+    available = waveform.num_frames(transforms.crop_samples(config.dataset), config.model)
+    if crops * frames >= wanted or frames >= available:
+        return None
+    enough = min(available, -(-wanted // crops))
+    weight = config.loss.sigreg_weight
+    return (
+        f"SIGReg tests {crops} x {frames} = {crops * frames} rows a step, not "
+        f"loss.sigreg_crops x loss.sigreg_frames = {wanted}: the batch has {crops} crops. Its "
+        f"pull, sigreg_weight x rows, is {weight * crops * frames:g} instead of {weight * wanted:g}"
+        f" (the scale rule, wavlejepa/losses.py). --config.loss.sigreg_frames={enough} tests "
+        f"{crops * enough} rows."
+    )
+
+
 def sigreg_collapse_value(config: ml_collections.ConfigDict) -> float:
     """SIGReg of a collapsed batch, 0.40 * N, N the rows the statistic tests (`sample_shape`).
     Gaussian data gives ~1."""

@@ -30,6 +30,7 @@ from wavlejepa import (
     pretrained,
     reporting,
     runtime,
+    sigreg,
     stopping,
     summary,
     train_state,
@@ -108,6 +109,8 @@ def _prepared_config(
         config, num_devices=jax.device_count(), num_processes=jax.process_count()
     )
     checkpointing.check_run_record(workdir / reporting.CONFIG_FILE, config)
+    if (warning := sigreg.short_sample_warning(config)) and jax.process_index() == 0:
+        logging.warning(warning)
     if config.init_from:
         pretrained.check_encoder(config.init_from, config.model)
     done = max(checkpointing.finished_steps(workdir / checkpointing.LATEST_DIR), default=0)

@@ -56,13 +56,12 @@ for flag in flags.FLAGS.get_key_flags_for_module(name):
     elif row["kind"] == "text":
         row["example"] = parser.example
     rows.append(row)
+every = {f.name: f for f in map(flags.FLAGS.__getitem__, flags.FLAGS)}  # Short names too.
 missing = [  # Input flags, of this tool or adopted, whose default path is not on this machine.
-    {"name": n, "kind": "input", "path": flags.FLAGS[n].parser.kind}
-    for n in sorted({flags.FLAGS[n].name for n in flags.FLAGS})
-    if flag_kinds.kind_of(flags.FLAGS[n]) == "input"
-    and isinstance(flags.FLAGS[n].default, str)
-    and flags.FLAGS[n].default
-    and not os.path.exists(os.path.expanduser(flags.FLAGS[n].default))
+    {"name": f.name, "kind": "input", "path": f.parser.kind}
+    for f in every.values()
+    if flag_kinds.kind_of(f) == "input" and isinstance(f.default, str) and f.default
+    and not os.path.exists(os.path.expanduser(f.default))
 ]
 print("FLAGS " + json.dumps([rows, missing]), flush=True)
 out = []

@@ -161,10 +161,6 @@ class SigregTest(chex.TestCase):
         np.testing.assert_allclose(float(collapsed), value, rtol=0.01)
 
 
-if __name__ == "__main__":
-    absltest.main()
-
-
 class ShortSampleWarningTest(absltest.TestCase):
     """`short_sample_warning`: a batch of fewer crops than loss.sigreg_crops whose crops hold
     frames SIGReg leaves untested; its advice restores the scale rule's N."""
@@ -197,3 +193,7 @@ class ShortSampleWarningTest(absltest.TestCase):
         self.assertIsNone(sigreg.short_sample_warning(self._config(32, 0.51)))  # The recipe.
         self.assertIsNone(sigreg.short_sample_warning(self._config(64, 2.01)))
         self.assertIsNone(sigreg.short_sample_warning(cpu_debug.get_config()))  # 8 x 50: all.
+
+
+if __name__ == "__main__":
+    absltest.main()

@@ -86,10 +86,14 @@ def sigreg(
     return jnp.mean(epps_pulley(projected_NxM, t_max, num_knots, weights_N=weights_N))
 
 
+def _frames_per_crop(config: ml_collections.ConfigDict) -> int:
+    return waveform.num_frames(transforms.crop_samples(config.dataset), config.model)
+
+
 def sample_shape(config: ml_collections.ConfigDict) -> tuple[int, int]:
     """(crops, frames) of the rows SIGReg tests each step under the scale rule (losses.py):
     at most loss.sigreg_crops of the global batch and loss.sigreg_frames of each crop."""
-    frames = waveform.num_frames(transforms.crop_samples(config.dataset), config.model)
+    frames = _frames_per_crop(config)
     loss = config.loss
     return min(config.batch_size, loss.sigreg_crops), min(frames, loss.sigreg_frames)
 
@@ -101,7 +105,7 @@ def short_sample_warning(config: ml_collections.ConfigDict) -> str | None:
     loss.sigreg_frames restores it. None otherwise (a batch too small to hold N rows tests all)."""
     crops, frames = sample_shape(config)
     wanted = config.loss.sigreg_crops * config.loss.sigreg_frames
-    available = waveform.num_frames(transforms.crop_samples(config.dataset), config.model)
+    available = _frames_per_crop(config)
     if crops * frames >= wanted or frames >= available:
         return None
     enough = min(available, -(-wanted // crops))
